@@ -1,0 +1,9 @@
+//! facilityd: a facility-monitoring gateway.
+//!
+//! Polls lifts, pumps, fire panels and access doors over Modbus, decodes their registers into
+//! named points, and writes telemetry through the InfluxDB v2 write API. See DESIGN.md for the
+//! contract and README.md for the user documentation.
+
+pub mod model;
+pub mod modbus;
+pub mod profile;

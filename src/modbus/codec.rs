@@ -1,0 +1,272 @@
+//! Decoding registers into point values, and the inverse for the simulators.
+//!
+//! Pure functions; no I/O. Byte orders follow Telegraf's naming: the letters name the value's
+//! bytes from most to least significant in the order they travel on the wire.
+
+use crate::model::{Quality, Value};
+use crate::profile::{ByteOrder, DataType, Point, RegisterSpec, Transform};
+
+/// A value as read off the wire, before scaling and mapping.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Raw {
+    Bool(bool),
+    Int(i128),
+    Float(f64),
+    Str(String),
+}
+
+/// The result of decoding one point.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decoded {
+    Good(Value),
+    /// An enum value missing from the point's `map`: written as its number in a string, and counted.
+    Unmapped(Value),
+    Bad(Quality),
+}
+
+/// Puts the wire bytes of `words` into most-significant-first order.
+fn value_bytes(words: &[u16], order: ByteOrder) -> Vec<u8> {
+    let mut wire: Vec<u8> = words.iter().flat_map(|w| w.to_be_bytes()).collect();
+    match order {
+        ByteOrder::ABCD => {}
+        ByteOrder::DCBA => wire.reverse(),
+        ByteOrder::BADC => wire.chunks_exact_mut(2).for_each(|c| c.swap(0, 1)),
+        ByteOrder::CDAB => {
+            let mut out = Vec::with_capacity(wire.len());
+            for c in wire.chunks_exact(2).rev() {
+                out.extend_from_slice(c);
+            }
+            wire = out;
+        }
+    }
+    wire
+}
+
+/// The inverse of [`value_bytes`]: most-significant-first bytes to wire words.
+fn wire_words(bytes: &[u8], order: ByteOrder) -> Vec<u16> {
+    let mut wire = bytes.to_vec();
+    match order {
+        ByteOrder::ABCD => {}
+        ByteOrder::DCBA => wire.reverse(),
+        ByteOrder::BADC => wire.chunks_exact_mut(2).for_each(|c| c.swap(0, 1)),
+        ByteOrder::CDAB => {
+            let mut out = Vec::with_capacity(wire.len());
+            for c in wire.chunks_exact(2).rev() {
+                out.extend_from_slice(c);
+            }
+            wire = out;
+        }
+    }
+    wire.chunks_exact(2).map(|c| u16::from_be_bytes([c[0], c[1]])).collect()
+}
+
+/// Decodes the raw value of a register point from exactly `spec.count` words.
+pub fn decode_words(spec: &RegisterSpec, words: &[u16]) -> Option<Raw> {
+    if words.len() != usize::from(spec.count) {
+        return None;
+    }
+    let b = value_bytes(words, spec.order);
+    Some(match spec.data_type {
+        DataType::Bool => Raw::Bool((words[0] >> spec.bit.unwrap_or(0)) & 1 == 1),
+        DataType::U16 => Raw::Int(i128::from(u16::from_be_bytes([b[0], b[1]]))),
+        DataType::I16 => Raw::Int(i128::from(i16::from_be_bytes([b[0], b[1]]))),
+        DataType::U32 => Raw::Int(i128::from(u32::from_be_bytes(b[..4].try_into().ok()?))),
+        DataType::I32 => Raw::Int(i128::from(i32::from_be_bytes(b[..4].try_into().ok()?))),
+        DataType::U64 => Raw::Int(i128::from(u64::from_be_bytes(b[..8].try_into().ok()?))),
+        DataType::I64 => Raw::Int(i128::from(i64::from_be_bytes(b[..8].try_into().ok()?))),
+        DataType::F32 => Raw::Float(f64::from(f32::from_be_bytes(b[..4].try_into().ok()?))),
+        DataType::F64 => Raw::Float(f64::from_be_bytes(b[..8].try_into().ok()?)),
+        DataType::String => {
+            let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
+            Raw::Str(String::from_utf8_lossy(&b[..end]).trim_end().to_string())
+        }
+    })
+}
+
+/// The raw bit pattern of an integer, for comparing with an `na` written either way
+/// (`na = 65535` or `na = -1` both match 0xFFFF of an i16).
+fn matches_na(raw: i128, na: i64, data_type: DataType) -> bool {
+    if raw == i128::from(na) {
+        return true;
+    }
+    let bits = u32::from(data_type.registers(1)) * 16;
+    if bits >= 128 {
+        return false;
+    }
+    let mask = (1i128 << bits) - 1;
+    raw & mask == i128::from(na) & mask
+}
+
+/// Scales, maps and range-checks a raw value.
+pub fn apply(transform: &Transform, data_type: Option<DataType>, raw: Raw) -> Decoded {
+    match raw {
+        Raw::Bool(b) => Decoded::Good(Value::Bool(b)),
+        Raw::Str(s) => Decoded::Good(Value::Str(s)),
+        Raw::Float(f) => {
+            if !f.is_finite() {
+                return Decoded::Bad(Quality::NotAvailable);
+            }
+            if let Some(na) = transform.na
+                && f == na as f64
+            {
+                return Decoded::Bad(Quality::NotAvailable);
+            }
+            finish_float(transform, f * transform.scale + transform.offset)
+        }
+        Raw::Int(i) => {
+            if let Some(na) = transform.na
+                && matches_na(i, na, data_type.unwrap_or(DataType::I64))
+            {
+                return Decoded::Bad(Quality::NotAvailable);
+            }
+            if let Some(map) = &transform.map {
+                let key = i64::try_from(i).unwrap_or(i64::MAX);
+                return match map.get(&key) {
+                    Some(name) => Decoded::Good(Value::Str(name.clone())),
+                    None => Decoded::Unmapped(Value::Str(i.to_string())),
+                };
+            }
+            if transform.integer {
+                // Whole-number scale and offset: exact integer arithmetic, no float rounding.
+                let v = i * transform.scale as i128 + transform.offset as i128;
+                let Ok(v) = i64::try_from(v) else {
+                    return Decoded::Bad(Quality::OutOfRange);
+                };
+                if transform.min.is_some_and(|lo| (v as f64) < lo) || transform.max.is_some_and(|hi| (v as f64) > hi) {
+                    return Decoded::Bad(Quality::OutOfRange);
+                }
+                return Decoded::Good(Value::Int(v));
+            }
+            finish_float(transform, i as f64 * transform.scale + transform.offset)
+        }
+    }
+}
+
+fn finish_float(transform: &Transform, v: f64) -> Decoded {
+    if !v.is_finite() {
+        return Decoded::Bad(Quality::OutOfRange);
+    }
+    if transform.min.is_some_and(|lo| v < lo) || transform.max.is_some_and(|hi| v > hi) {
+        return Decoded::Bad(Quality::OutOfRange);
+    }
+    Decoded::Good(Value::Float(v))
+}
+
+/// Decodes a register point from the words of a response that starts at `start`.
+pub fn decode_register_point(point: &Point, start: u16, words: &[u16]) -> Decoded {
+    let Some(spec) = &point.register else {
+        return Decoded::Bad(Quality::CommError);
+    };
+    let from = usize::from(spec.address.wrapping_sub(start));
+    let to = from + usize::from(spec.count);
+    let Some(slice) = words.get(from..to) else {
+        return Decoded::Bad(Quality::CommError);
+    };
+    match decode_words(spec, slice) {
+        Some(raw) => apply(&point.transform, Some(spec.data_type), raw),
+        None => Decoded::Bad(Quality::CommError),
+    }
+}
+
+/// Decodes a coil or discrete-input point from the bits of a response that starts at `start`.
+pub fn decode_bit_point(point: &Point, start: u16, bits: &[bool]) -> Decoded {
+    let Some(spec) = &point.register else {
+        return Decoded::Bad(Quality::CommError);
+    };
+    match bits.get(usize::from(spec.address.wrapping_sub(start))) {
+        Some(&b) => Decoded::Good(Value::Bool(b)),
+        None => Decoded::Bad(Quality::CommError),
+    }
+}
+
+/// Encodes an engineering value into the words of a register point, the inverse of decoding
+/// (used by the simulators). `current` is the register's present content, needed for `bit` points.
+pub fn encode_words(spec: &RegisterSpec, transform: &Transform, value: &Value, current: &[u16]) -> Option<Vec<u16>> {
+    if let Some(bit) = spec.bit {
+        let on = match value {
+            Value::Bool(b) => *b,
+            other => other.as_f64()? != 0.0,
+        };
+        let word = current.first().copied().unwrap_or(0);
+        let mask = 1u16 << bit;
+        return Some(vec![if on { word | mask } else { word & !mask }]);
+    }
+    let raw: Raw = match (value, &transform.map) {
+        (Value::Str(name), Some(map)) if spec.data_type != DataType::String => {
+            let n = map.iter().find(|(_, v)| *v == name).map(|(k, _)| *k)?;
+            Raw::Int(i128::from(n))
+        }
+        (Value::Str(s), _) => Raw::Str(s.clone()),
+        (Value::Bool(b), _) => Raw::Int(i128::from(*b)),
+        (v, _) => {
+            let eng = v.as_f64()?;
+            let x = (eng - transform.offset) / transform.scale;
+            match spec.data_type {
+                DataType::F32 | DataType::F64 => Raw::Float(x),
+                _ => Raw::Int(x.round() as i128),
+            }
+        }
+    };
+    encode_raw(spec, &raw)
+}
+
+/// Encodes a raw value into wire words for `spec` (wrapping integers into the type's width).
+pub fn encode_raw(spec: &RegisterSpec, raw: &Raw) -> Option<Vec<u16>> {
+    let bytes: Vec<u8> = match (spec.data_type, raw) {
+        (DataType::U16 | DataType::I16, Raw::Int(i)) => (*i as u16).to_be_bytes().to_vec(),
+        (DataType::U32 | DataType::I32, Raw::Int(i)) => (*i as u32).to_be_bytes().to_vec(),
+        (DataType::U64 | DataType::I64, Raw::Int(i)) => (*i as u64).to_be_bytes().to_vec(),
+        (DataType::F32, Raw::Float(f)) => (*f as f32).to_be_bytes().to_vec(),
+        (DataType::F64, Raw::Float(f)) => f.to_be_bytes().to_vec(),
+        (DataType::String, Raw::Str(s)) => {
+            let mut b = s.as_bytes().to_vec();
+            b.resize(usize::from(spec.count) * 2, 0);
+            b
+        }
+        (DataType::Bool, Raw::Bool(v)) => vec![0, u8::from(*v)],
+        _ => return None,
+    };
+    Some(wire_words(&bytes, spec.order))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::profile::RegisterKind;
+
+    fn spec(t: DataType, order: ByteOrder) -> RegisterSpec {
+        RegisterSpec { kind: RegisterKind::Holding, address: 0, data_type: t, order, bit: None, count: t.registers(4) }
+    }
+
+    #[test]
+    fn orders_match_telegraf_examples() {
+        // 0x0102_0304 in each order, as the Telegraf modbus README lays the bytes out.
+        let cases = [
+            (ByteOrder::ABCD, [0x0102, 0x0304]),
+            (ByteOrder::DCBA, [0x0403, 0x0201]),
+            (ByteOrder::BADC, [0x0201, 0x0403]),
+            (ByteOrder::CDAB, [0x0304, 0x0102]),
+        ];
+        for (order, words) in cases {
+            assert_eq!(decode_words(&spec(DataType::U32, order), &words), Some(Raw::Int(0x0102_0304)), "{order:?}");
+        }
+    }
+
+    #[test]
+    fn na_matches_either_spelling() {
+        let t = Transform { na: Some(-1), ..Transform::IDENTITY };
+        assert_eq!(apply(&t, Some(DataType::U16), Raw::Int(65535)), Decoded::Bad(Quality::NotAvailable));
+        let t = Transform { na: Some(65535), ..Transform::IDENTITY };
+        assert_eq!(apply(&t, Some(DataType::I16), Raw::Int(-1)), Decoded::Bad(Quality::NotAvailable));
+        assert_eq!(apply(&t, Some(DataType::I16), Raw::Int(-2)), Decoded::Good(Value::Float(-2.0)));
+    }
+
+    #[test]
+    fn unmapped_enum_is_its_number() {
+        let mut map = std::collections::BTreeMap::new();
+        map.insert(0, "idle".to_string());
+        let t = Transform { map: Some(map), ..Transform::IDENTITY };
+        assert_eq!(apply(&t, Some(DataType::U16), Raw::Int(0)), Decoded::Good(Value::Str("idle".into())));
+        assert_eq!(apply(&t, Some(DataType::U16), Raw::Int(7)), Decoded::Unmapped(Value::Str("7".into())));
+    }
+}

@@ -1,0 +1,3 @@
+//! Modbus: request planning, decoding and the link pollers.
+
+pub mod codec;

@@ -1,0 +1,99 @@
+//! The values that flow from the pollers to the telemetry writer and the rule engine.
+
+use std::fmt;
+use std::sync::Arc;
+
+/// An asset id as configured (`devices[].id`), cheap to clone.
+pub type AssetId = Arc<str>;
+
+/// A decoded point value.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    Float(f64),
+    Int(i64),
+    Bool(bool),
+    Str(String),
+}
+
+impl Value {
+    /// The value as a number, for rules and display (`true` is 1).
+    pub fn as_f64(&self) -> Option<f64> {
+        match self {
+            Value::Float(v) => Some(*v),
+            Value::Int(v) => Some(*v as f64),
+            Value::Bool(v) => Some(if *v { 1.0 } else { 0.0 }),
+            Value::Str(_) => None,
+        }
+    }
+}
+
+impl fmt::Display for Value {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Value::Float(v) => write!(f, "{v}"),
+            Value::Int(v) => write!(f, "{v}"),
+            Value::Bool(v) => write!(f, "{v}"),
+            Value::Str(v) => write!(f, "{v}"),
+        }
+    }
+}
+
+/// How trustworthy a sample is. Only `Good` samples carry values into telemetry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Quality {
+    Good,
+    /// The read failed (timeout, exception, malformed frame).
+    CommError,
+    /// The raw value was the point's `na` sentinel.
+    NotAvailable,
+    /// The value fell outside the point's `min`/`max`.
+    OutOfRange,
+}
+
+/// One point of one asset at one time.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    pub asset: AssetId,
+    pub point: Arc<str>,
+    pub value: Value,
+    /// Nanoseconds since the Unix epoch.
+    pub timestamp_ns: i64,
+    pub quality: Quality,
+}
+
+/// Everything read from one device in one poll: the unit that telemetry writes as one line.
+#[derive(Debug, Clone)]
+pub struct Reading {
+    /// Index of the device in the running configuration.
+    pub device: usize,
+    /// Nanoseconds since the Unix epoch, taken when the response arrived.
+    pub timestamp_ns: i64,
+    /// Good values only, as (point index in the device's profile, value).
+    pub values: Vec<(usize, Value)>,
+}
+
+/// Per-device poll outcome, written as the `device_status` measurement.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeviceStatus {
+    pub device: usize,
+    pub timestamp_ns: i64,
+    pub online: bool,
+    /// Wall time of the poll cycle in milliseconds (0 when not polled this interval).
+    pub poll_ms: f64,
+    /// Failed requests and bad values in this cycle.
+    pub errors: u64,
+}
+
+/// What a poller hands downstream.
+#[derive(Debug, Clone)]
+pub enum Record {
+    Reading(Reading),
+    Status(DeviceStatus),
+}
+
+/// The current time in nanoseconds since the Unix epoch.
+pub fn now_ns() -> i64 {
+    chrono::Utc::now()
+        .timestamp_nanos_opt()
+        .unwrap_or(i64::MAX)
+}

@@ -1,0 +1,43 @@
+//! The built-in profiles, shipped as TOML inside the binary so users can read them in the
+//! source tree and copy them as a starting point for their own `[[profiles]]`.
+
+use super::ProfileConfig;
+
+/// (name, TOML source) of every built-in profile.
+pub const SOURCES: &[(&str, &str)] = &[
+    ("elevator", include_str!("builtin/elevator.toml")),
+    ("pump", include_str!("builtin/pump.toml")),
+    ("fire_panel", include_str!("builtin/fire_panel.toml")),
+    ("access_door", include_str!("builtin/access_door.toml")),
+];
+
+/// Parses a built-in profile. The sources are part of the binary and covered by tests, so a
+/// failure here is a build defect, reported as an error rather than a panic all the same.
+pub fn load(name: &str) -> Option<Result<ProfileConfig, String>> {
+    let (_, src) = SOURCES.iter().find(|(n, _)| *n == name)?;
+    Some(
+        config::Config::builder()
+            .add_source(config::File::from_str(src, config::FileFormat::Toml))
+            .build()
+            .and_then(|c| c.try_deserialize::<ProfileConfig>())
+            .map_err(|e| format!("built-in profile {name}: {e}")),
+    )
+}
+
+pub fn names() -> impl Iterator<Item = &'static str> {
+    SOURCES.iter().map(|(n, _)| *n)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_builtin_profile_is_valid() {
+        for name in super::names() {
+            let cfg = super::load(name).expect("listed").expect("parses");
+            let (profile, warnings) = cfg.build().unwrap_or_else(|e| panic!("{name}: {e:?}"));
+            assert!(warnings.is_empty(), "{name}: {warnings:?}");
+            assert_eq!(profile.name, name);
+            assert!(profile.points.len() >= 10, "{name} has too few points");
+        }
+    }
+}
