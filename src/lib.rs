@@ -4,6 +4,10 @@
 //! named points, and writes telemetry through the InfluxDB v2 write API. See DESIGN.md for the
 //! contract and README.md for the user documentation.
 
-pub mod model;
+pub mod cli;
+pub mod config;
 pub mod modbus;
+pub mod model;
 pub mod profile;
+pub mod runtime;
+pub mod telemetry;

@@ -1,1 +1,201 @@
-fn main() {}
+//! facilityd: the command line. Parsing only; the work is in the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use facilityd::cli;
+use facilityd::modbus::link::Link;
+use facilityd::modbus::probe::{ProbeTarget, probe};
+use facilityd::profile::{ByteOrder, DataType, RegisterKind};
+
+#[derive(Parser)]
+#[command(
+    name = "facilityd",
+    version,
+    about = "Facility-monitoring gateway: Modbus equipment to InfluxDB, with maintenance work orders"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon.
+    Run {
+        /// Configuration file (conf.d/*.toml beside it is read too).
+        #[arg(short, long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+    /// Validate the configuration and print devices, points and Modbus request plans.
+    Check {
+        #[arg(short, long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+    /// Read registers once from a device and print raw and decoded values.
+    Probe(ProbeArgs),
+}
+
+#[derive(clap::Args)]
+struct ProbeArgs {
+    /// Device URL: tcp://HOST[:PORT], rtu+tcp://HOST[:PORT] or rtu:///dev/ttyUSB0?baud=9600
+    url: String,
+    /// Unit id.
+    #[arg(short, long, default_value_t = 1)]
+    unit: u8,
+    /// Read every point of this profile (built-in: elevator, pump, fire_panel, access_door).
+    #[arg(long, conflicts_with_all = ["register", "address", "count"])]
+    profile: Option<String>,
+    /// Register table.
+    #[arg(short, long, value_enum, default_value_t = Table::Holding)]
+    register: Table,
+    /// First wire address (0-based).
+    #[arg(short, long, default_value_t = 0)]
+    address: u16,
+    /// Registers (or bits) to read.
+    #[arg(short, long, default_value_t = 10)]
+    count: u16,
+    /// Decode registers as this type.
+    #[arg(short = 't', long = "type", value_enum, default_value_t = Ty::U16)]
+    data_type: Ty,
+    /// Byte order of multi-register values.
+    #[arg(short, long, value_enum, default_value_t = Order::Abcd)]
+    order: Order,
+    /// Timeout per request, e.g. 500ms.
+    #[arg(long, default_value = "1s")]
+    timeout: humantime::Duration,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Table {
+    Holding,
+    Input,
+    Coil,
+    Discrete,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Ty {
+    U16,
+    I16,
+    U32,
+    I32,
+    U64,
+    I64,
+    F32,
+    F64,
+    String,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Order {
+    Abcd,
+    Dcba,
+    Badc,
+    Cdab,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Check { config } => {
+            let path = cli::config_path(config);
+            match cli::check_report(&path) {
+                Ok(report) => {
+                    print!("{report}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    eprintln!("configuration invalid: {}", path.display());
+                    ExitCode::from(1)
+                }
+            }
+        }
+        Command::Run { config } => {
+            cli::init_logging("info");
+            let path = cli::config_path(config);
+            block_on(cli::run(&path))
+        }
+        Command::Probe(a) => {
+            cli::init_logging("warn");
+            block_on(run_probe(a))
+        }
+    }
+}
+
+fn block_on(fut: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match rt.block_on(fut) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn run_probe(a: ProbeArgs) -> anyhow::Result<()> {
+    let link = Link::parse(&a.url).map_err(anyhow::Error::msg)?;
+    let target = match &a.profile {
+        Some(name) => {
+            let cfg = facilityd::profile::builtin::load(name)
+                .ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "unknown profile {name:?}: expected one of {}",
+                        facilityd::profile::builtin::names()
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                })?
+                .map_err(anyhow::Error::msg)?;
+            let (p, _) = cfg.build().map_err(|e| anyhow::anyhow!("{e:?}"))?;
+            ProbeTarget::Profile(std::sync::Arc::new(p))
+        }
+        None => ProbeTarget::Range {
+            kind: match a.register {
+                Table::Holding => RegisterKind::Holding,
+                Table::Input => RegisterKind::Input,
+                Table::Coil => RegisterKind::Coil,
+                Table::Discrete => RegisterKind::Discrete,
+            },
+            address: a.address,
+            count: a.count,
+            data_type: match a.data_type {
+                Ty::U16 => DataType::U16,
+                Ty::I16 => DataType::I16,
+                Ty::U32 => DataType::U32,
+                Ty::I32 => DataType::I32,
+                Ty::U64 => DataType::U64,
+                Ty::I64 => DataType::I64,
+                Ty::F32 => DataType::F32,
+                Ty::F64 => DataType::F64,
+                Ty::String => DataType::String,
+            },
+            order: match a.order {
+                Order::Abcd => ByteOrder::ABCD,
+                Order::Dcba => ByteOrder::DCBA,
+                Order::Badc => ByteOrder::BADC,
+                Order::Cdab => ByteOrder::CDAB,
+            },
+        },
+    };
+    let timeout: Duration = a.timeout.into();
+    let report = probe(&link, a.unit, timeout, target)
+        .await
+        .map_err(anyhow::Error::msg)?;
+    print!("{report}");
+    Ok(())
+}

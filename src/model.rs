@@ -93,7 +93,5 @@ pub enum Record {
 
 /// The current time in nanoseconds since the Unix epoch.
 pub fn now_ns() -> i64 {
-    chrono::Utc::now()
-        .timestamp_nanos_opt()
-        .unwrap_or(i64::MAX)
+    chrono::Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX)
 }

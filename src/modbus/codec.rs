@@ -57,7 +57,9 @@ fn wire_words(bytes: &[u8], order: ByteOrder) -> Vec<u16> {
             wire = out;
         }
     }
-    wire.chunks_exact(2).map(|c| u16::from_be_bytes([c[0], c[1]])).collect()
+    wire.chunks_exact(2)
+        .map(|c| u16::from_be_bytes([c[0], c[1]]))
+        .collect()
 }
 
 /// Decodes the raw value of a register point from exactly `spec.count` words.
@@ -132,7 +134,9 @@ pub fn apply(transform: &Transform, data_type: Option<DataType>, raw: Raw) -> De
                 let Ok(v) = i64::try_from(v) else {
                     return Decoded::Bad(Quality::OutOfRange);
                 };
-                if transform.min.is_some_and(|lo| (v as f64) < lo) || transform.max.is_some_and(|hi| (v as f64) > hi) {
+                if transform.min.is_some_and(|lo| (v as f64) < lo)
+                    || transform.max.is_some_and(|hi| (v as f64) > hi)
+                {
                     return Decoded::Bad(Quality::OutOfRange);
                 }
                 return Decoded::Good(Value::Int(v));
@@ -181,7 +185,12 @@ pub fn decode_bit_point(point: &Point, start: u16, bits: &[bool]) -> Decoded {
 
 /// Encodes an engineering value into the words of a register point, the inverse of decoding
 /// (used by the simulators). `current` is the register's present content, needed for `bit` points.
-pub fn encode_words(spec: &RegisterSpec, transform: &Transform, value: &Value, current: &[u16]) -> Option<Vec<u16>> {
+pub fn encode_words(
+    spec: &RegisterSpec,
+    transform: &Transform,
+    value: &Value,
+    current: &[u16],
+) -> Option<Vec<u16>> {
     if let Some(bit) = spec.bit {
         let on = match value {
             Value::Bool(b) => *b,
@@ -235,7 +244,14 @@ mod tests {
     use crate::profile::RegisterKind;
 
     fn spec(t: DataType, order: ByteOrder) -> RegisterSpec {
-        RegisterSpec { kind: RegisterKind::Holding, address: 0, data_type: t, order, bit: None, count: t.registers(4) }
+        RegisterSpec {
+            kind: RegisterKind::Holding,
+            address: 0,
+            data_type: t,
+            order,
+            bit: None,
+            count: t.registers(4),
+        }
     }
 
     #[test]
@@ -248,25 +264,53 @@ mod tests {
             (ByteOrder::CDAB, [0x0304, 0x0102]),
         ];
         for (order, words) in cases {
-            assert_eq!(decode_words(&spec(DataType::U32, order), &words), Some(Raw::Int(0x0102_0304)), "{order:?}");
+            assert_eq!(
+                decode_words(&spec(DataType::U32, order), &words),
+                Some(Raw::Int(0x0102_0304)),
+                "{order:?}"
+            );
         }
     }
 
     #[test]
     fn na_matches_either_spelling() {
-        let t = Transform { na: Some(-1), ..Transform::IDENTITY };
-        assert_eq!(apply(&t, Some(DataType::U16), Raw::Int(65535)), Decoded::Bad(Quality::NotAvailable));
-        let t = Transform { na: Some(65535), ..Transform::IDENTITY };
-        assert_eq!(apply(&t, Some(DataType::I16), Raw::Int(-1)), Decoded::Bad(Quality::NotAvailable));
-        assert_eq!(apply(&t, Some(DataType::I16), Raw::Int(-2)), Decoded::Good(Value::Float(-2.0)));
+        let t = Transform {
+            na: Some(-1),
+            ..Transform::IDENTITY
+        };
+        assert_eq!(
+            apply(&t, Some(DataType::U16), Raw::Int(65535)),
+            Decoded::Bad(Quality::NotAvailable)
+        );
+        let t = Transform {
+            na: Some(65535),
+            ..Transform::IDENTITY
+        };
+        assert_eq!(
+            apply(&t, Some(DataType::I16), Raw::Int(-1)),
+            Decoded::Bad(Quality::NotAvailable)
+        );
+        assert_eq!(
+            apply(&t, Some(DataType::I16), Raw::Int(-2)),
+            Decoded::Good(Value::Float(-2.0))
+        );
     }
 
     #[test]
     fn unmapped_enum_is_its_number() {
         let mut map = std::collections::BTreeMap::new();
         map.insert(0, "idle".to_string());
-        let t = Transform { map: Some(map), ..Transform::IDENTITY };
-        assert_eq!(apply(&t, Some(DataType::U16), Raw::Int(0)), Decoded::Good(Value::Str("idle".into())));
-        assert_eq!(apply(&t, Some(DataType::U16), Raw::Int(7)), Decoded::Unmapped(Value::Str("7".into())));
+        let t = Transform {
+            map: Some(map),
+            ..Transform::IDENTITY
+        };
+        assert_eq!(
+            apply(&t, Some(DataType::U16), Raw::Int(0)),
+            Decoded::Good(Value::Str("idle".into()))
+        );
+        assert_eq!(
+            apply(&t, Some(DataType::U16), Raw::Int(7)),
+            Decoded::Unmapped(Value::Str("7".into()))
+        );
     }
 }

@@ -307,7 +307,10 @@ pub struct Profile {
 
 impl Profile {
     pub fn point(&self, name: &str) -> Option<(usize, &Point)> {
-        self.points.iter().enumerate().find(|(_, p)| &*p.name == name)
+        self.points
+            .iter()
+            .enumerate()
+            .find(|(_, p)| &*p.name == name)
     }
 }
 
@@ -327,28 +330,50 @@ impl ProfileConfig {
         let mut issues = Vec::new();
         let mut points: Vec<Point> = Vec::with_capacity(self.points.len());
         let err = |issues: &mut Vec<ProfileIssue>, path: String, message: String| {
-            issues.push(ProfileIssue { path, message, warning: false })
+            issues.push(ProfileIssue {
+                path,
+                message,
+                warning: false,
+            })
         };
         if self.name.trim().is_empty() {
-            err(&mut issues, "name".into(), "expected a non-empty profile name".into());
+            err(
+                &mut issues,
+                "name".into(),
+                "expected a non-empty profile name".into(),
+            );
         }
         if let Some(m) = &self.measurement
-            && m.trim().is_empty()
+            && (m.trim().is_empty() || m.contains(['\n', '\\']))
         {
-            err(&mut issues, "measurement".into(), "expected a non-empty measurement name".into());
+            err(
+                &mut issues,
+                "measurement".into(),
+                "expected a non-empty measurement name without backslashes or newlines".into(),
+            );
         }
         let mut modicon_like = 0usize;
         let mut modbus_points = 0usize;
         for (i, pc) in self.points.iter().enumerate() {
             let at = |key: &str| format!("points[{i}].{key}");
-            if pc.name.trim().is_empty() {
-                err(&mut issues, at("name"), "expected a non-empty point name".into());
+            if pc.name.trim().is_empty() || pc.name.contains(['\n', '\\']) {
+                err(
+                    &mut issues,
+                    at("name"),
+                    format!(
+                        "expected a non-empty point name without backslashes or newlines, found {:?}",
+                        pc.name
+                    ),
+                );
             }
             if let Some(j) = self.points[..i].iter().position(|p| p.name == pc.name) {
                 err(
                     &mut issues,
                     at("name"),
-                    format!("duplicate point name {:?}: already used by points[{j}]", pc.name),
+                    format!(
+                        "duplicate point name {:?}: already used by points[{j}]",
+                        pc.name
+                    ),
                 );
             }
             let register = match (pc.register, &pc.json) {
@@ -384,7 +409,11 @@ impl ProfileConfig {
                             _ => pc.order.is_some(),
                         };
                         if set {
-                            err(&mut issues, at(key), format!("`{key}` applies to register points only"));
+                            err(
+                                &mut issues,
+                                at(key),
+                                format!("`{key}` applies to register points only"),
+                            );
                         }
                     }
                     None
@@ -393,7 +422,10 @@ impl ProfileConfig {
                     modbus_points += 1;
                     match self.register_spec(pc, kind, &at, &mut issues) {
                         Some(spec) => {
-                            if spec.address >= 40001 || (10001..20000).contains(&spec.address) || (30001..40000).contains(&spec.address) {
+                            if spec.address >= 40001
+                                || (10001..20000).contains(&spec.address)
+                                || (30001..40000).contains(&spec.address)
+                            {
                                 modicon_like += 1;
                             }
                             Some(spec)
@@ -447,37 +479,70 @@ impl ProfileConfig {
         let mut ok = true;
         let mut err = |path: String, message: String| {
             ok = false;
-            issues.push(ProfileIssue { path, message, warning: false });
+            issues.push(ProfileIssue {
+                path,
+                message,
+                warning: false,
+            });
         };
         let Some(address) = pc.address else {
-            err(at("address"), "expected `address`, the 0-based wire address (0-65535)".into());
+            err(
+                at("address"),
+                "expected `address`, the 0-based wire address (0-65535)".into(),
+            );
             return None;
         };
-        let data_type = pc.data_type.unwrap_or(if kind.is_bit() { DataType::Bool } else { DataType::U16 });
+        let data_type = pc.data_type.unwrap_or(if kind.is_bit() {
+            DataType::Bool
+        } else {
+            DataType::U16
+        });
         if kind.is_bit() && data_type != DataType::Bool {
             err(
                 at("type"),
-                format!("a {} holds single bits: expected type \"bool\", found {:?}", kind.as_str(), data_type.as_str()),
+                format!(
+                    "a {} holds single bits: expected type \"bool\", found {:?}",
+                    kind.as_str(),
+                    data_type.as_str()
+                ),
             );
         }
         if kind.is_bit() && pc.bit.is_some() {
-            err(at("bit"), format!("`bit` selects a bit of a register; a {} is already one bit", kind.as_str()));
+            err(
+                at("bit"),
+                format!(
+                    "`bit` selects a bit of a register; a {} is already one bit",
+                    kind.as_str()
+                ),
+            );
         }
         if !kind.is_bit() && data_type == DataType::Bool && pc.bit.is_none() {
-            err(at("bit"), "a bool read from a register needs `bit` (0-15)".into());
+            err(
+                at("bit"),
+                "a bool read from a register needs `bit` (0-15)".into(),
+            );
         }
         if let Some(b) = pc.bit {
             if b > 15 {
                 err(at("bit"), format!("expected a bit number 0-15, found {b}"));
             }
             if !kind.is_bit() && data_type != DataType::Bool {
-                err(at("type"), format!("`bit` reads a bool: expected type \"bool\", found {:?}", data_type.as_str()));
+                err(
+                    at("type"),
+                    format!(
+                        "`bit` reads a bool: expected type \"bool\", found {:?}",
+                        data_type.as_str()
+                    ),
+                );
             }
         }
         let length = match (data_type, pc.length) {
             (DataType::String, Some(l)) if l >= 1 => l,
             (DataType::String, _) => {
-                err(at("length"), "a string needs `length`, its size in registers (1-125)".into());
+                err(
+                    at("length"),
+                    "a string needs `length`, its size in registers (1-125)".into(),
+                );
                 1
             }
             (_, Some(_)) => {
@@ -486,24 +551,44 @@ impl ProfileConfig {
             }
             _ => 1,
         };
-        let count = if kind.is_bit() { 1 } else { data_type.registers(length) };
+        let count = if kind.is_bit() {
+            1
+        } else {
+            data_type.registers(length)
+        };
         if count > kind.protocol_limit() {
             err(
                 at("length"),
-                format!("{count} registers exceed what one Modbus read returns (at most {})", kind.protocol_limit()),
+                format!(
+                    "{count} registers exceed what one Modbus read returns (at most {})",
+                    kind.protocol_limit()
+                ),
             );
         }
         if address > 65535 || address + u32::from(count) > 65536 {
             err(
                 at("address"),
-                format!("expected a wire address 0-65535 with room for {count} register(s), found {address}"),
+                format!(
+                    "expected a wire address 0-65535 with room for {count} register(s), found {address}"
+                ),
             );
         }
         if pc.order.is_some() && !matches!(count, 2 | 4) && data_type != DataType::String {
-            err(at("order"), format!("`order` applies to 32- and 64-bit values, not {}", data_type.as_str()));
+            err(
+                at("order"),
+                format!(
+                    "`order` applies to 32- and 64-bit values, not {}",
+                    data_type.as_str()
+                ),
+            );
         }
-        if data_type == DataType::String && matches!(pc.order, Some(ByteOrder::DCBA | ByteOrder::CDAB)) {
-            err(at("order"), "strings take order ABCD or BADC (bytes swapped within each register)".into());
+        if data_type == DataType::String
+            && matches!(pc.order, Some(ByteOrder::DCBA | ByteOrder::CDAB))
+        {
+            err(
+                at("order"),
+                "strings take order ABCD or BADC (bytes swapped within each register)".into(),
+            );
         }
         ok.then(|| RegisterSpec {
             kind,
@@ -522,19 +607,34 @@ impl ProfileConfig {
         at: &dyn Fn(&str) -> String,
         issues: &mut Vec<ProfileIssue>,
     ) -> Transform {
-        let mut err = |path: String, message: String| issues.push(ProfileIssue { path, message, warning: false });
+        let mut err = |path: String, message: String| {
+            issues.push(ProfileIssue {
+                path,
+                message,
+                warning: false,
+            })
+        };
         let scale = pc.scale.unwrap_or(1.0);
         let offset = pc.offset.unwrap_or(0.0);
         if !scale.is_finite() || scale == 0.0 {
-            err(at("scale"), format!("expected a finite, non-zero scale, found {scale}"));
+            err(
+                at("scale"),
+                format!("expected a finite, non-zero scale, found {scale}"),
+            );
         }
         if !offset.is_finite() {
-            err(at("offset"), format!("expected a finite offset, found {offset}"));
+            err(
+                at("offset"),
+                format!("expected a finite offset, found {offset}"),
+            );
         }
         let data_type = spec.map(|s| s.data_type);
         let numeric = data_type.is_none_or(|t| !matches!(t, DataType::Bool | DataType::String));
         if !numeric && (pc.scale.is_some() || pc.offset.is_some()) {
-            err(at("scale"), "`scale` and `offset` apply to numbers, not bools or strings".into());
+            err(
+                at("scale"),
+                "`scale` and `offset` apply to numbers, not bools or strings".into(),
+            );
         }
         let mut map = None;
         if let Some(m) = &pc.map {
@@ -544,14 +644,23 @@ impl ProfileConfig {
                     Ok(n) => {
                         parsed.insert(n, v.clone());
                     }
-                    Err(_) => err(at(&format!("map.{k}")), format!("expected an integer key, found {k:?}")),
+                    Err(_) => err(
+                        at(&format!("map.{k}")),
+                        format!("expected an integer key, found {k:?}"),
+                    ),
                 }
             }
             if data_type.is_some_and(|t| !t.is_integer()) {
-                err(at("map"), "`map` names integer values: use an integer type".into());
+                err(
+                    at("map"),
+                    "`map` names integer values: use an integer type".into(),
+                );
             }
             if pc.kind != PointKind::State && pc.kind != PointKind::Event {
-                err(at("map"), "`map` names the values of a state or event point: set kind = \"state\"".into());
+                err(
+                    at("map"),
+                    "`map` names the values of a state or event point: set kind = \"state\"".into(),
+                );
             }
             map = Some(parsed);
         }
@@ -561,10 +670,17 @@ impl ProfileConfig {
             err(at("min"), format!("min ({lo}) is above max ({hi})"));
         }
         if pc.kind == PointKind::Counter && data_type.is_some_and(|t| !t.is_integer()) {
-            err(at("type"), "a counter is an integer: expected u16, u32, u64, i16, i32 or i64".into());
+            err(
+                at("type"),
+                "a counter is an integer: expected u16, u32, u64, i16, i32 or i64".into(),
+            );
         }
         if matches!(pc.kind, PointKind::Alarm) && data_type.is_some_and(|t| t != DataType::Bool) {
-            err(at("kind"), "an alarm is a bool condition: read it from a coil, a discrete input or a `bit`".into());
+            err(
+                at("kind"),
+                "an alarm is a bool condition: read it from a coil, a discrete input or a `bit`"
+                    .into(),
+            );
         }
         let whole = |x: f64| x.fract() == 0.0 && x.abs() < 9.0e15;
         // DESIGN §5: integer types with a whole-number scale are written as integers; MQTT
@@ -575,6 +691,14 @@ impl ProfileConfig {
                 Some(t) => t.is_integer(),
                 None => pc.kind == PointKind::Counter,
             };
-        Transform { scale, offset, integer, na: pc.na, min: pc.min, max: pc.max, map }
+        Transform {
+            scale,
+            offset,
+            integer,
+            na: pc.na,
+            min: pc.min,
+            max: pc.max,
+            map,
+        }
     }
 }

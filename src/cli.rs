@@ -1,0 +1,256 @@
+//! Command-line entry points (`main.rs` only parses and dispatches).
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{self, DeviceSource, Settings};
+use crate::modbus::plan::plan;
+use crate::modbus::poller::PolledDevice;
+
+pub const DEFAULT_CONFIG: &str = "/etc/facilityd/facilityd.toml";
+
+/// Sets up logging: `RUST_LOG` or the given default filter.
+pub fn init_logging(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Fires on SIGTERM or Ctrl-C.
+pub fn shutdown_on_signals() -> CancellationToken {
+    let token = CancellationToken::new();
+    let t = token.clone();
+    tokio::spawn(async move {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            match signal(SignalKind::terminate()) {
+                Ok(mut term) => {
+                    tokio::select! {
+                        _ = term.recv() => {}
+                        _ = tokio::signal::ctrl_c() => {}
+                    }
+                }
+                Err(_) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+        t.cancel();
+    });
+    token
+}
+
+/// `facilityd check`: the text it prints, or the errors.
+pub fn check_report(path: &Path) -> Result<String, config::ConfigError> {
+    let s = config::load(path)?;
+    Ok(describe(&s))
+}
+
+/// Describes a validated configuration: devices, points and request plans. Never prints secrets.
+pub fn describe(s: &Settings) -> String {
+    let mut out = String::new();
+    let files: Vec<String> = s.files.iter().map(|f| f.display().to_string()).collect();
+    let _ = writeln!(out, "configuration OK: {}", files.join(", "));
+    for w in &s.warnings {
+        let _ = writeln!(out, "warning: {w}");
+    }
+    let _ = writeln!(
+        out,
+        "gateway: id {} site {} state_dir {} timezone {}",
+        s.gateway.id,
+        s.gateway.site.as_deref().unwrap_or("-"),
+        s.gateway.state_dir.display(),
+        s.gateway.timezone
+    );
+    match &s.influxdb {
+        Some(ix) => {
+            let _ = writeln!(
+                out,
+                "influxdb: {} org {} bucket {} token {} batch {} lines / {}",
+                ix.url,
+                ix.org,
+                ix.bucket,
+                if ix.token.0.is_empty() {
+                    "not set"
+                } else {
+                    "set"
+                },
+                ix.batch_size,
+                humantime::format_duration(ix.flush_interval)
+            );
+        }
+        None => {
+            let _ = writeln!(
+                out,
+                "influxdb: not configured (telemetry is not written to a database)"
+            );
+        }
+    }
+    let _ = writeln!(out, "http: {}", s.http_listen);
+    let _ = writeln!(out, "devices: {}", s.devices.len());
+    let mut total_requests = 0.0;
+    for d in &s.devices {
+        let place: Vec<&str> = [d.site.as_deref(), d.building.as_deref(), d.floor.as_deref()]
+            .into_iter()
+            .flatten()
+            .collect();
+        let _ = write!(
+            out,
+            "\n  {} ({}, profile {}, {} points",
+            d.id,
+            d.profile.device_type.as_str(),
+            d.profile.name,
+            d.profile.points.len()
+        );
+        if !place.is_empty() {
+            let _ = write!(out, ", {}", place.join("/"));
+        }
+        let _ = writeln!(out, ")");
+        if let Some(n) = &d.name {
+            let _ = writeln!(out, "    name: {n}");
+        }
+        match &d.source {
+            DeviceSource::Modbus(m) => {
+                let reqs = plan(
+                    &d.profile.points,
+                    crate::modbus::plan::PlanLimits {
+                        max_gap: m.max_gap,
+                        max_registers: m.max_registers,
+                    },
+                    &Default::default(),
+                );
+                let per_s = reqs.len() as f64 / d.interval.as_secs_f64();
+                total_requests += per_s;
+                let _ = writeln!(
+                    out,
+                    "    modbus: {} unit {} every {} timeout {} (max_gap {}, max_registers {})",
+                    m.link,
+                    m.unit,
+                    humantime::format_duration(d.interval),
+                    humantime::format_duration(m.timeout),
+                    m.max_gap,
+                    m.max_registers
+                );
+                let _ = writeln!(
+                    out,
+                    "    plan: {} request{} per cycle",
+                    reqs.len(),
+                    if reqs.len() == 1 { "" } else { "s" }
+                );
+                for r in &reqs {
+                    let names: Vec<&str> = r
+                        .points
+                        .iter()
+                        .filter_map(|&i| d.profile.points.get(i))
+                        .map(|p| &*p.name)
+                        .collect();
+                    let _ = writeln!(
+                        out,
+                        "      {:<8} {:>5}..{:<5} ({:>3} {}) {}",
+                        r.kind.as_str(),
+                        r.start,
+                        r.end() - 1,
+                        r.count,
+                        if r.kind.is_bit() { "bits" } else { "regs" },
+                        names.join(", ")
+                    );
+                }
+            }
+            DeviceSource::Mqtt { topic } => {
+                let _ = writeln!(
+                    out,
+                    "    mqtt: {} (not read by this version)",
+                    topic
+                        .as_deref()
+                        .or(d.profile.mqtt_topic.as_deref())
+                        .unwrap_or("-")
+                );
+            }
+        }
+        let _ = writeln!(out, "    points:");
+        for p in &d.profile.points {
+            let src = match &p.register {
+                Some(r) => {
+                    let mut s =
+                        format!("{} {} {}", r.kind.as_str(), r.address, r.data_type.as_str());
+                    if let Some(b) = r.bit {
+                        let _ = write!(s, " bit {b}");
+                    }
+                    if r.count > 1 && r.data_type != crate::profile::DataType::String {
+                        let _ = write!(s, " {:?}", r.order);
+                    }
+                    s
+                }
+                None => format!("json {}", p.json.as_deref().unwrap_or("")),
+            };
+            let mut extra = String::new();
+            if p.transform.scale != 1.0 || p.transform.offset != 0.0 {
+                let _ = write!(extra, " x{} {:+}", p.transform.scale, p.transform.offset);
+            }
+            if let Some(u) = &p.unit {
+                let _ = write!(extra, " [{u}]");
+            }
+            let _ = writeln!(
+                out,
+                "      {:<26} {:<8} {src}{extra}",
+                p.name,
+                format!("{:?}", p.kind).to_lowercase()
+            );
+        }
+    }
+    if total_requests > 0.0 {
+        let _ = writeln!(
+            out,
+            "\nModbus requests per second, all devices: {total_requests:.1}"
+        );
+    }
+    out
+}
+
+/// Plans of the configured Modbus devices (for tests and `check`).
+pub fn plans(s: &Settings) -> Vec<(String, usize)> {
+    s.devices
+        .iter()
+        .enumerate()
+        .filter_map(|(i, d)| {
+            PolledDevice::new(i, d.clone(), Default::default())
+                .map(|p| (d.id.to_string(), p.plan().len()))
+        })
+        .collect()
+}
+
+/// `facilityd run`.
+pub async fn run(path: &Path) -> anyhow::Result<()> {
+    let settings = config::load(path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    for w in &settings.warnings {
+        tracing::warn!("{w}");
+    }
+    tracing::info!(config = %path.display(), devices = settings.devices.len(), gateway = %settings.gateway.id, "facilityd starting");
+    let gw = crate::runtime::Gateway::new(settings);
+    let stop = shutdown_on_signals();
+    gw.run(stop, Default::default()).await
+}
+
+/// The config path: `-c FILE`, else /etc/facilityd/facilityd.toml. (Not an environment
+/// variable: every FACILITYD_* variable is a configuration key.)
+pub fn config_path(arg: Option<PathBuf>) -> PathBuf {
+    arg.unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG))
+}
+
+/// Reads a file of the config's directory (for `--token-file` style options).
+pub fn read_trimmed(path: &Path) -> anyhow::Result<String> {
+    Ok(std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read {}", path.display()))?
+        .trim()
+        .to_string())
+}

@@ -1,0 +1,547 @@
+//! Validation: turns what was read into the running [`Settings`], collecting every error with
+//! its file and key path.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::load::{Loaded, Sourced};
+use super::schema::{DeviceConfig, Secret};
+use super::{ConfigError, ConfigIssue};
+use crate::modbus::link::Link;
+use crate::model::AssetId;
+use crate::profile::{Profile, builtin};
+
+/// `[gateway]`, resolved.
+#[derive(Debug, Clone)]
+pub struct Gateway {
+    pub id: String,
+    pub site: Option<String>,
+    pub state_dir: PathBuf,
+    pub timezone: String,
+}
+
+/// `[influxdb]`, resolved; present only when a URL is configured.
+#[derive(Debug, Clone)]
+pub struct InfluxSettings {
+    pub url: url::Url,
+    pub org: String,
+    pub bucket: String,
+    pub token: Secret,
+    pub batch_size: usize,
+    pub flush_interval: Duration,
+    pub timeout: Duration,
+    pub queue_max_bytes: u64,
+}
+
+/// How a Modbus device is reached.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModbusSource {
+    pub link: Link,
+    pub unit: u8,
+    pub timeout: Duration,
+    pub max_gap: u16,
+    pub max_registers: u16,
+    pub probe_interval: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum DeviceSource {
+    Modbus(ModbusSource),
+    /// MQTT devices: topic as configured (or the profile's template).
+    Mqtt {
+        topic: Option<String>,
+    },
+}
+
+/// A validated device.
+#[derive(Debug, Clone)]
+pub struct Device {
+    pub id: AssetId,
+    pub name: Option<String>,
+    pub site: Option<String>,
+    pub building: Option<String>,
+    pub floor: Option<String>,
+    pub tags: BTreeMap<String, String>,
+    pub profile: Arc<Profile>,
+    pub interval: Duration,
+    pub source: DeviceSource,
+    /// Where it was configured: (file, index in that file's `devices`).
+    pub origin: (String, usize),
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub files: Vec<PathBuf>,
+    pub gateway: Gateway,
+    pub http_listen: String,
+    pub api_token_file: Option<PathBuf>,
+    pub influxdb: Option<InfluxSettings>,
+    pub devices: Vec<Arc<Device>>,
+    pub profiles: BTreeMap<String, Arc<Profile>>,
+    /// Rules and notifiers as written, for the rule engine and notifiers.
+    pub rules: usize,
+    pub notifiers: usize,
+    /// Warnings, already formatted with file and key path.
+    pub warnings: Vec<String>,
+}
+
+const DEFAULT_INTERVAL: Duration = Duration::from_secs(1);
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1);
+const DEFAULT_PROBE: Duration = Duration::from_secs(30);
+
+struct Issues {
+    errors: Vec<ConfigIssue>,
+    warnings: Vec<String>,
+}
+
+impl Issues {
+    fn err(&mut self, file: &str, path: impl Into<String>, message: impl Into<String>) {
+        self.errors.push(ConfigIssue {
+            file: file.to_string(),
+            path: path.into(),
+            message: message.into(),
+        });
+    }
+    fn warn(&mut self, file: &str, path: impl AsRef<str>, message: impl AsRef<str>) {
+        self.warnings
+            .push(format!("{file}: {}: {}", path.as_ref(), message.as_ref()));
+    }
+}
+
+fn read_secret_file(path: &str) -> Result<Secret, String> {
+    match std::fs::read_to_string(path) {
+        Ok(s) if s.trim().is_empty() => Err(format!("the file {path} is empty")),
+        Ok(s) => Ok(Secret(s.trim().to_string())),
+        Err(e) => Err(format!("cannot read {path}: {e}")),
+    }
+}
+
+pub(crate) fn build(loaded: Loaded) -> Result<Settings, ConfigError> {
+    let mut issues = Issues {
+        errors: Vec::new(),
+        warnings: Vec::new(),
+    };
+    let main_file = loaded
+        .files
+        .first()
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+    let cfg = &loaded.main;
+
+    let gateway = Gateway {
+        id: cfg
+            .gateway
+            .id
+            .clone()
+            .filter(|s| !s.trim().is_empty())
+            .unwrap_or_else(default_gateway_id),
+        site: cfg.gateway.site.clone(),
+        state_dir: PathBuf::from(
+            cfg.gateway
+                .state_dir
+                .clone()
+                .unwrap_or_else(|| "/var/lib/facilityd".into()),
+        ),
+        timezone: cfg.gateway.timezone.clone().unwrap_or_else(|| "UTC".into()),
+    };
+    let http_listen = cfg
+        .http
+        .listen
+        .clone()
+        .unwrap_or_else(|| "127.0.0.1:9470".into());
+    if http_listen.parse::<std::net::SocketAddr>().is_err() {
+        issues.err(
+            &main_file,
+            "http.listen",
+            format!("expected an address such as 127.0.0.1:9470, found {http_listen:?}"),
+        );
+    }
+
+    let influxdb = cfg.influxdb.as_ref().and_then(|ix| {
+        let mut missing = false;
+        let mut need = |key: &str, v: &Option<String>| -> String {
+            match v {
+                Some(s) if !s.trim().is_empty() => s.clone(),
+                _ => {
+                    missing = true;
+                    issues.err(&main_file, format!("influxdb.{key}"), format!("expected `{key}` in [influxdb]"));
+                    String::new()
+                }
+            }
+        };
+        let url_s = need("url", &ix.url);
+        let org = need("org", &ix.org);
+        let bucket = need("bucket", &ix.bucket);
+        let url = match url::Url::parse(&url_s) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Some(u),
+            _ if missing => None,
+            _ => {
+                issues.err(&main_file, "influxdb.url", format!("expected an http:// or https:// URL such as http://127.0.0.1:8086, found {url_s:?}"));
+                None
+            }
+        };
+        if let Some(u) = &url
+            && !matches!(u.path(), "" | "/")
+        {
+            issues.warn(&main_file, "influxdb.url", format!("the path {:?} is ignored: writes go to {}/api/v2/write", u.path(), u.origin().ascii_serialization()));
+        }
+        let token = match (&ix.token, &ix.token_file) {
+            (Some(_), Some(_)) => {
+                issues.err(&main_file, "influxdb.token_file", "set either `token` (or FACILITYD_INFLUXDB__TOKEN) or `token_file`, not both");
+                Secret::default()
+            }
+            (Some(t), None) => t.clone(),
+            (None, Some(f)) => read_secret_file(f).unwrap_or_else(|e| {
+                issues.err(&main_file, "influxdb.token_file", e);
+                Secret::default()
+            }),
+            (None, None) => Secret::default(),
+        };
+        let batch_size = ix.batch_size.unwrap_or(5000);
+        if batch_size == 0 {
+            issues.err(&main_file, "influxdb.batch_size", "expected at least 1 line per batch");
+        }
+        let flush_interval = ix.flush_interval.map_or(Duration::from_secs(1), |d| d.0);
+        if flush_interval.is_zero() {
+            issues.err(&main_file, "influxdb.flush_interval", "expected a duration above zero");
+        }
+        Some(InfluxSettings {
+            url: url?,
+            org,
+            bucket,
+            token,
+            batch_size,
+            flush_interval,
+            timeout: ix.timeout.map_or(Duration::from_secs(10), |d| d.0),
+            queue_max_bytes: ix.queue_max_bytes.map_or(64 << 20, |b| b.0),
+        })
+    });
+
+    // Profiles: built-ins, then the configured ones (which may not reuse a name).
+    let mut profiles: BTreeMap<String, Arc<Profile>> = BTreeMap::new();
+    for name in builtin::names() {
+        match builtin::load(name).map(|r| r.map(|c| c.build())) {
+            Some(Ok(Ok((p, _)))) => {
+                profiles.insert(name.to_string(), Arc::new(p));
+            }
+            other => issues.err(
+                "built-in profiles",
+                name,
+                format!("failed to load: {other:?}"),
+            ),
+        }
+    }
+    let mut profile_origin: HashMap<String, (String, usize)> = HashMap::new();
+    let mut invalid_profiles: Vec<String> = Vec::new();
+    for Sourced { file, index, item } in &loaded.profiles {
+        let at = format!("profiles[{index}]");
+        if builtin::names().any(|n| n == item.name) {
+            issues.err(
+                file,
+                format!("{at}.name"),
+                format!(
+                    "{:?} is a built-in profile; give yours another name",
+                    item.name
+                ),
+            );
+            continue;
+        }
+        if let Some((f, i)) = profile_origin.get(&item.name) {
+            issues.err(
+                file,
+                format!("{at}.name"),
+                format!(
+                    "duplicate profile name {:?}: also defined at {f}: profiles[{i}]",
+                    item.name
+                ),
+            );
+            continue;
+        }
+        profile_origin.insert(item.name.clone(), (file.clone(), *index));
+        match item.build() {
+            Ok((p, warns)) => {
+                for w in warns {
+                    issues.warn(file, format!("{at}.{}", w.path), w.message);
+                }
+                profiles.insert(item.name.clone(), Arc::new(p));
+            }
+            Err(errs) => {
+                invalid_profiles.push(item.name.clone());
+                for e in errs {
+                    if e.warning {
+                        issues.warn(file, format!("{at}.{}", e.path), e.message);
+                    } else {
+                        issues.err(file, format!("{at}.{}", e.path), e.message);
+                    }
+                }
+            }
+        }
+    }
+
+    let mut devices = Vec::with_capacity(loaded.devices.len());
+    let mut seen: HashMap<&str, (&str, usize)> = HashMap::new();
+    for Sourced { file, index, item } in &loaded.devices {
+        let at = format!("devices[{index}]");
+        if let Some((f, i)) = seen.get(item.id.as_str()) {
+            issues.err(
+                file,
+                format!("{at}.id"),
+                format!(
+                    "duplicate device id {:?}: also defined at {f}: devices[{i}]",
+                    item.id
+                ),
+            );
+            continue;
+        }
+        seen.insert(&item.id, (file, *index));
+        if invalid_profiles.contains(&item.profile) {
+            // Its profile's own errors are reported already.
+            continue;
+        }
+        if let Some(d) = build_device(file, &at, *index, item, &gateway, &profiles, &mut issues) {
+            devices.push(Arc::new(d));
+        }
+    }
+
+    for Sourced { file, index, .. } in &loaded.rules {
+        issues.warn(
+            file,
+            format!("rules[{index}]"),
+            "rules are not evaluated by this version of facilityd; kept for the rule engine",
+        );
+    }
+    for Sourced { file, index, .. } in &loaded.notify {
+        issues.warn(
+            file,
+            format!("notify[{index}]"),
+            "notifiers are not run by this version of facilityd",
+        );
+    }
+
+    if !issues.errors.is_empty() {
+        return Err(ConfigError(issues.errors));
+    }
+    Ok(Settings {
+        files: loaded.files,
+        gateway,
+        http_listen,
+        api_token_file: cfg.http.api_token_file.clone().map(PathBuf::from),
+        influxdb,
+        devices,
+        profiles,
+        rules: loaded.rules.len(),
+        notifiers: loaded.notify.len(),
+        warnings: issues.warnings,
+    })
+}
+
+fn default_gateway_id() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "facilityd".into())
+}
+
+fn valid_tag(s: &str) -> bool {
+    !s.is_empty() && !s.contains(['\n', '\\']) && !s.starts_with('_')
+}
+
+fn build_device(
+    file: &str,
+    at: &str,
+    index: usize,
+    d: &DeviceConfig,
+    gateway: &Gateway,
+    profiles: &BTreeMap<String, Arc<Profile>>,
+    issues: &mut Issues,
+) -> Option<Device> {
+    let before = issues.errors.len();
+    if d.id.trim().is_empty() || d.id.contains(['\n', '/', '\\']) {
+        issues.err(
+            file,
+            format!("{at}.id"),
+            format!(
+                "expected a non-empty asset id without '/', '\\' or newlines, found {:?}",
+                d.id
+            ),
+        );
+    }
+    for (k, v) in &d.tags {
+        if !valid_tag(k) || v.is_empty() || v.contains(['\n', '\\']) {
+            issues.err(file, format!("{at}.tags.{k}"), "expected a non-empty tag key (not starting with '_') and a non-empty value, without newlines or backslashes");
+        }
+        if matches!(
+            k.as_str(),
+            "asset" | "site" | "building" | "floor" | "device_type" | "gateway"
+        ) {
+            issues.err(
+                file,
+                format!("{at}.tags.{k}"),
+                format!("`{k}` is a standard tag set from the device's own keys; use another name"),
+            );
+        }
+    }
+    for (key, v) in [
+        ("name", &d.name),
+        ("site", &d.site),
+        ("building", &d.building),
+        ("floor", &d.floor),
+    ] {
+        if let Some(v) = v
+            && (v.is_empty() || v.contains(['\n', '\\']))
+        {
+            issues.err(
+                file,
+                format!("{at}.{key}"),
+                "expected a non-empty value without newlines or backslashes",
+            );
+        }
+    }
+    let profile = match profiles.get(&d.profile) {
+        Some(p) => Some(p.clone()),
+        None => {
+            let known: Vec<&str> = profiles.keys().map(String::as_str).collect();
+            issues.err(
+                file,
+                format!("{at}.profile"),
+                format!(
+                    "unknown profile {:?}: expected one of {}",
+                    d.profile,
+                    known.join(", ")
+                ),
+            );
+            None
+        }
+    };
+    let interval = d.interval.map_or(DEFAULT_INTERVAL, |i| i.0);
+    if interval < Duration::from_millis(10) {
+        issues.err(
+            file,
+            format!("{at}.interval"),
+            format!(
+                "expected an interval of at least 10ms, found {}",
+                humantime::format_duration(interval)
+            ),
+        );
+    }
+    let source = match (&d.modbus, &d.mqtt) {
+        (Some(_), Some(_)) => {
+            issues.err(
+                file,
+                format!("{at}.mqtt"),
+                "a device is read over Modbus or MQTT, not both",
+            );
+            None
+        }
+        (None, None) => {
+            issues.err(
+                file,
+                at,
+                "expected a `modbus = { url = ..., unit = ... }` or `mqtt = { topic = ... }` table",
+            );
+            None
+        }
+        (None, Some(m)) => {
+            issues.warn(file, format!("{at}.mqtt"), "MQTT devices are not read by this version of facilityd; the device is listed but not polled");
+            Some(DeviceSource::Mqtt {
+                topic: m.topic.clone(),
+            })
+        }
+        (Some(m), None) => {
+            let link = match Link::parse(&m.url) {
+                Ok(l) => Some(l),
+                Err(e) => {
+                    issues.err(file, format!("{at}.modbus.url"), e);
+                    None
+                }
+            };
+            let rtu = link.as_ref().is_some_and(Link::is_rtu);
+            let unit = m.unit.unwrap_or(1);
+            let (lo, hi, why) = if rtu {
+                (1, 247, "on an RTU link (0 is broadcast, 248-255 reserved)")
+            } else {
+                (0, 255, "on tcp://")
+            };
+            if !(lo..=hi).contains(&unit) {
+                issues.err(
+                    file,
+                    format!("{at}.modbus.unit"),
+                    format!("expected a unit id {lo}-{hi} {why}, found {unit}"),
+                );
+            }
+            let timeout = m.timeout.map_or(DEFAULT_TIMEOUT.min(interval / 2), |t| t.0);
+            if timeout < Duration::from_millis(1) {
+                issues.err(
+                    file,
+                    format!("{at}.modbus.timeout"),
+                    "expected a timeout above zero",
+                );
+            } else if timeout >= interval {
+                issues.warn(file, format!("{at}.modbus.timeout"), format!("timeout {} is not below the interval {}: a silent device delays its link by a whole interval", humantime::format_duration(timeout), humantime::format_duration(interval)));
+            }
+            let max_registers = m.max_registers.unwrap_or(125);
+            if !(1..=125).contains(&max_registers) {
+                issues.err(
+                    file,
+                    format!("{at}.modbus.max_registers"),
+                    format!(
+                        "expected 1-125 (the Modbus limit for one read), found {max_registers}"
+                    ),
+                );
+            }
+            let max_gap = m.max_gap.unwrap_or(10);
+            if max_gap > 125 {
+                issues.err(
+                    file,
+                    format!("{at}.modbus.max_gap"),
+                    format!("expected 0-125 registers, found {max_gap}"),
+                );
+            }
+            if let Some(p) = &profile {
+                for (i, pt) in p.points.iter().enumerate() {
+                    match &pt.register {
+                        None => issues.err(file, format!("{at}.profile"), format!("profile {:?} point {:?} (points[{i}]) has no register: a Modbus device needs a register map", p.name, pt.name)),
+                        Some(r) if !r.kind.is_bit() && r.count > max_registers => issues.err(
+                            file,
+                            format!("{at}.modbus.max_registers"),
+                            format!("point {:?} of profile {:?} spans {} registers, more than max_registers = {max_registers}", pt.name, p.name, r.count),
+                        ),
+                        _ => {}
+                    }
+                }
+            }
+            let probe_interval = m
+                .probe_interval
+                .map_or(DEFAULT_PROBE.max(interval), |p| p.0);
+            link.map(|link| {
+                DeviceSource::Modbus(ModbusSource {
+                    link,
+                    unit: unit.clamp(0, 255) as u8,
+                    timeout,
+                    max_gap,
+                    max_registers: max_registers.clamp(1, 125),
+                    probe_interval,
+                })
+            })
+        }
+    };
+    if issues.errors.len() > before {
+        return None;
+    }
+    Some(Device {
+        id: Arc::from(d.id.as_str()),
+        name: d.name.clone(),
+        site: d.site.clone().or_else(|| gateway.site.clone()),
+        building: d.building.clone(),
+        floor: d.floor.clone(),
+        tags: d.tags.clone(),
+        profile: profile?,
+        interval,
+        source: source?,
+        origin: (file.to_string(), index),
+    })
+}

@@ -1,0 +1,51 @@
+//! Configuration: loading (file, `conf.d/*.toml`, environment), validation, and the validated
+//! [`Settings`] that `check` prints and `run` runs. Both commands go through [`load`], so what
+//! `check` accepts, `run` runs.
+
+mod build;
+mod load;
+pub mod schema;
+pub mod units;
+
+pub use build::{Device, DeviceSource, Gateway, InfluxSettings, ModbusSource, Settings};
+pub use load::{load, load_with_env};
+pub use schema::Secret;
+
+use std::fmt;
+
+/// One configuration problem, located by file and key path (`devices[1].modbus.unit`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConfigIssue {
+    /// The file, or `environment` for FACILITYD_* variables.
+    pub file: String,
+    /// Key path with 0-based indexes within that file.
+    pub path: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigIssue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() {
+            write!(f, "{}: {}", self.file, self.message)
+        } else {
+            write!(f, "{}: {}: {}", self.file, self.path, self.message)
+        }
+    }
+}
+
+/// Every error found in a configuration (loading stops collecting at the first file that
+/// cannot be parsed at all; validation collects all).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub struct ConfigError(pub Vec<ConfigIssue>);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, issue) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "error: {issue}")?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,204 @@
+//! Link URLs: the physical connection a poller owns (`tcp://`, `rtu+tcp://`, `rtu://`).
+
+use std::fmt;
+
+/// Serial line settings of an `rtu://` link.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SerialSettings {
+    pub path: String,
+    pub baud: u32,
+    /// 'N', 'E' or 'O'.
+    pub parity: char,
+    pub data_bits: u8,
+    pub stop_bits: u8,
+}
+
+/// One physical link, shared by every unit id behind it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Link {
+    /// Modbus TCP (MBAP framing).
+    Tcp { host: String, port: u16 },
+    /// RTU framing over a TCP socket (serial device servers).
+    RtuOverTcp { host: String, port: u16 },
+    /// RTU on a local serial port.
+    Rtu(SerialSettings),
+}
+
+impl Link {
+    pub fn is_rtu(&self) -> bool {
+        !matches!(self, Link::Tcp { .. })
+    }
+
+    /// Parses a device's `modbus.url`.
+    pub fn parse(s: &str) -> Result<Link, String> {
+        let s = s.trim();
+        let (scheme, rest) = s
+            .split_once("://")
+            .ok_or_else(|| format!("expected a URL such as tcp://10.0.0.50:502, rtu+tcp://10.0.0.60:4001 or rtu:///dev/ttyUSB0?baud=9600, found {s:?}"))?;
+        match scheme {
+            "tcp" | "rtu+tcp" => {
+                let hostport = rest.trim_end_matches('/');
+                if hostport.contains('/') || hostport.contains('?') {
+                    return Err(format!(
+                        "expected {scheme}://HOST[:PORT] with no path or query, found {s:?}"
+                    ));
+                }
+                let (host, port) =
+                    split_host_port(hostport, if scheme == "tcp" { 502 } else { 4001 })
+                        .ok_or_else(|| {
+                            format!(
+                                "expected {scheme}://HOST[:PORT] with a port 1-65535, found {s:?}"
+                            )
+                        })?;
+                Ok(if scheme == "tcp" {
+                    Link::Tcp { host, port }
+                } else {
+                    Link::RtuOverTcp { host, port }
+                })
+            }
+            "rtu" => {
+                let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+                if !path.starts_with('/') {
+                    return Err(format!(
+                        "expected rtu:///dev/ttyUSB0?baud=9600 (a device path), found {s:?}"
+                    ));
+                }
+                let mut serial = SerialSettings {
+                    path: path.to_string(),
+                    baud: 9600,
+                    parity: 'N',
+                    data_bits: 8,
+                    stop_bits: 1,
+                };
+                for kv in query.split('&').filter(|kv| !kv.is_empty()) {
+                    let (k, v) = kv
+                        .split_once('=')
+                        .ok_or_else(|| format!("expected key=value in {kv:?} of {s:?}"))?;
+                    match k {
+                        "baud" => {
+                            serial.baud = v.parse().ok().filter(|b| *b > 0).ok_or_else(|| {
+                                format!("expected a baud rate such as 9600, found {v:?}")
+                            })?
+                        }
+                        "parity" => {
+                            serial.parity = match v {
+                                "N" | "n" | "none" => 'N',
+                                "E" | "e" | "even" => 'E',
+                                "O" | "o" | "odd" => 'O',
+                                _ => return Err(format!("expected parity N, E or O, found {v:?}")),
+                            }
+                        }
+                        "data" => {
+                            serial.data_bits = v
+                                .parse()
+                                .ok()
+                                .filter(|d| (5..=8).contains(d))
+                                .ok_or_else(|| format!("expected data bits 5-8, found {v:?}"))?
+                        }
+                        "stop" => {
+                            serial.stop_bits = v
+                                .parse()
+                                .ok()
+                                .filter(|d| (1..=2).contains(d))
+                                .ok_or_else(|| format!("expected stop bits 1 or 2, found {v:?}"))?
+                        }
+                        _ => {
+                            return Err(format!(
+                                "unknown serial setting {k:?} in {s:?}: use baud, parity, data, stop"
+                            ));
+                        }
+                    }
+                }
+                Ok(Link::Rtu(serial))
+            }
+            other => Err(format!(
+                "unknown scheme {other:?} in {s:?}: use tcp://, rtu+tcp:// or rtu://"
+            )),
+        }
+    }
+}
+
+fn split_host_port(s: &str, default_port: u16) -> Option<(String, u16)> {
+    if s.is_empty() {
+        return None;
+    }
+    if let Some(rest) = s.strip_prefix('[') {
+        let (host, after) = rest.split_once(']')?;
+        let port = match after.strip_prefix(':') {
+            Some(p) => p.parse().ok().filter(|p| *p > 0)?,
+            None if after.is_empty() => default_port,
+            None => return None,
+        };
+        return Some((host.to_string(), port));
+    }
+    match s.rsplit_once(':') {
+        Some((h, p)) if !h.is_empty() && !h.contains(':') => {
+            Some((h.to_string(), p.parse().ok().filter(|p| *p > 0)?))
+        }
+        Some(_) => None,
+        None => Some((s.to_string(), default_port)),
+    }
+}
+
+impl fmt::Display for Link {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Link::Tcp { host, port } if host.contains(':') => write!(f, "tcp://[{host}]:{port}"),
+            Link::Tcp { host, port } => write!(f, "tcp://{host}:{port}"),
+            Link::RtuOverTcp { host, port } if host.contains(':') => {
+                write!(f, "rtu+tcp://[{host}]:{port}")
+            }
+            Link::RtuOverTcp { host, port } => write!(f, "rtu+tcp://{host}:{port}"),
+            Link::Rtu(s) => write!(
+                f,
+                "rtu://{}?baud={}&parity={}&data={}&stop={}",
+                s.path, s.baud, s.parity, s.data_bits, s.stop_bits
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_link_urls() {
+        assert_eq!(
+            Link::parse("tcp://10.0.0.50").unwrap(),
+            Link::Tcp {
+                host: "10.0.0.50".into(),
+                port: 502
+            }
+        );
+        assert_eq!(
+            Link::parse("rtu+tcp://gw:4002").unwrap(),
+            Link::RtuOverTcp {
+                host: "gw".into(),
+                port: 4002
+            }
+        );
+        let Link::Rtu(s) = Link::parse("rtu:///dev/ttyUSB0?baud=19200&parity=E&stop=1").unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(
+            (s.path.as_str(), s.baud, s.parity),
+            ("/dev/ttyUSB0", 19200, 'E')
+        );
+        assert_eq!(
+            Link::parse("tcp://[::1]:5020").unwrap().to_string(),
+            "tcp://[::1]:5020"
+        );
+        for bad in [
+            "10.0.0.5",
+            "udp://x:1",
+            "tcp://x:0",
+            "tcp://x:99999",
+            "rtu://ttyUSB0",
+            "rtu:///dev/x?baud=fast",
+        ] {
+            assert!(Link::parse(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,557 @@
+//! Link pollers: one task owns each physical link and serves every unit id behind it.
+//!
+//! tokio-modbus has no timeouts and, after a timeout, stays out of step with the device (a late
+//! reply poisons every later call with a header mismatch), so every call is wrapped in a
+//! timeout and any timeout or protocol error drops the connection, which is reopened with
+//! backoff. Device exceptions are the device answering: they never drop the connection.
+//!
+//! A device that does not answer two cycles in a row is backed off to its probe schedule: one
+//! request every `probe_interval`, so it costs the other devices on its link at most one
+//! `timeout` per probe period.
+
+use std::collections::{BTreeSet, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use rand::Rng;
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio::time::{Instant, sleep_until, timeout};
+use tokio_modbus::ExceptionCode;
+use tokio_modbus::client::Context;
+use tokio_modbus::prelude::{Reader, Slave, SlaveContext};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::codec::{Decoded, decode_bit_point, decode_register_point};
+use super::link::Link;
+use super::plan::{Boundary, PlanLimits, ReadRequest, plan, plan_only, split_point};
+use super::stats::{DeviceStats, LogLimiter};
+use crate::config::{Device, DeviceSource, ModbusSource};
+use crate::model::{DeviceStatus, Quality, Reading, Record, Value, now_ns};
+use crate::profile::RegisterKind;
+
+/// Consecutive unanswered cycles before a device moves to the probe schedule.
+const OFFLINE_AFTER: u32 = 2;
+const BACKOFF_MIN: Duration = Duration::from_millis(200);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+/// Why one read failed.
+#[derive(Debug)]
+pub enum ReadError {
+    /// The device answered with an exception: the connection is fine.
+    Exception(ExceptionCode),
+    /// No answer in time: the connection is suspect.
+    Timeout,
+    /// Transport or protocol error: the connection is suspect.
+    Transport(String),
+    /// An answer of the wrong length.
+    Malformed(String),
+}
+
+/// Data returned by one read.
+#[derive(Debug)]
+pub enum ReadData {
+    Words(Vec<u16>),
+    Bits(Vec<bool>),
+}
+
+/// Opens a connection to a link.
+pub async fn connect(link: &Link, unit: u8, connect_timeout: Duration) -> Result<Context, String> {
+    match link {
+        Link::Tcp { host, port } | Link::RtuOverTcp { host, port } => {
+            let stream = timeout(connect_timeout, TcpStream::connect((host.as_str(), *port)))
+                .await
+                .map_err(|_| {
+                    format!(
+                        "connect to {link} timed out after {}",
+                        humantime::format_duration(connect_timeout)
+                    )
+                })?
+                .map_err(|e| format!("connect to {link}: {e}"))?;
+            let _ = stream.set_nodelay(true);
+            Ok(if matches!(link, Link::Tcp { .. }) {
+                tokio_modbus::client::tcp::attach_slave(stream, Slave(unit))
+            } else {
+                tokio_modbus::client::rtu::attach_slave(stream, Slave(unit))
+            })
+        }
+        Link::Rtu(s) => {
+            use tokio_serial::SerialPortBuilderExt;
+            let parity = match s.parity {
+                'E' => tokio_serial::Parity::Even,
+                'O' => tokio_serial::Parity::Odd,
+                _ => tokio_serial::Parity::None,
+            };
+            let data_bits = match s.data_bits {
+                5 => tokio_serial::DataBits::Five,
+                6 => tokio_serial::DataBits::Six,
+                7 => tokio_serial::DataBits::Seven,
+                _ => tokio_serial::DataBits::Eight,
+            };
+            let stop_bits = if s.stop_bits == 2 {
+                tokio_serial::StopBits::Two
+            } else {
+                tokio_serial::StopBits::One
+            };
+            let port = tokio_serial::new(&s.path, s.baud)
+                .parity(parity)
+                .data_bits(data_bits)
+                .stop_bits(stop_bits)
+                .open_native_async()
+                .map_err(|e| format!("open {}: {e}", s.path))?;
+            Ok(tokio_modbus::client::rtu::attach_slave(port, Slave(unit)))
+        }
+    }
+}
+
+/// Performs one read with a timeout, checking the answer's length.
+pub async fn read(
+    ctx: &mut Context,
+    req: &ReadRequest,
+    limit: Duration,
+) -> Result<ReadData, ReadError> {
+    let (start, count) = (req.start, req.count);
+    macro_rules! call {
+        ($fut:expr) => {
+            match timeout(limit, $fut).await {
+                Err(_) => Err(ReadError::Timeout),
+                Ok(Err(e)) => Err(ReadError::Transport(e.to_string())),
+                Ok(Ok(Err(code))) => Err(ReadError::Exception(code)),
+                Ok(Ok(Ok(data))) => Ok(data),
+            }
+        };
+    }
+    match req.kind {
+        RegisterKind::Holding | RegisterKind::Input => {
+            let words = if req.kind == RegisterKind::Holding {
+                call!(ctx.read_holding_registers(start, count))?
+            } else {
+                call!(ctx.read_input_registers(start, count))?
+            };
+            if words.len() != usize::from(count) {
+                return Err(ReadError::Malformed(format!(
+                    "asked for {count} registers at {start}, got {}",
+                    words.len()
+                )));
+            }
+            Ok(ReadData::Words(words))
+        }
+        RegisterKind::Coil | RegisterKind::Discrete => {
+            let mut bits = if req.kind == RegisterKind::Coil {
+                call!(ctx.read_coils(start, count))?
+            } else {
+                call!(ctx.read_discrete_inputs(start, count))?
+            };
+            // Bits come padded to whole bytes; fewer than asked is malformed.
+            if bits.len() < usize::from(count) {
+                return Err(ReadError::Malformed(format!(
+                    "asked for {count} bits at {start}, got {}",
+                    bits.len()
+                )));
+            }
+            bits.truncate(usize::from(count));
+            Ok(ReadData::Bits(bits))
+        }
+    }
+}
+
+/// Decodes the points a read serves, appending good values and counting bad ones.
+pub fn decode_points(
+    device: &Device,
+    req: &ReadRequest,
+    data: &ReadData,
+    stats: &DeviceStats,
+    out: &mut Vec<(usize, Value)>,
+) -> u64 {
+    let mut bad = 0;
+    for &i in &req.points {
+        let Some(point) = device.profile.points.get(i) else {
+            continue;
+        };
+        let decoded = match data {
+            ReadData::Words(w) => decode_register_point(point, req.start, w),
+            ReadData::Bits(b) => decode_bit_point(point, req.start, b),
+        };
+        match decoded {
+            Decoded::Good(v) => out.push((i, v)),
+            Decoded::Unmapped(v) => {
+                DeviceStats::add(&stats.unmapped, 1);
+                out.push((i, v));
+            }
+            Decoded::Bad(Quality::NotAvailable | Quality::OutOfRange) => {
+                DeviceStats::add(&stats.bad_values, 1);
+                bad += 1;
+            }
+            Decoded::Bad(_) => {
+                DeviceStats::add(&stats.malformed, 1);
+                bad += 1;
+            }
+        }
+    }
+    bad
+}
+
+/// One device as its link's poller sees it.
+pub struct PolledDevice {
+    /// Index of the device in the configuration (the `device` of the records it produces).
+    pub index: usize,
+    pub device: Arc<Device>,
+    pub source: ModbusSource,
+    pub stats: Arc<DeviceStats>,
+    plan: Vec<ReadRequest>,
+    boundaries: BTreeSet<Boundary>,
+    next_due: Instant,
+    unanswered: u32,
+    next_probe: Option<Instant>,
+    log: LogLimiter,
+}
+
+impl PolledDevice {
+    /// `None` for a device that is not read over Modbus.
+    pub fn new(index: usize, device: Arc<Device>, stats: Arc<DeviceStats>) -> Option<Self> {
+        let DeviceSource::Modbus(source) = &device.source else {
+            return None;
+        };
+        let source = source.clone();
+        let plan = plan(&device.profile.points, limits(&source), &BTreeSet::new());
+        stats.online.store(true, Relaxed);
+        Some(PolledDevice {
+            index,
+            device,
+            source,
+            stats,
+            plan,
+            boundaries: BTreeSet::new(),
+            next_due: Instant::now(),
+            unanswered: 0,
+            next_probe: None,
+            log: LogLimiter::new(Duration::from_secs(30)),
+        })
+    }
+
+    /// The current request plan (it changes when a refused read is split).
+    pub fn plan(&self) -> &[ReadRequest] {
+        &self.plan
+    }
+
+    fn offline(&self) -> bool {
+        self.next_probe.is_some()
+    }
+}
+
+fn limits(s: &ModbusSource) -> PlanLimits {
+    PlanLimits {
+        max_gap: s.max_gap,
+        max_registers: s.max_registers,
+    }
+}
+
+/// Where a link's records go. Polling never waits on it: a full queue drops and counts.
+#[derive(Clone)]
+pub struct RecordSink {
+    pub tx: mpsc::Sender<Record>,
+    pub dropped: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl RecordSink {
+    fn send(&self, r: Record) {
+        if let Err(mpsc::error::TrySendError::Full(_)) = self.tx.try_send(r) {
+            self.dropped.fetch_add(1, Relaxed);
+        }
+    }
+}
+
+/// The task that owns one link.
+pub struct LinkPoller {
+    link: Link,
+    devices: Vec<PolledDevice>,
+    sink: RecordSink,
+    ctx: Option<Context>,
+    backoff: Duration,
+    down_until: Option<Instant>,
+    connect_log: LogLimiter,
+}
+
+enum CycleEnd {
+    /// The device answered (data or exceptions).
+    Answered,
+    /// No answer: timeout, transport or protocol error.
+    Silent,
+    /// The link could not be opened.
+    LinkDown,
+}
+
+impl LinkPoller {
+    pub fn new(link: Link, devices: Vec<PolledDevice>, sink: RecordSink) -> Self {
+        let mut devices = devices;
+        // Spread the first polls over each interval so devices on a link do not all fall due at once.
+        let n = devices.len().max(1) as u32;
+        let now = Instant::now();
+        for (i, d) in devices.iter_mut().enumerate() {
+            d.next_due = now + d.device.interval / n * i as u32;
+        }
+        LinkPoller {
+            link,
+            devices,
+            sink,
+            ctx: None,
+            backoff: BACKOFF_MIN,
+            down_until: None,
+            connect_log: LogLimiter::new(Duration::from_secs(30)),
+        }
+    }
+
+    pub fn link(&self) -> &Link {
+        &self.link
+    }
+
+    /// Polls until `cancel` fires.
+    pub async fn run(mut self, cancel: CancellationToken) {
+        if self.devices.is_empty() {
+            return;
+        }
+        info!(link = %self.link, devices = self.devices.len(), "polling link");
+        loop {
+            let Some(i) = (0..self.devices.len()).min_by_key(|&i| self.devices[i].next_due) else {
+                return;
+            };
+            let due = self.devices[i].next_due;
+            tokio::select! {
+                biased;
+                _ = cancel.cancelled() => break,
+                _ = sleep_until(due) => {}
+            }
+            // A cycle in progress is abandoned on shutdown; its connection is closed below.
+            tokio::select! {
+                biased;
+                _ = cancel.cancelled() => break,
+                _ = self.tick(i) => {}
+            }
+        }
+        if let Some(mut ctx) = self.ctx.take() {
+            let _ = timeout(
+                Duration::from_millis(200),
+                tokio_modbus::client::Client::disconnect(&mut ctx),
+            )
+            .await;
+        }
+        debug!(link = %self.link, "link poller stopped");
+    }
+
+    async fn tick(&mut self, i: usize) {
+        let now = Instant::now();
+        let (probe_due, interval) = {
+            let d = &self.devices[i];
+            (d.next_probe.is_none_or(|p| p <= now), d.device.interval)
+        };
+        let ts = now_ns();
+        let mut status = DeviceStatus {
+            device: self.devices[i].index,
+            timestamp_ns: ts,
+            online: false,
+            poll_ms: 0.0,
+            errors: 0,
+        };
+        if probe_due {
+            let started = Instant::now();
+            let (end, reading, errors) = self.poll_device(i).await;
+            status.poll_ms = started.elapsed().as_secs_f64() * 1000.0;
+            status.errors = errors;
+            if let Some(r) = reading {
+                status.timestamp_ns = r.timestamp_ns;
+                self.sink.send(Record::Reading(r));
+            }
+            let d = &mut self.devices[i];
+            DeviceStats::add(&d.stats.polls, 1);
+            d.stats
+                .last_poll_us
+                .store(started.elapsed().as_micros() as u64, Relaxed);
+            match end {
+                CycleEnd::Answered => {
+                    if d.offline() {
+                        info!(device = %d.device.id, "device answers again");
+                    }
+                    d.unanswered = 0;
+                    d.next_probe = None;
+                    status.online = true;
+                }
+                CycleEnd::Silent => {
+                    d.unanswered += 1;
+                    if d.unanswered >= OFFLINE_AFTER {
+                        if !d.offline() {
+                            warn!(device = %d.device.id, link = %self.link, unit = d.source.unit, probe = %humantime::format_duration(d.source.probe_interval), "device stopped answering; probing it on a slow schedule");
+                        }
+                        d.next_probe = Some(Instant::now() + d.source.probe_interval);
+                    } else {
+                        status.online = true;
+                    }
+                }
+                // A link that cannot be opened says nothing about the device: keep its schedule.
+                CycleEnd::LinkDown => {}
+            }
+            d.stats.online.store(status.online, Relaxed);
+        }
+        self.sink.send(Record::Status(status));
+        let d = &mut self.devices[i];
+        d.next_due += interval;
+        let now = Instant::now();
+        if d.next_due <= now {
+            // The link was busy past this device's next tick: skip missed ticks, keep the phase.
+            let behind = now - d.next_due;
+            let skip = (behind.as_nanos() / interval.as_nanos().max(1)) as u32 + 1;
+            DeviceStats::add(&d.stats.overruns, u64::from(skip));
+            d.next_due += interval * skip;
+        }
+    }
+
+    async fn ensure_connected(&mut self, unit: u8, connect_timeout: Duration) -> bool {
+        if self.ctx.is_some() {
+            return true;
+        }
+        if self.down_until.is_some_and(|t| Instant::now() < t) {
+            return false;
+        }
+        match connect(&self.link, unit, connect_timeout).await {
+            Ok(ctx) => {
+                if self.down_until.is_some() {
+                    info!(link = %self.link, "link connected");
+                }
+                self.ctx = Some(ctx);
+                self.backoff = BACKOFF_MIN;
+                self.down_until = None;
+                true
+            }
+            Err(e) => {
+                let jitter = rand::rng().random_range(0.5..1.0);
+                let wait = self.backoff.mul_f64(jitter);
+                self.down_until = Some(Instant::now() + wait);
+                self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
+                if let Some(held) = self.connect_log.allow() {
+                    warn!(link = %self.link, error = %e, retry_in = %humantime::format_duration(Duration::from_millis(wait.as_millis() as u64)), suppressed = held, "cannot open link");
+                }
+                false
+            }
+        }
+    }
+
+    /// One poll cycle of device `i`: its whole plan, or only the first read while it is on
+    /// the probe schedule. Returns how it ended, the reading and the errors of the cycle.
+    async fn poll_device(&mut self, i: usize) -> (CycleEnd, Option<Reading>, u64) {
+        let (unit, limit) = {
+            let d = &self.devices[i];
+            (d.source.unit, d.source.timeout)
+        };
+        if !self
+            .ensure_connected(unit, limit.max(Duration::from_secs(1)))
+            .await
+        {
+            return (CycleEnd::LinkDown, None, 1);
+        }
+        let Some(ctx) = self.ctx.as_mut() else {
+            return (CycleEnd::LinkDown, None, 1);
+        };
+        ctx.set_slave(Slave(unit));
+        let d = &mut self.devices[i];
+        let probing = d.offline();
+        let mut queue: VecDeque<ReadRequest> = d.plan.iter().cloned().collect();
+        let mut values = Vec::new();
+        let mut timestamp = None;
+        let mut errors = 0u64;
+        let mut answered = false;
+        let mut drop_link = false;
+        while let Some(req) = queue.pop_front() {
+            DeviceStats::add(&d.stats.requests, 1);
+            match read(ctx, &req, limit).await {
+                Ok(data) => {
+                    answered = true;
+                    timestamp.get_or_insert_with(now_ns);
+                    errors += decode_points(&d.device, &req, &data, &d.stats, &mut values);
+                }
+                Err(ReadError::Exception(code)) => {
+                    errors += 1;
+                    DeviceStats::add(&d.stats.exceptions, 1);
+                    // A gateway reporting that the device behind it did not answer is silence, not an answer.
+                    if matches!(
+                        code,
+                        ExceptionCode::GatewayTargetDevice | ExceptionCode::GatewayPathUnavailable
+                    ) {
+                        break;
+                    }
+                    answered = true;
+                    if let Some(cut) = split_point(&req, &d.device.profile.points) {
+                        d.boundaries.insert(cut);
+                        d.plan = plan(&d.device.profile.points, limits(&d.source), &d.boundaries);
+                        DeviceStats::add(&d.stats.splits, 1);
+                        info!(device = %d.device.id, table = req.kind.as_str(), start = req.start, count = req.count, exception = ?code, split_at = cut.1, "merged read refused; split and remembered");
+                        let sub = plan_only(
+                            &d.device.profile.points,
+                            Some(&req.points),
+                            limits(&d.source),
+                            &d.boundaries,
+                        );
+                        for r in sub.into_iter().rev() {
+                            queue.push_front(r);
+                        }
+                    } else if let Some(held) = d.log.allow() {
+                        warn!(device = %d.device.id, table = req.kind.as_str(), start = req.start, count = req.count, exception = ?code, suppressed = held, "read refused");
+                    }
+                }
+                Err(e) => {
+                    errors += 1;
+                    match &e {
+                        ReadError::Timeout => DeviceStats::add(&d.stats.timeouts, 1),
+                        ReadError::Malformed(_) => DeviceStats::add(&d.stats.malformed, 1),
+                        _ => DeviceStats::add(&d.stats.transport_errors, 1),
+                    }
+                    if let Some(held) = d.log.allow() {
+                        warn!(device = %d.device.id, link = %self.link, unit, error = ?e, suppressed = held, "read failed; reopening the link");
+                    }
+                    drop_link = true;
+                    break;
+                }
+            }
+            if probing && answered {
+                // The probe was answered: read the rest of the plan in this cycle.
+                continue;
+            }
+            if probing {
+                break;
+            }
+        }
+        if drop_link {
+            // tokio-modbus keeps a context that saw a timeout out of step: never reuse it.
+            self.ctx = None;
+        }
+        let reading = match timestamp {
+            Some(ts) if !values.is_empty() => {
+                d.stats.last_good_ns.store(ts, Relaxed);
+                Some(Reading {
+                    device: d.index,
+                    timestamp_ns: ts,
+                    values,
+                })
+            }
+            _ => None,
+        };
+        let end = if answered {
+            CycleEnd::Answered
+        } else {
+            CycleEnd::Silent
+        };
+        (end, reading, errors)
+    }
+}
+
+/// Groups the Modbus devices of a configuration by link.
+pub fn group_by_link(devices: Vec<PolledDevice>) -> Vec<(Link, Vec<PolledDevice>)> {
+    let mut out: Vec<(Link, Vec<PolledDevice>)> = Vec::new();
+    for d in devices {
+        match out.iter_mut().find(|(l, _)| *l == d.source.link) {
+            Some((_, v)) => v.push(d),
+            None => out.push((d.source.link.clone(), vec![d])),
+        }
+    }
+    out
+}

@@ -1,0 +1,80 @@
+//! Per-device counters, shared between a link's poller and whoever reports them (`demo`, the
+//! HTTP API's /metrics).
+
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+/// Counters of one polled device. Monotonic except the gauges noted.
+#[derive(Debug, Default)]
+pub struct DeviceStats {
+    pub polls: AtomicU64,
+    pub requests: AtomicU64,
+    pub timeouts: AtomicU64,
+    pub exceptions: AtomicU64,
+    /// Transport and protocol errors (connection reset, header mismatch).
+    pub transport_errors: AtomicU64,
+    /// Responses of the wrong length or shape.
+    pub malformed: AtomicU64,
+    /// Readings left out: `na` sentinels and out-of-range values.
+    pub bad_values: AtomicU64,
+    /// Enum values missing from the point's map.
+    pub unmapped: AtomicU64,
+    /// Merged reads refused and split.
+    pub splits: AtomicU64,
+    /// Poll ticks skipped because the link was busy past the next due time.
+    pub overruns: AtomicU64,
+    /// Gauge: the last poll cycle's duration in microseconds.
+    pub last_poll_us: AtomicU64,
+    /// Gauge: answering (true) or backed off to the probe schedule.
+    pub online: AtomicBool,
+    /// Gauge: time of the last good reading, ns since the epoch (0 = never).
+    pub last_good_ns: AtomicI64,
+}
+
+impl DeviceStats {
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Relaxed);
+    }
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Relaxed)
+    }
+    pub fn errors(&self) -> u64 {
+        Self::get(&self.timeouts)
+            + Self::get(&self.exceptions)
+            + Self::get(&self.transport_errors)
+            + Self::get(&self.malformed)
+    }
+}
+
+/// Allows one log line per `every`, counting what it held back.
+#[derive(Debug)]
+pub struct LogLimiter {
+    every: Duration,
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+impl LogLimiter {
+    pub const fn new(every: Duration) -> Self {
+        LogLimiter {
+            every,
+            last: None,
+            suppressed: 0,
+        }
+    }
+
+    /// `Some(suppressed since the last line)` when a line may be logged now.
+    pub fn allow(&mut self) -> Option<u64> {
+        let now = Instant::now();
+        match self.last {
+            Some(t) if now.duration_since(t) < self.every => {
+                self.suppressed += 1;
+                None
+            }
+            _ => {
+                self.last = Some(now);
+                Some(std::mem::take(&mut self.suppressed))
+            }
+        }
+    }
+}

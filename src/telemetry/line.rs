@@ -1,0 +1,278 @@
+//! InfluxDB line protocol, encoded by hand (DESIGN §5).
+//!
+//! Escaping per the line-protocol reference: in measurements `,` and space; in tag keys, tag
+//! values and field keys `,`, `=` and space; in string field values `"` and `\`. Backslashes
+//! are not escapes in names (InfluxDB keeps `\\` as two characters there), and a name ending
+//! in one would escape the separator after it, so the config rejects backslashes in names and
+//! the encoder turns any that slip through into `/`. Newlines are not representable and become
+//! spaces. Integers carry `i`; NaN and infinities are never written.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use crate::config::Device;
+use crate::model::{DeviceStatus, Reading, Record, Value};
+
+fn escape(s: &str, specials: &[char], out: &mut String) {
+    for c in s.chars() {
+        if c == '\\' {
+            out.push('/');
+        } else if specials.contains(&c) {
+            out.push('\\');
+            out.push(c);
+        } else if c == '\n' || c == '\r' {
+            out.push(' ');
+        } else {
+            out.push(c);
+        }
+    }
+}
+
+pub fn escape_measurement(s: &str, out: &mut String) {
+    escape(s, &[',', ' '], out)
+}
+
+/// Tag keys, tag values and field keys.
+pub fn escape_key(s: &str, out: &mut String) {
+    escape(s, &[',', '=', ' '], out)
+}
+
+pub fn escape_string_value(s: &str, out: &mut String) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' | '\\' => {
+                out.push('\\');
+                out.push(c);
+            }
+            '\n' | '\r' => out.push(' '),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+/// Appends `value` in field syntax. Returns false (and appends nothing) for NaN and infinities.
+pub fn write_value(value: &Value, out: &mut String) -> bool {
+    match value {
+        Value::Float(f) if !f.is_finite() => return false,
+        // `{:?}` keeps a decimal point or exponent, so the field stays a float, and prints the
+        // shortest representation that round-trips.
+        Value::Float(f) => {
+            let _ = write!(out, "{f:?}");
+        }
+        Value::Int(i) => {
+            let _ = write!(out, "{i}i");
+        }
+        Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+        Value::Str(s) => escape_string_value(s, out),
+    }
+    true
+}
+
+/// Precomputed pieces of one device's lines.
+struct DeviceLines {
+    /// `measurement,tag=v,...` of the device's readings.
+    reading_prefix: String,
+    /// `device_status,tag=v,...`.
+    status_prefix: String,
+    /// Escaped field key of each profile point.
+    fields: Vec<String>,
+}
+
+/// Encodes records of the configured devices.
+pub struct LineEncoder {
+    devices: Vec<DeviceLines>,
+}
+
+/// The standard tags of a device plus its own, sorted by key (DESIGN §5).
+pub fn device_tags(gateway: &str, d: &Device) -> Vec<(String, String)> {
+    let mut tags: Vec<(String, String)> = vec![
+        ("asset".into(), d.id.to_string()),
+        ("device_type".into(), d.profile.device_type.as_str().into()),
+        ("gateway".into(), gateway.into()),
+    ];
+    for (k, v) in [
+        ("site", &d.site),
+        ("building", &d.building),
+        ("floor", &d.floor),
+    ] {
+        if let Some(v) = v.as_ref().filter(|v| !v.is_empty()) {
+            tags.push((k.into(), v.clone()));
+        }
+    }
+    tags.extend(
+        d.tags
+            .iter()
+            .filter(|(_, v)| !v.is_empty())
+            .map(|(k, v)| (k.clone(), v.clone())),
+    );
+    tags.sort();
+    tags
+}
+
+impl LineEncoder {
+    pub fn new(gateway: &str, devices: &[Arc<Device>]) -> Self {
+        let devices = devices
+            .iter()
+            .map(|d| {
+                let mut tagstr = String::new();
+                for (k, v) in device_tags(gateway, d) {
+                    tagstr.push(',');
+                    escape_key(&k, &mut tagstr);
+                    tagstr.push('=');
+                    escape_key(&v, &mut tagstr);
+                }
+                let mut reading_prefix = String::new();
+                escape_measurement(&d.profile.measurement, &mut reading_prefix);
+                reading_prefix.push_str(&tagstr);
+                let status_prefix = format!("device_status{tagstr}");
+                let fields = d
+                    .profile
+                    .points
+                    .iter()
+                    .map(|p| {
+                        let mut f = String::new();
+                        escape_key(&p.name, &mut f);
+                        f
+                    })
+                    .collect();
+                DeviceLines {
+                    reading_prefix,
+                    status_prefix,
+                    fields,
+                }
+            })
+            .collect();
+        LineEncoder { devices }
+    }
+
+    /// Appends the line of `record` (with a trailing newline) and returns true, or returns
+    /// false and appends nothing when the record has no writable field.
+    pub fn encode(&self, record: &Record, out: &mut String) -> bool {
+        match record {
+            Record::Reading(r) => self.encode_reading(r, out),
+            Record::Status(s) => self.encode_status(s, out),
+        }
+    }
+
+    fn encode_reading(&self, r: &Reading, out: &mut String) -> bool {
+        let Some(d) = self.devices.get(r.device) else {
+            return false;
+        };
+        let mark = out.len();
+        out.push_str(&d.reading_prefix);
+        let mut sep = ' ';
+        for (i, v) in &r.values {
+            let Some(key) = d.fields.get(*i) else {
+                continue;
+            };
+            let field_mark = out.len();
+            out.push(sep);
+            out.push_str(key);
+            out.push('=');
+            if write_value(v, out) {
+                sep = ',';
+            } else {
+                out.truncate(field_mark);
+            }
+        }
+        if sep == ' ' {
+            out.truncate(mark);
+            return false;
+        }
+        let _ = writeln!(out, " {}", r.timestamp_ns);
+        true
+    }
+
+    fn encode_status(&self, s: &DeviceStatus, out: &mut String) -> bool {
+        let Some(d) = self.devices.get(s.device) else {
+            return false;
+        };
+        let poll_ms = if s.poll_ms.is_finite() {
+            s.poll_ms
+        } else {
+            0.0
+        };
+        let _ = writeln!(
+            out,
+            "{} online={},poll_ms={:?},errors={}i {}",
+            d.status_prefix, s.online, poll_ms, s.errors, s.timestamp_ns
+        );
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use influxdb_line_protocol::{FieldValue, parse_lines};
+    use proptest::prelude::*;
+
+    /// Names: every character that needs escaping, but no newlines or backslashes (which the
+    /// config rejects in names).
+    fn arb_text() -> impl Strategy<Value = String> {
+        proptest::string::string_regex("[a-zA-Z0-9 ,=\"_.°/-]{1,12}")
+            .unwrap()
+            .prop_filter("not a comment", |s| !s.starts_with('#'))
+    }
+
+    /// String field values may hold backslashes and quotes.
+    fn arb_value() -> impl Strategy<Value = String> {
+        proptest::string::string_regex("[a-zA-Z0-9 ,=\"\\\\_.°/-]{0,12}").unwrap()
+    }
+
+    proptest! {
+        #[test]
+        fn escaping_round_trips_through_an_independent_parser(
+            m in arb_text(), tk in arb_text(), tv in arb_text(), fk in arb_text(), sv in arb_value(),
+            i in any::<i64>(), f in proptest::num::f64::NORMAL | proptest::num::f64::ZERO, b in any::<bool>(),
+        ) {
+            let mut line = String::new();
+            escape_measurement(&m, &mut line);
+            line.push(',');
+            escape_key(&tk, &mut line);
+            line.push('=');
+            escape_key(&tv, &mut line);
+            let keys = [format!("{fk}_s"), format!("{fk}_i"), format!("{fk}_f"), format!("{fk}_b")];
+            let vals = [Value::Str(sv.clone()), Value::Int(i), Value::Float(f), Value::Bool(b)];
+            for (n, (k, v)) in keys.iter().zip(&vals).enumerate() {
+                line.push(if n == 0 { ' ' } else { ',' });
+                escape_key(k, &mut line);
+                line.push('=');
+                prop_assert!(write_value(v, &mut line));
+            }
+            line.push_str(" 1700000000000000000");
+            let parsed: Vec<_> = parse_lines(&line).collect();
+            prop_assert_eq!(parsed.len(), 1);
+            let p = parsed.into_iter().next().unwrap().map_err(|e| TestCaseError::fail(format!("{e} in {line}")))?;
+            prop_assert_eq!(p.series.measurement.to_string(), m);
+            let tags = p.series.tag_set.unwrap_or_default();
+            prop_assert_eq!(tags.len(), 1);
+            prop_assert_eq!(tags[0].0.to_string(), tk);
+            prop_assert_eq!(tags[0].1.to_string(), tv);
+            prop_assert_eq!(p.field_set.len(), 4);
+            for ((k, v), (pk, pv)) in keys.iter().zip(&vals).zip(p.field_set.iter()) {
+                prop_assert_eq!(pk.to_string(), k.clone());
+                match (v, pv) {
+                    (Value::Str(s), FieldValue::String(ps)) => prop_assert_eq!(ps.to_string(), s.clone()),
+                    (Value::Int(x), FieldValue::I64(px)) => prop_assert_eq!(px, x),
+                    (Value::Float(x), FieldValue::F64(px)) => prop_assert_eq!(px, x),
+                    (Value::Bool(x), FieldValue::Boolean(px)) => prop_assert_eq!(px, x),
+                    other => prop_assert!(false, "type changed: {:?}", other),
+                }
+            }
+            prop_assert_eq!(p.timestamp, Some(1_700_000_000_000_000_000));
+        }
+    }
+
+    #[test]
+    fn never_writes_nan_or_inf() {
+        let mut s = String::new();
+        assert!(!write_value(&Value::Float(f64::NAN), &mut s));
+        assert!(!write_value(&Value::Float(f64::INFINITY), &mut s));
+        assert!(s.is_empty());
+        assert!(write_value(&Value::Float(2.0), &mut s));
+        assert_eq!(s, "2.0");
+    }
+}

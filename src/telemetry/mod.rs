@@ -1,0 +1,5 @@
+//! Telemetry: line protocol, batching, and the InfluxDB writer.
+
+pub mod influx;
+pub mod line;
+pub mod pipeline;
