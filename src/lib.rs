@@ -6,8 +6,10 @@
 
 pub mod cli;
 pub mod config;
+pub mod demo;
 pub mod modbus;
 pub mod model;
 pub mod profile;
 pub mod runtime;
+pub mod sim;
 pub mod telemetry;

@@ -34,6 +34,10 @@ enum Command {
         #[arg(short, long, value_name = "FILE")]
         config: Option<PathBuf>,
     },
+    /// Simulated equipment and the gateway in one process; no external services needed.
+    Demo(facilityd::demo::DemoArgs),
+    /// Modbus TCP simulators of the built-in device types, with fault injection.
+    Simulate(facilityd::sim::SimulateArgs),
     /// Read registers once from a device and print raw and decoded values.
     Probe(ProbeArgs),
 }
@@ -118,6 +122,14 @@ fn main() -> ExitCode {
             cli::init_logging("info");
             let path = cli::config_path(config);
             block_on(cli::run(&path))
+        }
+        Command::Demo(a) => {
+            cli::init_logging("warn");
+            block_on(facilityd::demo::run(a))
+        }
+        Command::Simulate(a) => {
+            cli::init_logging("info");
+            block_on(facilityd::sim::run_simulate(a))
         }
         Command::Probe(a) => {
             cli::init_logging("warn");

@@ -7,38 +7,65 @@ use std::collections::HashMap;
 use std::path::Path;
 
 fn read_lines(p: &Path) -> Vec<String> {
-    std::fs::read_to_string(p).unwrap_or_default().lines().map(str::to_string).filter(|l| !l.is_empty()).collect()
+    std::fs::read_to_string(p)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .filter(|l| !l.is_empty())
+        .collect()
 }
 
 #[test]
 fn config_cases() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/config_cases");
-    let mut cases: Vec<_> = std::fs::read_dir(&root).expect("tests/config_cases").filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.is_dir()).collect();
+    let mut cases: Vec<_> = std::fs::read_dir(&root)
+        .expect("tests/config_cases")
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| p.is_dir())
+        .collect();
     cases.sort();
-    assert!(cases.len() >= 10, "expected the config cases, found {}", cases.len());
+    assert!(
+        cases.len() >= 10,
+        "expected the config cases, found {}",
+        cases.len()
+    );
     let mut failures = Vec::new();
     for case in &cases {
         let name = case.file_name().unwrap().to_string_lossy().to_string();
-        let env: HashMap<String, String> = read_lines(&case.join("env")).iter().filter_map(|l| l.split_once('=')).map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let env: HashMap<String, String> = read_lines(&case.join("env"))
+            .iter()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         let prefix = format!("{}/", case.display());
         let result = facilityd::config::load_with_env(&case.join("facilityd.toml"), env);
         let err_file = case.join("expected.err");
         let warn_file = case.join("expected.warn");
         match result {
             Err(e) if err_file.exists() => {
-                let got: Vec<String> = e.0.iter().map(|i| i.to_string().replace(&prefix, "")).collect();
+                let got: Vec<String> =
+                    e.0.iter()
+                        .map(|i| i.to_string().replace(&prefix, ""))
+                        .collect();
                 let want = read_lines(&err_file);
                 if got != want {
-                    failures.push(format!("{name}: errors differ\n  got:  {got:#?}\n  want: {want:#?}"));
+                    failures.push(format!(
+                        "{name}: errors differ\n  got:  {got:#?}\n  want: {want:#?}"
+                    ));
                 }
             }
             Err(e) => failures.push(format!("{name}: expected success, got errors:\n{e}")),
-            Ok(_) if err_file.exists() => failures.push(format!("{name}: expected errors, but the config loaded")),
+            Ok(_) if err_file.exists() => {
+                failures.push(format!("{name}: expected errors, but the config loaded"))
+            }
             Ok(s) => {
                 let got: Vec<String> = s.warnings.iter().map(|w| w.replace(&prefix, "")).collect();
                 let want = read_lines(&warn_file);
                 if got != want {
-                    failures.push(format!("{name}: warnings differ\n  got:  {got:#?}\n  want: {want:#?}"));
+                    failures.push(format!(
+                        "{name}: warnings differ\n  got:  {got:#?}\n  want: {want:#?}"
+                    ));
                 }
             }
         }
@@ -60,14 +87,31 @@ fn check_never_prints_a_secret() {
         ),
     )
     .unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_facilityd")).args(["check", "-c"]).arg(&cfg).output().unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_facilityd"))
+        .args(["check", "-c"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(out.status.success(), "{text}");
     assert!(text.contains("token set"), "{text}");
     assert!(!text.contains("s3cr3t"), "check printed the token:\n{text}");
     // Through the environment too, and in Debug output of the settings.
-    let env = HashMap::from([("FACILITYD_INFLUXDB__TOKEN".to_string(), "env-s3cr3t".to_string())]);
-    std::fs::write(&cfg, std::fs::read_to_string(&cfg).unwrap().replace(&format!("token_file = \"{}\"\n", token.display()), "")).unwrap();
+    let env = HashMap::from([(
+        "FACILITYD_INFLUXDB__TOKEN".to_string(),
+        "env-s3cr3t".to_string(),
+    )]);
+    std::fs::write(
+        &cfg,
+        std::fs::read_to_string(&cfg)
+            .unwrap()
+            .replace(&format!("token_file = \"{}\"\n", token.display()), ""),
+    )
+    .unwrap();
     let s = facilityd::config::load_with_env(&cfg, env).unwrap();
     assert_eq!(s.influxdb.as_ref().unwrap().token.0, "env-s3cr3t");
     assert!(!format!("{s:?}").contains("s3cr3t"));
@@ -75,8 +119,13 @@ fn check_never_prints_a_secret() {
 
 #[test]
 fn check_exits_1_and_names_the_key() {
-    let case = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/config_cases/unit_out_of_range/facilityd.toml");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_facilityd")).args(["check", "-c"]).arg(&case).output().unwrap();
+    let case = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/config_cases/unit_out_of_range/facilityd.toml");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_facilityd"))
+        .args(["check", "-c"])
+        .arg(&case)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("devices[1].modbus.unit"), "{err}");

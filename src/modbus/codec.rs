@@ -287,11 +287,19 @@ mod tests {
             _ => unreachable!(),
         };
         let bytes: Vec<u8> = perm.iter().map(|&i| be[i]).collect();
-        bytes.chunks(2).map(|c| u16::from(c[0]) << 8 | u16::from(c[1])).collect()
+        bytes
+            .chunks(2)
+            .map(|c| u16::from(c[0]) << 8 | u16::from(c[1]))
+            .collect()
     }
 
     fn arb_order() -> impl proptest::strategy::Strategy<Value = ByteOrder> {
-        proptest::sample::select(vec![ByteOrder::ABCD, ByteOrder::DCBA, ByteOrder::BADC, ByteOrder::CDAB])
+        proptest::sample::select(vec![
+            ByteOrder::ABCD,
+            ByteOrder::DCBA,
+            ByteOrder::BADC,
+            ByteOrder::CDAB,
+        ])
     }
 
     proptest::proptest! {

@@ -384,8 +384,6 @@ impl LinkPoller {
                             warn!(device = %d.device.id, link = %self.link, unit = d.source.unit, probe = %humantime::format_duration(d.source.probe_interval), "device stopped answering; probing it on a slow schedule");
                         }
                         d.next_probe = Some(Instant::now() + d.source.probe_interval);
-                    } else {
-                        status.online = true;
                     }
                 }
                 // A link that cannot be opened says nothing about the device: keep its schedule.

@@ -1,0 +1,659 @@
+//! `facilityd simulate`: a fleet of the built-in device types over one or more ports.
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio_modbus::ExceptionCode;
+
+use super::{
+    DEFAULT_TICK, Fault, FaultChange, FaultKind, ScheduledFault, SimDeviceSpec, SimError,
+    SimPortSpec, SimSpec, start,
+};
+use crate::model::Value;
+
+/// The most devices on one port: unit ids 1-247, the range every Modbus gateway accepts.
+pub const MAX_UNITS_PER_PORT: usize = 247;
+
+const FAULT_HELP: &str = "\
+Inject a fault into one device; repeat for more. Form: TARGET=FAULT[@AT[..UNTIL]]
+
+TARGET: a device name as listed at start (PU-0002), a unit id on the first port (3), or
+        PORT:UNIT with the TCP port number (5021:3).
+FAULT:  silent                 the unit stops answering (requests time out)
+        exception[:CODE]       every request answered with an exception; CODE is a number
+                               (default 4, server device failure) or one of illegal-function,
+                               illegal-address, illegal-value, device-failure, busy,
+                               gateway-path, gateway-target
+        slow:DELAY             every reply DELAY late (e.g. slow:800ms)
+        POINT=VALUE            hold a point at a value, e.g. discharge_pressure_bar=0.5,
+                               trapped_alarm=true, service_mode=out_of_service
+        clear[:KIND]           end faults: all, or one of silent, exception, slow, out_of_range
+AT:     when, after start (30s, 2m; default: at start). ..UNTIL clears the fault again then.
+
+Examples: --fault PU-0001=discharge_pressure_bar=0.5@20s..2m  --fault 5021:4=silent@1m";
+
+/// Arguments of `facilityd simulate`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SimulateArgs {
+    /// Address of the first port; further ports use the following port numbers.
+    #[arg(long, default_value = "127.0.0.1:5020")]
+    pub listen: SocketAddr,
+    /// Spread the devices over this many consecutive ports (round robin, unit ids from 1).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+    pub ports: u16,
+    /// Number of lifts (built-in profile `elevator`).
+    #[arg(long, default_value_t = 1)]
+    pub elevators: usize,
+    /// Number of booster pumps (built-in profile `pump`).
+    #[arg(long, default_value_t = 1)]
+    pub pumps: usize,
+    /// Number of fire alarm panels (built-in profile `fire_panel`).
+    #[arg(long, default_value_t = 1)]
+    pub fire_panels: usize,
+    /// Number of access-controlled doors (built-in profile `access_door`).
+    #[arg(long, default_value_t = 1)]
+    pub doors: usize,
+    /// Seed of the devices' random generators: the same seed gives the same fleet.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Nothing moves by itself; values change only through faults.
+    #[arg(long)]
+    pub frozen: bool,
+    /// How often the equipment models move.
+    #[arg(long, default_value = "100ms", value_parser = humantime::parse_duration)]
+    pub tick: Duration,
+    /// Inject a fault: TARGET=FAULT[@AT[..UNTIL]] (see --help).
+    #[arg(long = "fault", value_name = "TARGET=FAULT[@AT[..UNTIL]]", value_parser = FaultArg::parse, long_help = FAULT_HELP)]
+    pub faults: Vec<FaultArg>,
+}
+
+/// The device a `--fault` is for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FaultTarget {
+    /// By the name in the listing.
+    Name(String),
+    /// By unit id, on the port with this TCP port number (default: the first port).
+    Unit { port: Option<u16>, unit: u8 },
+}
+
+/// A parsed `--fault`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FaultArg {
+    pub target: FaultTarget,
+    pub change: FaultChange,
+    pub at: Duration,
+    /// When the fault clears again.
+    pub until: Option<Duration>,
+    /// As written, for messages.
+    pub text: String,
+}
+
+impl FaultArg {
+    /// Parses `TARGET=FAULT[@AT[..UNTIL]]`.
+    pub fn parse(text: &str) -> Result<FaultArg, String> {
+        let fail = |why: String| {
+            format!("{text:?}: {why} (expected TARGET=FAULT[@AT[..UNTIL]], see --help)")
+        };
+        let (body, timing) = match text.rsplit_once('@') {
+            Some((body, timing)) => (body, Some(timing)),
+            None => (text, None),
+        };
+        let (target, fault) = body.split_once('=').ok_or_else(|| fail("no '='".into()))?;
+        let target = parse_target(target.trim()).map_err(&fail)?;
+        let change = parse_change(fault.trim()).map_err(&fail)?;
+        let (at, until) = match timing {
+            None => (Duration::ZERO, None),
+            Some(t) => {
+                let (from, to) = match t.split_once("..") {
+                    Some((from, to)) => (from, Some(to)),
+                    None => (t, None),
+                };
+                let duration = |s: &str| {
+                    humantime::parse_duration(s.trim())
+                        .map_err(|e| fail(format!("time {s:?}: {e}")))
+                };
+                let at = if from.trim().is_empty() {
+                    Duration::ZERO
+                } else {
+                    duration(from)?
+                };
+                let until = to.map(duration).transpose()?;
+                if let Some(u) = until {
+                    if u <= at {
+                        return Err(fail("the fault must clear after it starts".into()));
+                    }
+                    if !matches!(change, FaultChange::Set(_)) {
+                        return Err(fail(
+                            "..UNTIL applies to starting a fault, not to clearing".into(),
+                        ));
+                    }
+                }
+                (at, until)
+            }
+        };
+        Ok(FaultArg {
+            target,
+            change,
+            at,
+            until,
+            text: text.to_string(),
+        })
+    }
+
+    /// The scheduled changes this argument makes.
+    pub fn scheduled(&self) -> Vec<ScheduledFault> {
+        match &self.change {
+            FaultChange::Set(fault) => ScheduledFault::window(fault.clone(), self.at, self.until),
+            other => vec![ScheduledFault {
+                at: self.at,
+                change: other.clone(),
+            }],
+        }
+    }
+}
+
+fn parse_target(s: &str) -> Result<FaultTarget, String> {
+    if let Some((port, unit)) = s.split_once(':') {
+        let port = port
+            .parse::<u16>()
+            .map_err(|_| format!("port {port:?} is not a TCP port number"))?;
+        let unit = unit
+            .parse::<u8>()
+            .map_err(|_| format!("unit {unit:?} is not a unit id 0-255"))?;
+        return Ok(FaultTarget::Unit {
+            port: Some(port),
+            unit,
+        });
+    }
+    if s.chars().all(|c| c.is_ascii_digit()) && !s.is_empty() {
+        let unit = s
+            .parse::<u8>()
+            .map_err(|_| format!("unit {s:?} is not a unit id 0-255"))?;
+        return Ok(FaultTarget::Unit { port: None, unit });
+    }
+    if s.is_empty() || s.chars().any(char::is_whitespace) {
+        return Err(format!(
+            "target {s:?} is neither a device name nor a unit id"
+        ));
+    }
+    Ok(FaultTarget::Name(s.to_string()))
+}
+
+fn parse_change(s: &str) -> Result<FaultChange, String> {
+    if let Some((point, value)) = s.split_once('=') {
+        let point = point.trim();
+        if point.is_empty() {
+            return Err("a held point needs a name: POINT=VALUE".into());
+        }
+        return Ok(FaultChange::Set(Fault::OutOfRange {
+            point: point.to_string(),
+            value: parse_value(value.trim()),
+        }));
+    }
+    let (name, arg) = match s.split_once(':') {
+        Some((n, a)) => (n, Some(a.trim())),
+        None => (s, None),
+    };
+    match (name, arg) {
+        ("silent", None) => Ok(FaultChange::Set(Fault::Silent)),
+        ("exception", None) => Ok(FaultChange::Set(Fault::exception())),
+        ("exception", Some(code)) => Ok(FaultChange::Set(Fault::Exception {
+            code: parse_exception(code)?,
+        })),
+        ("slow", Some(d)) => {
+            let delay =
+                humantime::parse_duration(d).map_err(|e| format!("slow delay {d:?}: {e}"))?;
+            Ok(FaultChange::Set(Fault::Slow { delay }))
+        }
+        ("slow", None) => Err("slow needs a delay: slow:800ms".into()),
+        ("clear", None) => Ok(FaultChange::ClearAll),
+        ("clear", Some(kind)) => {
+            let kind = [
+                FaultKind::Silent,
+                FaultKind::Exception,
+                FaultKind::Slow,
+                FaultKind::OutOfRange,
+            ]
+            .into_iter()
+            .find(|k| k.as_str() == kind)
+            .ok_or_else(|| {
+                format!("cannot clear {kind:?}: expected silent, exception, slow or out_of_range")
+            })?;
+            Ok(FaultChange::Clear(kind))
+        }
+        _ => Err(format!(
+            "unknown fault {s:?}: expected silent, exception[:CODE], slow:DELAY, POINT=VALUE or clear[:KIND]"
+        )),
+    }
+}
+
+fn parse_exception(s: &str) -> Result<ExceptionCode, String> {
+    let code = match s {
+        "illegal-function" => ExceptionCode::IllegalFunction,
+        "illegal-address" => ExceptionCode::IllegalDataAddress,
+        "illegal-value" => ExceptionCode::IllegalDataValue,
+        "device-failure" => ExceptionCode::ServerDeviceFailure,
+        "busy" => ExceptionCode::ServerDeviceBusy,
+        "gateway-path" => ExceptionCode::GatewayPathUnavailable,
+        "gateway-target" => ExceptionCode::GatewayTargetDevice,
+        n => match n.parse::<u8>() {
+            Ok(c) if c >= 1 => ExceptionCode::new(c),
+            _ => return Err(format!("exception code {s:?}: expected 1-255 or a name")),
+        },
+    };
+    Ok(code)
+}
+
+/// `true`/`false`, an integer, a number, or else a name (for `map` states).
+fn parse_value(s: &str) -> Value {
+    match s {
+        "true" => Value::Bool(true),
+        "false" => Value::Bool(false),
+        _ => s
+            .parse::<i64>()
+            .map(Value::Int)
+            .or_else(|_| s.parse::<f64>().map(Value::Float))
+            .unwrap_or_else(|_| Value::Str(s.to_string())),
+    }
+}
+
+/// A fleet of the four built-in device types spread round robin over consecutive ports.
+#[derive(Debug, Clone)]
+pub struct FleetSpec {
+    /// The first port; the others follow (port 0: every port picks a free one).
+    pub listen: SocketAddr,
+    pub ports: u16,
+    pub elevators: usize,
+    pub pumps: usize,
+    pub fire_panels: usize,
+    pub doors: usize,
+    pub seed: u64,
+    pub tick: Duration,
+    pub frozen: bool,
+    pub faults: Vec<FaultArg>,
+}
+
+impl FleetSpec {
+    /// One device of each type on one port.
+    pub fn new(listen: SocketAddr) -> Self {
+        FleetSpec {
+            listen,
+            ports: 1,
+            elevators: 1,
+            pumps: 1,
+            fire_panels: 1,
+            doors: 1,
+            seed: 1,
+            tick: DEFAULT_TICK,
+            frozen: false,
+            faults: Vec::new(),
+        }
+    }
+
+    pub fn devices(&self) -> usize {
+        self.elevators + self.pumps + self.fire_panels + self.doors
+    }
+
+    /// Lays the fleet out: device k (lifts first, then pumps, panels, doors) goes to port
+    /// `k % ports` with the next free unit id there; names are `EL-0001`, `PU-0001`, `FP-0001`,
+    /// `DOOR-0001`.
+    pub fn build(&self) -> Result<SimSpec, SimError> {
+        let ports = usize::from(self.ports.max(1));
+        let per_port = self.devices().div_ceil(ports);
+        if per_port > MAX_UNITS_PER_PORT {
+            return Err(SimError::Fleet(format!(
+                "{} devices on {ports} port(s) is {per_port} per port; at most {MAX_UNITS_PER_PORT} fit (unit ids 1-247): use --ports {}",
+                self.devices(),
+                self.devices().div_ceil(MAX_UNITS_PER_PORT)
+            )));
+        }
+        let mut spec = SimSpec {
+            ports: Vec::with_capacity(ports),
+            tick: self.tick,
+            frozen: self.frozen,
+        };
+        for i in 0..ports {
+            let mut listen = self.listen;
+            if listen.port() != 0 {
+                let port = u16::try_from(usize::from(listen.port()) + i).map_err(|_| {
+                    SimError::Fleet(format!(
+                        "{ports} ports from {} run past port 65535",
+                        self.listen
+                    ))
+                })?;
+                listen.set_port(port);
+            }
+            spec.ports.push(SimPortSpec {
+                listen,
+                devices: Vec::with_capacity(per_port),
+            });
+        }
+        let kinds = [
+            ("elevator", "EL", self.elevators),
+            ("pump", "PU", self.pumps),
+            ("fire_panel", "FP", self.fire_panels),
+            ("access_door", "DOOR", self.doors),
+        ];
+        let mut k = 0usize;
+        for (profile, prefix, n) in kinds {
+            for j in 1..=n {
+                let port = &mut spec.ports[k % ports];
+                // per_port <= 247 was checked above, so the unit id fits.
+                let unit = u8::try_from(port.devices.len() + 1).unwrap_or(u8::MAX);
+                port.devices.push(SimDeviceSpec {
+                    unit,
+                    profile: profile.into(),
+                    name: Some(format!("{prefix}-{j:04}")),
+                    seed: mix(self.seed, k as u64),
+                    faults: Vec::new(),
+                });
+                k += 1;
+            }
+        }
+        for f in &self.faults {
+            attach_fault(&mut spec, f)?;
+        }
+        Ok(spec)
+    }
+}
+
+impl From<&SimulateArgs> for FleetSpec {
+    fn from(a: &SimulateArgs) -> Self {
+        FleetSpec {
+            listen: a.listen,
+            ports: a.ports,
+            elevators: a.elevators,
+            pumps: a.pumps,
+            fire_panels: a.fire_panels,
+            doors: a.doors,
+            seed: a.seed,
+            tick: a.tick,
+            frozen: a.frozen,
+            faults: a.faults.clone(),
+        }
+    }
+}
+
+/// SplitMix64 of the fleet seed and the device's place: well-spread seeds per device.
+fn mix(seed: u64, k: u64) -> u64 {
+    let mut z = seed.wrapping_add(k.wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+fn attach_fault(spec: &mut SimSpec, f: &FaultArg) -> Result<(), SimError> {
+    let device = match &f.target {
+        FaultTarget::Name(name) => spec
+            .ports
+            .iter_mut()
+            .flat_map(|p| p.devices.iter_mut())
+            .find(|d| d.name.as_deref() == Some(name.as_str())),
+        FaultTarget::Unit { port, unit } => {
+            let p = match port {
+                None => spec.ports.first_mut(),
+                Some(number) => spec.ports.iter_mut().find(|p| p.listen.port() == *number),
+            };
+            p.and_then(|p| p.devices.iter_mut().find(|d| d.unit == *unit))
+        }
+    };
+    let device = device.ok_or_else(|| {
+        SimError::Fleet(format!("--fault {:?}: no such device in the fleet", f.text))
+    })?;
+    device.faults.extend(f.scheduled());
+    Ok(())
+}
+
+/// Runs `facilityd simulate` until Ctrl-C or SIGTERM.
+pub async fn run_simulate(args: SimulateArgs) -> anyhow::Result<()> {
+    let fleet = FleetSpec::from(&args);
+    if fleet.devices() == 0 {
+        anyhow::bail!("nothing to simulate: set --elevators, --pumps, --fire-panels or --doors");
+    }
+    let handle = start(fleet.build()?).await?;
+    let devices = handle.devices();
+    {
+        let mut out = std::io::stdout().lock();
+        writeln!(
+            out,
+            "facilityd simulate: {} device(s) on {} port(s), seed {}, {}",
+            devices.len(),
+            handle.addrs().len(),
+            fleet.seed,
+            if fleet.frozen {
+                "frozen".to_string()
+            } else {
+                format!("tick {}", humantime::format_duration(fleet.tick))
+            },
+        )?;
+        writeln!(out, "{:<22} {:>4}  {:<12} NAME", "ADDRESS", "UNIT", "TYPE")?;
+        for d in &devices {
+            writeln!(
+                out,
+                "{:<22} {:>4}  {:<12} {}",
+                d.addr.to_string(),
+                d.unit,
+                d.device_type.as_str(),
+                d.name
+            )?;
+        }
+        for f in &fleet.faults {
+            writeln!(out, "fault: {}", f.text)?;
+        }
+        writeln!(out, "serving; Ctrl-C to stop")?;
+        out.flush()?;
+    }
+    shutdown_signal().await?;
+    handle.shutdown().await;
+    Ok(())
+}
+
+async fn shutdown_signal() -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => r,
+            _ = term.recv() => Ok(()),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        tokio::signal::ctrl_c().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_fault_forms() {
+        let f = FaultArg::parse("PU-0001=discharge_pressure_bar=0.5@20s..2m").expect("valid");
+        assert_eq!(f.target, FaultTarget::Name("PU-0001".into()));
+        assert_eq!(
+            f.change,
+            FaultChange::Set(Fault::OutOfRange {
+                point: "discharge_pressure_bar".into(),
+                value: Value::Float(0.5)
+            })
+        );
+        assert_eq!(
+            (f.at, f.until),
+            (Duration::from_secs(20), Some(Duration::from_secs(120)))
+        );
+        assert_eq!(f.scheduled().len(), 2);
+        assert_eq!(
+            f.scheduled()[1].change,
+            FaultChange::Clear(FaultKind::OutOfRange)
+        );
+
+        let f = FaultArg::parse("5021:4=silent@1m").expect("valid");
+        assert_eq!(
+            f.target,
+            FaultTarget::Unit {
+                port: Some(5021),
+                unit: 4
+            }
+        );
+        assert_eq!(f.change, FaultChange::Set(Fault::Silent));
+        assert_eq!(f.at, Duration::from_secs(60));
+
+        let f = FaultArg::parse("3=exception").expect("valid");
+        assert_eq!(
+            f.target,
+            FaultTarget::Unit {
+                port: None,
+                unit: 3
+            }
+        );
+        assert_eq!(
+            f.change,
+            FaultChange::Set(Fault::Exception {
+                code: ExceptionCode::ServerDeviceFailure
+            })
+        );
+        assert_eq!(f.at, Duration::ZERO);
+        let f = FaultArg::parse("3=exception:busy").expect("valid");
+        assert_eq!(
+            f.change,
+            FaultChange::Set(Fault::Exception {
+                code: ExceptionCode::ServerDeviceBusy
+            })
+        );
+        let f = FaultArg::parse("3=exception:11").expect("valid");
+        assert_eq!(
+            f.change,
+            FaultChange::Set(Fault::Exception {
+                code: ExceptionCode::GatewayTargetDevice
+            })
+        );
+        let f = FaultArg::parse("3=slow:800ms").expect("valid");
+        assert_eq!(
+            f.change,
+            FaultChange::Set(Fault::Slow {
+                delay: Duration::from_millis(800)
+            })
+        );
+        let f = FaultArg::parse("EL-0002=trapped_alarm=true@10s").expect("valid");
+        assert_eq!(
+            f.change,
+            FaultChange::Set(Fault::OutOfRange {
+                point: "trapped_alarm".into(),
+                value: Value::Bool(true)
+            })
+        );
+        let f = FaultArg::parse("EL-0002=service_mode=out_of_service").expect("valid");
+        assert_eq!(
+            f.change,
+            FaultChange::Set(Fault::OutOfRange {
+                point: "service_mode".into(),
+                value: Value::Str("out_of_service".into())
+            })
+        );
+        assert_eq!(
+            FaultArg::parse("3=clear:slow@2m").expect("valid").change,
+            FaultChange::Clear(FaultKind::Slow)
+        );
+        assert_eq!(
+            FaultArg::parse("3=clear").expect("valid").change,
+            FaultChange::ClearAll
+        );
+    }
+
+    #[test]
+    fn rejects_bad_faults() {
+        for bad in [
+            "silent",
+            "3=",
+            "3=melt",
+            "3=slow",
+            "3=slow:fast",
+            "3=exception:0",
+            "3=exception:x",
+            "3=silent@soon",
+            "3=silent@2m..1m",
+            "3=clear@1m..2m",
+            "3=clear:everything",
+            "300=silent",
+            "x:3=silent",
+            "=silent",
+            "3==1",
+        ] {
+            assert!(FaultArg::parse(bad).is_err(), "{bad} was accepted");
+        }
+    }
+
+    #[test]
+    fn fleet_spreads_round_robin() {
+        let mut fleet = FleetSpec::new("127.0.0.1:5020".parse().expect("addr"));
+        fleet.ports = 3;
+        fleet.elevators = 4;
+        fleet.pumps = 3;
+        fleet.faults = vec![
+            FaultArg::parse("PU-0002=silent@1s").expect("valid"),
+            FaultArg::parse("5022:2=exception").expect("valid"),
+        ];
+        let spec = fleet.build().expect("fits");
+        let ports: Vec<u16> = spec.ports.iter().map(|p| p.listen.port()).collect();
+        assert_eq!(ports, [5020, 5021, 5022]);
+        let layout: Vec<Vec<(u8, String)>> = spec
+            .ports
+            .iter()
+            .map(|p| {
+                p.devices
+                    .iter()
+                    .map(|d| (d.unit, d.name.clone().unwrap_or_default()))
+                    .collect()
+            })
+            .collect();
+        // k = 0..9: EL1 EL2 EL3 EL4 PU1 PU2 PU3 FP1 DOOR1, round robin over three ports.
+        assert_eq!(
+            layout[0],
+            [
+                (1, "EL-0001".into()),
+                (2, "EL-0004".into()),
+                (3, "PU-0003".into())
+            ]
+        );
+        assert_eq!(
+            layout[1],
+            [
+                (1, "EL-0002".into()),
+                (2, "PU-0001".into()),
+                (3, "FP-0001".into())
+            ]
+        );
+        assert_eq!(
+            layout[2],
+            [
+                (1, "EL-0003".into()),
+                (2, "PU-0002".into()),
+                (3, "DOOR-0001".into())
+            ]
+        );
+        // Both faults landed on PU-0002 (port 5022, unit 2).
+        assert_eq!(spec.ports[2].devices[1].faults.len(), 2);
+        let seeds: std::collections::BTreeSet<u64> = spec
+            .ports
+            .iter()
+            .flat_map(|p| p.devices.iter().map(|d| d.seed))
+            .collect();
+        assert_eq!(seeds.len(), 9);
+    }
+
+    #[test]
+    fn fleet_limits() {
+        let mut fleet = FleetSpec::new("127.0.0.1:5020".parse().expect("addr"));
+        fleet.elevators = 1000;
+        assert!(matches!(fleet.build(), Err(SimError::Fleet(_))));
+        fleet.ports = 5;
+        assert!(fleet.build().is_ok());
+        fleet.faults = vec![FaultArg::parse("NOPE-1=silent").expect("valid")];
+        assert!(matches!(fleet.build(), Err(SimError::Fleet(_))));
+        let mut fleet = FleetSpec::new("127.0.0.1:65535".parse().expect("addr"));
+        fleet.ports = 2;
+        assert!(fleet.build().is_err());
+    }
+}
