@@ -627,7 +627,7 @@ impl ModbusRequest {
 /// in its own process, serving a sparse register map. The spec:
 ///
 /// ```json
-/// {"missing_units": "silent",
+/// {"missing_units": "silent", "framer": "socket",
 ///  "units": {"1": {"holding": {"0": 1234}, "input": {"10": 7},
 ///                  "coils": {"0": true}, "discrete": {"3": false},
 ///                  "mode": "normal", "delay_ms": 0},
@@ -639,6 +639,8 @@ impl ModbusRequest {
 /// answer (`"missing_units": "exception"` makes it answer 0x0B instead). `mode`:
 /// `normal`, `silent` (no answer), `exception:N` (every request answers code N);
 /// `delay_ms` delays each answer. All of these can be changed while it runs (`set_*`).
+/// `"framer": "rtu"` serves RTU frames (with CRC) over TCP instead of Modbus TCP, like a
+/// serial device server (`rtu+tcp://` in facilityd).
 ///
 /// Every request frame received is logged once (unit, function code, address, count),
 /// whatever the answer: [`requests`](Self::requests).

@@ -1,0 +1,248 @@
+//! Misbehaving peers: an RTU-over-TCP device server, a peer that answers garbage, and a
+//! scripted HTTP peer for the database status codes VictoriaMetrics never returns.
+
+mod support;
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use facilityd::model::Value;
+use facilityd::modbus::stats::DeviceStats;
+use facilityd::runtime::Gateway;
+use facilityd::sim::{SimDeviceSpec, SimPortSpec, SimSpec};
+use facilityd::telemetry::influx::InfluxWriter;
+use facilityd::telemetry::pipeline::{Batch, BatchQueue, Forwarder, TelemetryStats};
+use serde_json::json;
+use support::PyModbusServer;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+fn settings(dir: &std::path::Path, body: &str) -> facilityd::config::Settings {
+    std::fs::write(dir.join("facilityd.toml"), format!("[gateway]\nid = \"gw\"\nstate_dir = {:?}\n\n{body}", dir.join("state").display().to_string())).unwrap();
+    facilityd::config::load_with_env(&dir.join("facilityd.toml"), Default::default()).unwrap_or_else(|e| panic!("{e}"))
+}
+
+async fn run_for(gw: &Gateway, d: Duration) {
+    let stop = CancellationToken::new();
+    let task = tokio::spawn({
+        let (gw, stop) = (gw.clone(), stop.clone());
+        async move { gw.run(stop, Default::default()).await }
+    });
+    tokio::time::sleep(d).await;
+    stop.cancel();
+    task.await.unwrap().unwrap();
+}
+
+fn latest(gw: &Gateway, device: usize, point: &str) -> Option<Value> {
+    let d = &gw.settings.devices[device];
+    let (i, _) = d.profile.point(point)?;
+    gw.latest.device(device)?.points[i].clone().map(|(v, _)| v)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rtu_over_tcp_reads_two_units_behind_a_serial_device_server() {
+    let server = PyModbusServer::start(&json!({
+        "framer": "rtu",
+        "units": {
+            "1": { "holding": { "0": 1500, "1": 7 } },
+            "2": { "holding": { "0": 900, "1": 65535 } },
+        }
+    }))
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let profile = "[[profiles]]\nname = \"tank\"\ndevice_type = \"pump\"\npoints = [\n  { name = \"level_cm\", kind = \"gauge\", register = \"holding\", address = 0, scale = 0.1 },\n  { name = \"alarms\", kind = \"state\", register = \"holding\", address = 1, na = 65535 },\n]\n";
+    let url = format!("rtu+tcp://127.0.0.1:{}", server.port());
+    let s = settings(
+        dir.path(),
+        &format!("{profile}\n[[devices]]\nid = \"T-1\"\nprofile = \"tank\"\ninterval = \"100ms\"\nmodbus = {{ url = \"{url}\", unit = 1, timeout = \"300ms\" }}\n\n[[devices]]\nid = \"T-2\"\nprofile = \"tank\"\ninterval = \"100ms\"\nmodbus = {{ url = \"{url}\", unit = 2, timeout = \"300ms\" }}\n"),
+    );
+    let gw = Gateway::new(s);
+    run_for(&gw, Duration::from_millis(1500)).await;
+    assert_eq!(latest(&gw, 0, "level_cm"), Some(Value::Float(150.0)));
+    assert_eq!(latest(&gw, 0, "alarms"), Some(Value::Int(7)));
+    assert_eq!(latest(&gw, 1, "level_cm"), Some(Value::Float(90.0)));
+    assert_eq!(latest(&gw, 1, "alarms"), None, "the na sentinel became a value");
+    assert_eq!(DeviceStats::get(&gw.device_stats[1].bad_values), DeviceStats::get(&gw.device_stats[1].polls));
+    let reqs = server.requests();
+    assert!(reqs.iter().any(|r| r.unit == 1) && reqs.iter().any(|r| r.unit == 2));
+    assert!(reqs.iter().all(|r| r.is_read()));
+}
+
+/// A "device" that answers every request with bytes that are not a Modbus frame.
+async fn garbage_peer() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let conns = Arc::new(AtomicUsize::new(0));
+    let c = conns.clone();
+    tokio::spawn(async move {
+        let mut n = 0u8;
+        while let Ok((mut sock, _)) = listener.accept().await {
+            c.fetch_add(1, Ordering::SeqCst);
+            n = n.wrapping_add(1);
+            let variant = n;
+            tokio::spawn(async move {
+                let mut buf = [0u8; 260];
+                while let Ok(k) = sock.read(&mut buf).await {
+                    if k == 0 {
+                        break;
+                    }
+                    let reply: Vec<u8> = match variant % 3 {
+                        // A well-formed MBAP header with the wrong transaction id.
+                        0 => vec![0xBE, 0xEF, 0, 0, 0, 5, buf[6], 3, 2, 0, 1],
+                        // A length field far beyond the data that follows.
+                        1 => vec![buf[0], buf[1], 0, 0, 0xFF, 0xFF, buf[6], 3],
+                        // Plain noise.
+                        _ => b"HTTP/1.1 400 Bad Request\r\n\r\n".to_vec(),
+                    };
+                    if sock.write_all(&reply).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    (addr, conns)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_answers_are_counted_and_never_stop_the_other_links() {
+    let (bad, conns) = garbage_peer().await;
+    let sim = facilityd::sim::start(SimSpec { ports: vec![SimPortSpec { listen: "127.0.0.1:0".parse().unwrap(), devices: vec![SimDeviceSpec::new(1, "pump")] }], ..Default::default() }).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let s = settings(
+        dir.path(),
+        &format!(
+            "[[devices]]\nid = \"BAD\"\nprofile = \"pump\"\ninterval = \"100ms\"\nmodbus = {{ url = \"tcp://{bad}\", unit = 1, timeout = \"100ms\", probe_interval = \"200ms\" }}\n\n[[devices]]\nid = \"GOOD\"\nprofile = \"pump\"\ninterval = \"100ms\"\nmodbus = {{ url = \"tcp://{}\", unit = 1, timeout = \"100ms\" }}\n",
+            sim.addrs()[0]
+        ),
+    );
+    let gw = Gateway::new(s);
+    run_for(&gw, Duration::from_secs(3)).await;
+    let bad = &gw.device_stats[0];
+    let errors = DeviceStats::get(&bad.transport_errors) + DeviceStats::get(&bad.timeouts) + DeviceStats::get(&bad.malformed);
+    assert!(errors >= 3, "garbage was not counted: {bad:?}");
+    assert!(conns.load(Ordering::SeqCst) >= 3, "the connection was not reopened after garbage");
+    assert!(latest(&gw, 0, "discharge_pressure_bar").is_none(), "garbage became a value");
+    let good = &gw.device_stats[1];
+    assert!(DeviceStats::get(&good.polls) >= 25, "the healthy link was held up: {} polls", DeviceStats::get(&good.polls));
+    assert_eq!(good.errors(), 0);
+}
+
+/// A scripted HTTP peer: answers the n-th write with `script(n, body)`, records what it got.
+async fn scripted_http(script: impl Fn(usize, &str) -> u16 + Send + Sync + 'static) -> (String, Arc<Mutex<Vec<(u16, String)>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let log: Arc<Mutex<Vec<(u16, String)>>> = Arc::default();
+    let script = Arc::new(script);
+    let l = log.clone();
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            let (log, script) = (l.clone(), script.clone());
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                loop {
+                    let mut chunk = [0u8; 8192];
+                    let head_end = loop {
+                        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            break i + 4;
+                        }
+                        match sock.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(k) => buf.extend_from_slice(&chunk[..k]),
+                        }
+                    };
+                    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+                    let len: usize = head.lines().find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap_or(0))).unwrap_or(0);
+                    while buf.len() < head_end + len {
+                        match sock.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(k) => buf.extend_from_slice(&chunk[..k]),
+                        }
+                    }
+                    let body = String::from_utf8_lossy(&buf[head_end..head_end + len]).to_string();
+                    buf.drain(..head_end + len);
+                    let n = log.lock().unwrap().len();
+                    let code = script(n, &body);
+                    log.lock().unwrap().push((code, body));
+                    let reason = if code == 204 { "No Content" } else { "Error" };
+                    let text = if code == 204 { String::new() } else { format!("{{\"code\":\"x\",\"message\":\"scripted {code}\"}}") };
+                    let resp = format!("HTTP/1.1 {code} {reason}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{text}", text.len());
+                    if sock.write_all(resp.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (url, log)
+}
+
+fn forwarder(url: &str, dir: &std::path::Path) -> (Forwarder, Arc<BatchQueue>, Arc<TelemetryStats>) {
+    let s = settings(dir, &format!("[influxdb]\nurl = {url:?}\norg = \"o\"\nbucket = \"b\"\ntoken = \"t\"\ntimeout = \"2s\"\n"));
+    let writer = Arc::new(InfluxWriter::new(s.influxdb.as_ref().unwrap()).unwrap());
+    let stats = Arc::new(TelemetryStats::default());
+    let queue = BatchQueue::new(1 << 20, stats.clone());
+    (Forwarder { writer, queue: queue.clone(), stats: stats.clone(), dead_letter: dir.join("dead-letter.lp") }, queue, stats)
+}
+
+fn lines(range: std::ops::Range<usize>) -> Batch {
+    let body: String = range.clone().map(|i| format!("m,asset=a v={i}i {}\n", 1_700_000_000_000_000_000i64 + i as i64)).collect();
+    Batch { body, lines: range.len() }
+}
+
+async fn drain(fw: Forwarder, queue: &BatchQueue) {
+    queue.close();
+    tokio::time::timeout(Duration::from_secs(20), fw.run(CancellationToken::new())).await.expect("forwarder did not drain the queue");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn database_errors_are_retried_split_or_dead_lettered_never_dropped() {
+    // 503 twice, then 429, then fine: every line arrives once, in order.
+    let (url, log) = scripted_http(|n, _| match n {
+        0 | 1 => 503,
+        2 => 429,
+        _ => 204,
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let (fw, queue, stats) = forwarder(&url, dir.path());
+    queue.push(lines(0..10));
+    queue.push(lines(10..20));
+    drain(fw, &queue).await;
+    let got = log.lock().unwrap().clone();
+    let delivered: String = got.iter().filter(|(c, _)| *c == 204).map(|(_, b)| b.as_str()).collect();
+    assert_eq!(delivered, format!("{}{}", lines(0..10).body, lines(10..20).body));
+    assert_eq!(stats.write_errors.load(Relaxed), 3);
+    assert_eq!(stats.lines_written.load(Relaxed), 20);
+
+    // 413 for anything over 4 lines: batches are halved until they fit, nothing lost or doubled.
+    let (url, log) = scripted_http(|_, body| if body.lines().count() > 4 { 413 } else { 204 }).await;
+    let (fw, queue, stats) = forwarder(&url, dir.path());
+    queue.push(lines(0..13));
+    drain(fw, &queue).await;
+    let delivered: String = log.lock().unwrap().iter().filter(|(c, _)| *c == 204).map(|(_, b)| b.clone()).collect();
+    assert_eq!(delivered, lines(0..13).body);
+    assert_eq!(stats.lines_written.load(Relaxed), 13);
+
+    // 400: the batch goes to the dead-letter file; the next one is still written.
+    let (url, log) = scripted_http(|_, body| if body.contains("v=3i") { 400 } else { 204 }).await;
+    let (fw, queue, stats) = forwarder(&url, dir.path());
+    queue.push(lines(0..5));
+    queue.push(lines(5..8));
+    drain(fw, &queue).await;
+    assert_eq!(std::fs::read_to_string(dir.path().join("dead-letter.lp")).unwrap(), lines(0..5).body);
+    assert_eq!(stats.lines_dead_lettered.load(Relaxed), 5);
+    assert_eq!(log.lock().unwrap().last().unwrap(), &(204, lines(5..8).body));
+
+    // 401 (a wrong token): kept and retried, not dropped; written once the token works.
+    let (url, log) = scripted_http(|n, _| if n < 3 { 401 } else { 204 }).await;
+    let (fw, queue, stats) = forwarder(&url, dir.path());
+    queue.push(lines(0..3));
+    drain(fw, &queue).await;
+    assert_eq!(log.lock().unwrap().iter().filter(|(c, _)| *c == 401).count(), 3);
+    assert_eq!(stats.lines_written.load(Relaxed), 3);
+    assert_eq!(stats.lines_dead_lettered.load(Relaxed), 0);
+}
