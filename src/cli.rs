@@ -3,7 +3,6 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{self, DeviceSource, Settings};
@@ -245,12 +244,4 @@ pub async fn run(path: &Path) -> anyhow::Result<()> {
 /// variable: every FACILITYD_* variable is a configuration key.)
 pub fn config_path(arg: Option<PathBuf>) -> PathBuf {
     arg.unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG))
-}
-
-/// Reads a file of the config's directory (for `--token-file` style options).
-pub fn read_trimmed(path: &Path) -> anyhow::Result<String> {
-    Ok(std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read {}", path.display()))?
-        .trim()
-        .to_string())
 }

@@ -18,7 +18,6 @@ use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
 
 use crate::config;
-use crate::modbus::stats::DeviceStats;
 use crate::model::Value;
 use crate::runtime::{Gateway, RunOptions};
 use crate::sim::{Fault, ScheduledFault, SimDeviceSpec, SimPortSpec, SimSpec};
@@ -431,7 +430,6 @@ fn render(gw: &Gateway, capture: &CaptureWriter, to_db: bool, elapsed: Duration)
             stats.errors(),
             vals.join("  ")
         );
-        let _ = DeviceStats::get(&stats.polls);
     }
     let t = &gw.telemetry;
     if to_db {
