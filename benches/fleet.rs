@@ -162,7 +162,9 @@ fn main() {
     // `cargo bench` passes --bench; `cargo test --all-targets` runs this binary without it, and
     // a minute-long measurement has no place in the test run.
     if !std::env::args().any(|a| a == "--bench") && std::env::var_os("FLEET_SIM_CHILD").is_none() {
-        println!("fleet benchmark: run it with `cargo bench --bench fleet` (skipped under cargo test)");
+        println!(
+            "fleet benchmark: run it with `cargo bench --bench fleet` (skipped under cargo test)"
+        );
         return;
     }
     let a = args();

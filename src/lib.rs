@@ -10,6 +10,8 @@ pub mod demo;
 pub mod modbus;
 pub mod model;
 pub mod profile;
+pub mod rules;
 pub mod runtime;
 pub mod sim;
 pub mod telemetry;
+pub mod workorder;

@@ -8,8 +8,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use facilityd::model::Value;
 use facilityd::modbus::stats::DeviceStats;
+use facilityd::model::Value;
 use facilityd::runtime::Gateway;
 use facilityd::sim::{SimDeviceSpec, SimPortSpec, SimSpec};
 use facilityd::telemetry::influx::InfluxWriter;
@@ -21,8 +21,16 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 fn settings(dir: &std::path::Path, body: &str) -> facilityd::config::Settings {
-    std::fs::write(dir.join("facilityd.toml"), format!("[gateway]\nid = \"gw\"\nstate_dir = {:?}\n\n{body}", dir.join("state").display().to_string())).unwrap();
-    facilityd::config::load_with_env(&dir.join("facilityd.toml"), Default::default()).unwrap_or_else(|e| panic!("{e}"))
+    std::fs::write(
+        dir.join("facilityd.toml"),
+        format!(
+            "[gateway]\nid = \"gw\"\nstate_dir = {:?}\n\n{body}",
+            dir.join("state").display().to_string()
+        ),
+    )
+    .unwrap();
+    facilityd::config::load_with_env(&dir.join("facilityd.toml"), Default::default())
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 async fn run_for(gw: &Gateway, d: Duration) {
@@ -57,15 +65,24 @@ async fn rtu_over_tcp_reads_two_units_behind_a_serial_device_server() {
     let url = format!("rtu+tcp://127.0.0.1:{}", server.port());
     let s = settings(
         dir.path(),
-        &format!("{profile}\n[[devices]]\nid = \"T-1\"\nprofile = \"tank\"\ninterval = \"100ms\"\nmodbus = {{ url = \"{url}\", unit = 1, timeout = \"300ms\" }}\n\n[[devices]]\nid = \"T-2\"\nprofile = \"tank\"\ninterval = \"100ms\"\nmodbus = {{ url = \"{url}\", unit = 2, timeout = \"300ms\" }}\n"),
+        &format!(
+            "{profile}\n[[devices]]\nid = \"T-1\"\nprofile = \"tank\"\ninterval = \"100ms\"\nmodbus = {{ url = \"{url}\", unit = 1, timeout = \"300ms\" }}\n\n[[devices]]\nid = \"T-2\"\nprofile = \"tank\"\ninterval = \"100ms\"\nmodbus = {{ url = \"{url}\", unit = 2, timeout = \"300ms\" }}\n"
+        ),
     );
     let gw = Gateway::new(s);
     run_for(&gw, Duration::from_millis(1500)).await;
     assert_eq!(latest(&gw, 0, "level_cm"), Some(Value::Float(150.0)));
     assert_eq!(latest(&gw, 0, "alarms"), Some(Value::Int(7)));
     assert_eq!(latest(&gw, 1, "level_cm"), Some(Value::Float(90.0)));
-    assert_eq!(latest(&gw, 1, "alarms"), None, "the na sentinel became a value");
-    assert_eq!(DeviceStats::get(&gw.device_stats[1].bad_values), DeviceStats::get(&gw.device_stats[1].polls));
+    assert_eq!(
+        latest(&gw, 1, "alarms"),
+        None,
+        "the na sentinel became a value"
+    );
+    assert_eq!(
+        DeviceStats::get(&gw.device_stats[1].bad_values),
+        DeviceStats::get(&gw.device_stats[1].polls)
+    );
     let reqs = server.requests();
     assert!(reqs.iter().any(|r| r.unit == 1) && reqs.iter().any(|r| r.unit == 2));
     assert!(reqs.iter().all(|r| r.is_read()));
@@ -110,7 +127,15 @@ async fn garbage_peer() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_answers_are_counted_and_never_stop_the_other_links() {
     let (bad, conns) = garbage_peer().await;
-    let sim = facilityd::sim::start(SimSpec { ports: vec![SimPortSpec { listen: "127.0.0.1:0".parse().unwrap(), devices: vec![SimDeviceSpec::new(1, "pump")] }], ..Default::default() }).await.unwrap();
+    let sim = facilityd::sim::start(SimSpec {
+        ports: vec![SimPortSpec {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            devices: vec![SimDeviceSpec::new(1, "pump")],
+        }],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let s = settings(
         dir.path(),
@@ -122,17 +147,31 @@ async fn garbage_answers_are_counted_and_never_stop_the_other_links() {
     let gw = Gateway::new(s);
     run_for(&gw, Duration::from_secs(3)).await;
     let bad = &gw.device_stats[0];
-    let errors = DeviceStats::get(&bad.transport_errors) + DeviceStats::get(&bad.timeouts) + DeviceStats::get(&bad.malformed);
+    let errors = DeviceStats::get(&bad.transport_errors)
+        + DeviceStats::get(&bad.timeouts)
+        + DeviceStats::get(&bad.malformed);
     assert!(errors >= 3, "garbage was not counted: {bad:?}");
-    assert!(conns.load(Ordering::SeqCst) >= 3, "the connection was not reopened after garbage");
-    assert!(latest(&gw, 0, "discharge_pressure_bar").is_none(), "garbage became a value");
+    assert!(
+        conns.load(Ordering::SeqCst) >= 3,
+        "the connection was not reopened after garbage"
+    );
+    assert!(
+        latest(&gw, 0, "discharge_pressure_bar").is_none(),
+        "garbage became a value"
+    );
     let good = &gw.device_stats[1];
-    assert!(DeviceStats::get(&good.polls) >= 25, "the healthy link was held up: {} polls", DeviceStats::get(&good.polls));
+    assert!(
+        DeviceStats::get(&good.polls) >= 25,
+        "the healthy link was held up: {} polls",
+        DeviceStats::get(&good.polls)
+    );
     assert_eq!(good.errors(), 0);
 }
 
 /// A scripted HTTP peer: answers the n-th write with `script(n, body)`, records what it got.
-async fn scripted_http(script: impl Fn(usize, &str) -> u16 + Send + Sync + 'static) -> (String, Arc<Mutex<Vec<(u16, String)>>>) {
+async fn scripted_http(
+    script: impl Fn(usize, &str) -> u16 + Send + Sync + 'static,
+) -> (String, Arc<Mutex<Vec<(u16, String)>>>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let log: Arc<Mutex<Vec<(u16, String)>>> = Arc::default();
@@ -155,7 +194,14 @@ async fn scripted_http(script: impl Fn(usize, &str) -> u16 + Send + Sync + 'stat
                         }
                     };
                     let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
-                    let len: usize = head.lines().find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap_or(0))).unwrap_or(0);
+                    let len: usize = head
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().parse().unwrap_or(0))
+                        })
+                        .unwrap_or(0);
                     while buf.len() < head_end + len {
                         match sock.read(&mut chunk).await {
                             Ok(0) | Err(_) => return,
@@ -168,8 +214,15 @@ async fn scripted_http(script: impl Fn(usize, &str) -> u16 + Send + Sync + 'stat
                     let code = script(n, &body);
                     log.lock().unwrap().push((code, body));
                     let reason = if code == 204 { "No Content" } else { "Error" };
-                    let text = if code == 204 { String::new() } else { format!("{{\"code\":\"x\",\"message\":\"scripted {code}\"}}") };
-                    let resp = format!("HTTP/1.1 {code} {reason}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{text}", text.len());
+                    let text = if code == 204 {
+                        String::new()
+                    } else {
+                        format!("{{\"code\":\"x\",\"message\":\"scripted {code}\"}}")
+                    };
+                    let resp = format!(
+                        "HTTP/1.1 {code} {reason}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{text}",
+                        text.len()
+                    );
                     if sock.write_all(resp.as_bytes()).await.is_err() {
                         return;
                     }
@@ -180,22 +233,52 @@ async fn scripted_http(script: impl Fn(usize, &str) -> u16 + Send + Sync + 'stat
     (url, log)
 }
 
-fn forwarder(url: &str, dir: &std::path::Path) -> (Forwarder, Arc<BatchQueue>, Arc<TelemetryStats>) {
-    let s = settings(dir, &format!("[influxdb]\nurl = {url:?}\norg = \"o\"\nbucket = \"b\"\ntoken = \"t\"\ntimeout = \"2s\"\n"));
+fn forwarder(
+    url: &str,
+    dir: &std::path::Path,
+) -> (Forwarder, Arc<BatchQueue>, Arc<TelemetryStats>) {
+    let s = settings(
+        dir,
+        &format!(
+            "[influxdb]\nurl = {url:?}\norg = \"o\"\nbucket = \"b\"\ntoken = \"t\"\ntimeout = \"2s\"\n"
+        ),
+    );
     let writer = Arc::new(InfluxWriter::new(s.influxdb.as_ref().unwrap()).unwrap());
     let stats = Arc::new(TelemetryStats::default());
     let queue = BatchQueue::new(1 << 20, stats.clone());
-    (Forwarder { writer, queue: queue.clone(), stats: stats.clone(), dead_letter: dir.join("dead-letter.lp") }, queue, stats)
+    (
+        Forwarder {
+            writer,
+            queue: queue.clone(),
+            stats: stats.clone(),
+            dead_letter: dir.join("dead-letter.lp"),
+        },
+        queue,
+        stats,
+    )
 }
 
 fn lines(range: std::ops::Range<usize>) -> Batch {
-    let body: String = range.clone().map(|i| format!("m,asset=a v={i}i {}\n", 1_700_000_000_000_000_000i64 + i as i64)).collect();
-    Batch { body, lines: range.len() }
+    let body: String = range
+        .clone()
+        .map(|i| {
+            format!(
+                "m,asset=a v={i}i {}\n",
+                1_700_000_000_000_000_000i64 + i as i64
+            )
+        })
+        .collect();
+    Batch {
+        body,
+        lines: range.len(),
+    }
 }
 
 async fn drain(fw: Forwarder, queue: &BatchQueue) {
     queue.close();
-    tokio::time::timeout(Duration::from_secs(20), fw.run(CancellationToken::new())).await.expect("forwarder did not drain the queue");
+    tokio::time::timeout(Duration::from_secs(20), fw.run(CancellationToken::new()))
+        .await
+        .expect("forwarder did not drain the queue");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -213,17 +296,31 @@ async fn database_errors_are_retried_split_or_dead_lettered_never_dropped() {
     queue.push(lines(10..20));
     drain(fw, &queue).await;
     let got = log.lock().unwrap().clone();
-    let delivered: String = got.iter().filter(|(c, _)| *c == 204).map(|(_, b)| b.as_str()).collect();
-    assert_eq!(delivered, format!("{}{}", lines(0..10).body, lines(10..20).body));
+    let delivered: String = got
+        .iter()
+        .filter(|(c, _)| *c == 204)
+        .map(|(_, b)| b.as_str())
+        .collect();
+    assert_eq!(
+        delivered,
+        format!("{}{}", lines(0..10).body, lines(10..20).body)
+    );
     assert_eq!(stats.write_errors.load(Relaxed), 3);
     assert_eq!(stats.lines_written.load(Relaxed), 20);
 
     // 413 for anything over 4 lines: batches are halved until they fit, nothing lost or doubled.
-    let (url, log) = scripted_http(|_, body| if body.lines().count() > 4 { 413 } else { 204 }).await;
+    let (url, log) =
+        scripted_http(|_, body| if body.lines().count() > 4 { 413 } else { 204 }).await;
     let (fw, queue, stats) = forwarder(&url, dir.path());
     queue.push(lines(0..13));
     drain(fw, &queue).await;
-    let delivered: String = log.lock().unwrap().iter().filter(|(c, _)| *c == 204).map(|(_, b)| b.clone()).collect();
+    let delivered: String = log
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(c, _)| *c == 204)
+        .map(|(_, b)| b.clone())
+        .collect();
     assert_eq!(delivered, lines(0..13).body);
     assert_eq!(stats.lines_written.load(Relaxed), 13);
 
@@ -233,16 +330,29 @@ async fn database_errors_are_retried_split_or_dead_lettered_never_dropped() {
     queue.push(lines(0..5));
     queue.push(lines(5..8));
     drain(fw, &queue).await;
-    assert_eq!(std::fs::read_to_string(dir.path().join("dead-letter.lp")).unwrap(), lines(0..5).body);
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("dead-letter.lp")).unwrap(),
+        lines(0..5).body
+    );
     assert_eq!(stats.lines_dead_lettered.load(Relaxed), 5);
-    assert_eq!(log.lock().unwrap().last().unwrap(), &(204, lines(5..8).body));
+    assert_eq!(
+        log.lock().unwrap().last().unwrap(),
+        &(204, lines(5..8).body)
+    );
 
     // 401 (a wrong token): kept and retried, not dropped; written once the token works.
     let (url, log) = scripted_http(|n, _| if n < 3 { 401 } else { 204 }).await;
     let (fw, queue, stats) = forwarder(&url, dir.path());
     queue.push(lines(0..3));
     drain(fw, &queue).await;
-    assert_eq!(log.lock().unwrap().iter().filter(|(c, _)| *c == 401).count(), 3);
+    assert_eq!(
+        log.lock()
+            .unwrap()
+            .iter()
+            .filter(|(c, _)| *c == 401)
+            .count(),
+        3
+    );
     assert_eq!(stats.lines_written.load(Relaxed), 3);
     assert_eq!(stats.lines_dead_lettered.load(Relaxed), 0);
 }

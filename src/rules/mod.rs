@@ -1,0 +1,3 @@
+//! Rules: conditions on telemetry that raise maintenance work orders (DESIGN §4).
+
+pub mod types;
