@@ -1,0 +1,131 @@
+//! `match = { ... }`: which assets a rule or a notifier applies to (DESIGN §3).
+//!
+//! Each key takes a string or a list; keys are AND-ed, list items OR-ed; a missing `match`
+//! means every asset. `tags = { vendor = "acme" }` requires each named tag to have (one of)
+//! the given values.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+use super::types::AssetInfo;
+
+/// A string or a list of strings.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    pub fn contains(&self, s: &str) -> bool {
+        match self {
+            OneOrMany::One(v) => v == s,
+            OneOrMany::Many(vs) => vs.iter().any(|v| v == s),
+        }
+    }
+
+    pub fn values(&self) -> Vec<&str> {
+        match self {
+            OneOrMany::One(v) => vec![v.as_str()],
+            OneOrMany::Many(vs) => vs.iter().map(String::as_str).collect(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AssetMatch {
+    /// Asset ids.
+    pub ids: Option<OneOrMany>,
+    /// Profile names.
+    pub profile: Option<OneOrMany>,
+    /// elevator | pump | fire_panel | access_door | other.
+    pub device_type: Option<OneOrMany>,
+    pub building: Option<OneOrMany>,
+    pub site: Option<OneOrMany>,
+    pub floor: Option<OneOrMany>,
+    pub tags: Option<BTreeMap<String, OneOrMany>>,
+}
+
+impl AssetMatch {
+    pub fn matches(&self, a: &AssetInfo) -> bool {
+        fn opt(m: &Option<OneOrMany>, v: Option<&str>) -> bool {
+            match m {
+                None => true,
+                Some(m) => v.is_some_and(|v| m.contains(v)),
+            }
+        }
+        opt(&self.ids, Some(&a.id))
+            && opt(&self.profile, Some(&a.profile))
+            && opt(&self.device_type, Some(a.device_type.as_str()))
+            && opt(&self.building, a.building.as_deref())
+            && opt(&self.site, a.site.as_deref())
+            && opt(&self.floor, a.floor.as_deref())
+            && self.tags.as_ref().is_none_or(|t| {
+                t.iter()
+                    .all(|(k, m)| a.tags.get(k).is_some_and(|v| m.contains(v)))
+            })
+    }
+
+    /// Unknown device types are errors; other values can only be checked against assets.
+    pub fn validate(&self) -> Result<(), String> {
+        if let Some(dt) = &self.device_type {
+            for v in dt.values() {
+                if !["elevator", "pump", "fire_panel", "access_door", "other"].contains(&v) {
+                    return Err(format!(
+                        "unknown device_type {v:?}: expected elevator, pump, fire_panel, access_door or other"
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::profile::DeviceType;
+    use std::sync::Arc;
+
+    fn asset(id: &str, dt: DeviceType, building: Option<&str>, vendor: Option<&str>) -> AssetInfo {
+        AssetInfo {
+            id: Arc::from(id),
+            name: None,
+            site: Some("s".into()),
+            building: building.map(Into::into),
+            floor: None,
+            device_type: dt,
+            profile: dt.as_str().into(),
+            tags: vendor
+                .map(|v| BTreeMap::from([("vendor".to_string(), v.to_string())]))
+                .unwrap_or_default(),
+            points: vec![],
+        }
+    }
+
+    #[test]
+    fn keys_and_lists_or() {
+        let m = AssetMatch {
+            device_type: Some(OneOrMany::One("pump".into())),
+            building: Some(OneOrMany::Many(vec!["A".into(), "B".into()])),
+            ..Default::default()
+        };
+        assert!(m.matches(&asset("P1", DeviceType::Pump, Some("B"), None)));
+        assert!(!m.matches(&asset("P2", DeviceType::Pump, Some("C"), None)));
+        assert!(!m.matches(&asset("P3", DeviceType::Pump, None, None)));
+        assert!(!m.matches(&asset("E1", DeviceType::Elevator, Some("A"), None)));
+        let t = AssetMatch {
+            tags: Some(BTreeMap::from([(
+                "vendor".into(),
+                OneOrMany::One("acme".into()),
+            )])),
+            ..Default::default()
+        };
+        assert!(t.matches(&asset("X", DeviceType::Other, None, Some("acme"))));
+        assert!(!t.matches(&asset("Y", DeviceType::Other, None, Some("other"))));
+        assert!(AssetMatch::default().matches(&asset("Z", DeviceType::Other, None, None)));
+    }
+}
