@@ -203,7 +203,7 @@ async fn run(a: Args) {
 
     let dir = tempfile::tempdir().expect("tempdir");
     let mut cfg = format!(
-        "[gateway]\nid = \"bench\"\nsite = \"bench\"\nstate_dir = {:?}\n\n[influxdb]\nurl = {:?}\norg = \"o\"\nbucket = \"b\"\ntoken = \"t\"\nbatch_size = 5000\nflush_interval = \"1s\"\n\n{}\n",
+        "[gateway]\nid = \"bench\"\nsite = \"bench\"\nstate_dir = {:?}\n\n[http]\nlisten = \"127.0.0.1:0\"\n\n[influxdb]\nurl = {:?}\norg = \"o\"\nbucket = \"b\"\ntoken = \"t\"\nbatch_size = 5000\nflush_interval = \"1s\"\n\n{}\n",
         dir.path().join("state").display().to_string(),
         vm.url(),
         profile_toml(a.points)

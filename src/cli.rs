@@ -18,6 +18,7 @@ pub fn init_logging(default: &str) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .try_init();
 }
@@ -207,6 +208,35 @@ pub fn describe(s: &Settings) -> String {
             );
         }
     }
+    let _ = writeln!(out, "\nrules: {}", s.rules.len());
+    for r in &s.rules {
+        let assets: Vec<&str> = r.assets.iter().map(|a| &**a).collect();
+        let shown = if assets.len() > 6 {
+            format!("{} and {} more", assets[..6].join(", "), assets.len() - 6)
+        } else {
+            assets.join(", ")
+        };
+        let _ = writeln!(out, "  {} ({}): {}", r.id, r.type_name(), r.describe());
+        let _ = writeln!(out, "    assets: {shown}");
+    }
+    let _ = writeln!(
+        out,
+        "\nnotifiers: {}",
+        s.notifiers.0.len() + s.mqtt_notifiers
+    );
+    for n in &s.notifiers.0 {
+        let _ = writeln!(out, "  {}", n.name());
+    }
+    let rt = &s.response_times;
+    let _ = writeln!(
+        out,
+        "work orders: {} (due: urgent {}, high {}, normal {}, low {})",
+        crate::runtime::work_order_db(s).display(),
+        humantime::format_duration(rt.urgent),
+        humantime::format_duration(rt.high),
+        humantime::format_duration(rt.normal),
+        humantime::format_duration(rt.low)
+    );
     if total_requests > 0.0 {
         let _ = writeln!(
             out,

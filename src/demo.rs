@@ -157,35 +157,48 @@ const DEVICES: &[DemoDevice] = &[
     },
 ];
 
-/// The scripted faults: (device, fault, from, until, what it shows).
+/// The scripted faults: (device, fault, from, until, what it shows). Each trips a shipped
+/// default rule within a minute of the start.
 fn script() -> Vec<(&'static str, Fault, u64, u64, &'static str)> {
+    let hold = |point: &str, value: Value| Fault::OutOfRange {
+        point: point.into(),
+        value,
+    };
     vec![
         (
-            "PU-A1",
-            Fault::OutOfRange {
-                point: "discharge_pressure_bar".into(),
-                value: Value::Float(0.6),
-            },
-            15,
-            75,
-            "booster pump PU-A1 loses discharge pressure (0.6 bar)",
+            "EL-A1",
+            hold("trapped_alarm", Value::Bool(true)),
+            10,
+            40,
+            "passenger trapped in lift EL-A1 (rule lift-trapped-passenger, at once)",
         ),
         (
-            "EL-A1",
-            Fault::OutOfRange {
-                point: "trapped_alarm".into(),
-                value: Value::Bool(true),
-            },
-            25,
-            60,
-            "passenger trapped in lift EL-A1 (alarm button)",
+            "PU-A1",
+            hold("dry_run", Value::Bool(true)),
+            15,
+            75,
+            "booster pump PU-A1 runs dry (rule pump-dry-run, after 30 s)",
         ),
         (
             "DOOR-A-L1-03",
+            hold("door_state", Value::Str("open_forced".into())),
+            20,
+            30,
+            "lobby door DOOR-A-L1-03 forced open (rule door-forced, at once)",
+        ),
+        (
+            "FP-A",
+            hold("supervisory", Value::Bool(true)),
+            25,
+            90,
+            "fire panel FP-A supervisory: a valve tamper (rule fire-supervisory, at once)",
+        ),
+        (
+            "PU-B1",
             Fault::Silent,
             35,
             70,
-            "door controller DOOR-A-L1-03 stops answering",
+            "pump controller PU-B1 stops answering (offline, probed every 10 s)",
         ),
         (
             "FP-A",
@@ -196,6 +209,27 @@ fn script() -> Vec<(&'static str, Fault, u64, u64, &'static str)> {
         ),
     ]
 }
+
+/// The shipped default rules the demo runs (config/rules/).
+const RULE_FILES: &[(&str, &str)] = &[
+    (
+        "10-elevator.toml",
+        include_str!("../config/rules/elevator.toml"),
+    ),
+    ("20-pump.toml", include_str!("../config/rules/pump.toml")),
+    (
+        "21-fire-pump.toml",
+        include_str!("../config/rules/fire_pump.toml"),
+    ),
+    (
+        "30-fire-panel.toml",
+        include_str!("../config/rules/fire_panel.toml"),
+    ),
+    (
+        "40-access-door.toml",
+        include_str!("../config/rules/access_door.toml"),
+    ),
+];
 
 /// Counts what would have been written when no database is configured.
 #[derive(Default)]
@@ -219,7 +253,7 @@ impl LineWriter for CaptureWriter {
     }
 }
 
-fn demo_config(args: &DemoArgs, addrs: &[SocketAddr]) -> String {
+fn demo_config(args: &DemoArgs, addrs: &[SocketAddr], listen: SocketAddr) -> String {
     let mut cfg = String::new();
     let _ = writeln!(
         cfg,
@@ -227,10 +261,18 @@ fn demo_config(args: &DemoArgs, addrs: &[SocketAddr]) -> String {
     );
     let _ = writeln!(
         cfg,
+        "# The default rules it runs are in conf.d/ beside this file."
+    );
+    let _ = writeln!(
+        cfg,
         "[gateway]\nid = \"demo-gw\"\nsite = \"demo-site\"\nstate_dir = {:?}\n",
         args.state_dir.display().to_string()
     );
-    let _ = writeln!(cfg, "[http]\nlisten = \"127.0.0.1:9470\"\n");
+    let _ = writeln!(
+        cfg,
+        "[http]\nlisten = \"{listen}\"\napi_token_file = {:?}\n",
+        args.state_dir.join("api-token").display().to_string()
+    );
     if let Some(url) = &args.influxdb_url {
         let _ = writeln!(
             cfg,
@@ -246,26 +288,62 @@ fn demo_config(args: &DemoArgs, addrs: &[SocketAddr]) -> String {
         let addr = addrs
             .get(d.port)
             .map_or_else(|| "127.0.0.1:5020".to_string(), |a| a.to_string());
+        let tags = if d.id == "PU-B1" {
+            "tags = { role = \"fire_pump\" }\n"
+        } else {
+            ""
+        };
         let _ = writeln!(
             cfg,
-            "[[devices]]\nid = {:?}\nprofile = {:?}\nname = {:?}\nbuilding = {:?}\nfloor = {:?}\ninterval = \"1s\"\nmodbus = {{ url = \"tcp://{addr}\", unit = {}, timeout = \"300ms\", probe_interval = \"10s\" }}\n",
+            "[[devices]]\nid = {:?}\nprofile = {:?}\nname = {:?}\nbuilding = {:?}\nfloor = {:?}\n{tags}interval = \"1s\"\nmodbus = {{ url = \"tcp://{addr}\", unit = {}, timeout = \"300ms\", probe_interval = \"10s\" }}\n",
             d.id, d.profile, d.name, d.building, d.floor, d.unit
         );
     }
     cfg
 }
 
+/// The API port: 9470 when it is free (so `facilityd work-orders` finds it from the config),
+/// else any free port.
+fn api_listen() -> SocketAddr {
+    let preferred = SocketAddr::from(([127, 0, 0, 1], 9470));
+    if std::net::TcpListener::bind(preferred).is_ok() {
+        return preferred;
+    }
+    std::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .and_then(|l| l.local_addr())
+        .unwrap_or(preferred)
+}
+
+/// The demo's API token, kept across restarts in the state directory.
+fn ensure_token(dir: &std::path::Path) -> anyhow::Result<()> {
+    let path = dir.join("api-token");
+    if path.exists() {
+        return Ok(());
+    }
+    let token: String = (0..32)
+        .map(|_| format!("{:02x}", rand::random::<u8>()))
+        .collect();
+    std::fs::write(&path, token).with_context(|| format!("cannot write {}", path.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600));
+    }
+    Ok(())
+}
+
 /// Runs the demo until Ctrl-C / SIGTERM or `--duration`.
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.state_dir)
         .with_context(|| format!("cannot create {}", args.state_dir.display()))?;
+    let local = SocketAddr::from(([127, 0, 0, 1], 0));
     let mut ports = vec![
         SimPortSpec {
-            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            listen: local,
             devices: vec![],
         },
         SimPortSpec {
-            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            listen: local,
             devices: vec![],
         },
     ];
@@ -292,20 +370,27 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     .await?;
     let addrs = sim.addrs();
 
+    ensure_token(&args.state_dir)?;
+    let conf_d = args.state_dir.join("conf.d");
+    std::fs::create_dir_all(&conf_d)
+        .with_context(|| format!("cannot create {}", conf_d.display()))?;
+    for (name, text) in RULE_FILES {
+        std::fs::write(conf_d.join(name), text)
+            .with_context(|| format!("cannot write {}", conf_d.join(name).display()))?;
+    }
+    let listen = api_listen();
     let cfg_path = args.state_dir.join("facilityd.toml");
-    std::fs::write(&cfg_path, demo_config(&args, &addrs))
+    std::fs::write(&cfg_path, demo_config(&args, &addrs, listen))
         .with_context(|| format!("cannot write {}", cfg_path.display()))?;
     let settings = config::load(&cfg_path)
         .map_err(|e| anyhow::anyhow!("the demo's own configuration is invalid (a bug):\n{e}"))?;
 
+    let list: Vec<String> = addrs.iter().map(|a| a.to_string()).collect();
     println!(
-        "facilityd demo: {} simulated devices on {} (config: {})",
+        "facilityd demo: {} simulated devices on {}, {} rules (config: {})",
         DEVICES.len(),
-        addrs
-            .iter()
-            .map(|a| a.to_string())
-            .collect::<Vec<_>>()
-            .join(", "),
+        list.join(", "),
+        settings.rules.len(),
         cfg_path.display()
     );
     match &args.influxdb_url {
@@ -321,6 +406,16 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     for (_, _, from, until, what) in &script {
         println!("  {from:>3}s..{until:>3}s  {what}");
     }
+    println!("HTTP API on http://{listen}; work orders from another terminal:");
+    println!("  facilityd work-orders -c {} list", cfg_path.display());
+    println!(
+        "  facilityd work-orders -c {} ack ID --by you",
+        cfg_path.display()
+    );
+    println!(
+        "  facilityd work-orders -c {} resolve ID --note \"fixed\"",
+        cfg_path.display()
+    );
 
     let capture = Arc::new(CaptureWriter::default());
     let gw = Gateway::new(settings);
@@ -332,11 +427,12 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             s.cancel();
         });
     }
+    let to_db = args.influxdb_url.is_some();
     let opts = RunOptions {
-        writer: if args.influxdb_url.is_none() {
-            Some(capture.clone() as Arc<dyn LineWriter>)
-        } else {
+        writer: if to_db {
             None
+        } else {
+            Some(capture.clone() as Arc<dyn LineWriter>)
         },
         flush_timeout: None,
     };
@@ -345,15 +441,12 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         capture.clone(),
         args.refresh,
         stop.clone(),
-        args.influxdb_url.is_some(),
+        to_db,
     ));
     let result = gw.run(stop.clone(), opts).await;
     stop.cancel();
     let _ = view.await;
-    print!(
-        "{}",
-        render(&gw, &capture, args.influxdb_url.is_some(), Duration::ZERO)
-    );
+    print!("{}", render(&gw, &capture, to_db, Duration::ZERO));
     sim.shutdown().await;
     result
 }
@@ -371,9 +464,36 @@ async fn live_view(
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
-            _ = tick.tick() => print!("{}", render(&gw, &capture, to_db, started.elapsed())),
+            _ = tick.tick() => {
+                let wos = work_orders(&gw).await;
+                print!("{}{wos}", render(&gw, &capture, to_db, started.elapsed()));
+            }
         }
     }
+}
+
+/// The newest work orders, through the demo's own API (as a user would see them).
+async fn work_orders(gw: &Gateway) -> String {
+    let Some(addr) = gw.api_addr.get() else {
+        return String::new();
+    };
+    let url = format!("http://{addr}/api/v1/work-orders?limit=12");
+    let Ok(client) = reqwest011::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()
+    else {
+        return String::new();
+    };
+    let Ok(resp) = client.get(url).send().await else {
+        return String::new();
+    };
+    let Ok(list) = resp.json::<Vec<serde_json::Value>>().await else {
+        return String::new();
+    };
+    format!(
+        "work orders (newest first):\n{}",
+        crate::wo_client::table(&list)
+    )
 }
 
 fn render(gw: &Gateway, capture: &CaptureWriter, to_db: bool, elapsed: Duration) -> String {

@@ -4,9 +4,11 @@
 //! named points, and writes telemetry through the InfluxDB v2 write API. See DESIGN.md for the
 //! contract and README.md for the user documentation.
 
+pub mod api;
 pub mod cli;
 pub mod config;
 pub mod demo;
+pub mod maintenance;
 pub mod modbus;
 pub mod model;
 pub mod profile;
@@ -14,4 +16,5 @@ pub mod rules;
 pub mod runtime;
 pub mod sim;
 pub mod telemetry;
+pub mod wo_client;
 pub mod workorder;

@@ -40,6 +40,9 @@ enum Command {
     Simulate(facilityd::sim::SimulateArgs),
     /// Read registers once from a device and print raw and decoded values.
     Probe(ProbeArgs),
+    /// List, show, acknowledge, resolve or close work orders of the running daemon.
+    #[command(name = "work-orders")]
+    WorkOrders(facilityd::wo_client::WorkOrdersArgs),
 }
 
 #[derive(clap::Args)]
@@ -130,6 +133,10 @@ fn main() -> ExitCode {
         Command::Simulate(a) => {
             cli::init_logging("info");
             block_on(facilityd::sim::run_simulate(a))
+        }
+        Command::WorkOrders(a) => {
+            cli::init_logging("warn");
+            block_on(facilityd::wo_client::run(a))
         }
         Command::Probe(a) => {
             cli::init_logging("warn");

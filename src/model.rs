@@ -84,11 +84,13 @@ pub struct DeviceStatus {
     pub errors: u64,
 }
 
-/// What a poller hands downstream.
+/// What the pollers and the maintenance loop hand to telemetry.
 #[derive(Debug, Clone)]
 pub enum Record {
     Reading(Reading),
     Status(DeviceStatus),
+    /// A line of line protocol already encoded (work-order annotations), newline-terminated.
+    Line(String),
 }
 
 /// The current time in nanoseconds since the Unix epoch.

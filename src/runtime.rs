@@ -1,13 +1,23 @@
 //! The running gateway: pollers, telemetry pipeline and their orderly shutdown.
 
-use std::sync::atomic::Ordering::Relaxed;
-use std::sync::{Arc, Mutex};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+use anyhow::Context as _;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
+
+use crate::api::workorders::WorkOrderApi;
+use crate::api::{ApiState, check_listen, router};
+use crate::maintenance::{Maintenance, MaintenanceStats};
+use crate::model::Reading;
+use crate::rules::engine::RuleEngine;
+use crate::workorder::handle::StoreHandle;
+use crate::workorder::notify::run_notifier;
 
 use crate::config::{DeviceSource, Settings};
 use crate::modbus::poller::{LinkPoller, PolledDevice, RecordSink, group_by_link};
@@ -19,6 +29,8 @@ use crate::telemetry::pipeline::{BatchQueue, Batcher, Forwarder, TelemetryStats}
 
 /// Capacity of the poller-to-telemetry channel, in records.
 const RECORD_CHANNEL: usize = 65_536;
+/// Capacity of the channel to the rule engine, in readings.
+const RULE_CHANNEL: usize = 65_536;
 
 /// The latest good value of every point, and each device's status.
 #[derive(Debug, Default)]
@@ -68,6 +80,7 @@ impl LatestValues {
                     }
                 }
             }
+            Record::Line(_) => {}
         }
     }
 
@@ -88,7 +101,12 @@ pub struct Gateway {
     /// Per device, in configuration order.
     pub device_stats: Vec<Arc<DeviceStats>>,
     pub telemetry: Arc<TelemetryStats>,
+    pub maintenance: Arc<MaintenanceStats>,
     pub latest: Arc<LatestValues>,
+    /// The HTTP API's bound address, once it listens (`http.listen` may use port 0).
+    pub api_addr: Arc<OnceLock<SocketAddr>>,
+    /// Config loaded and stores open.
+    pub ready: Arc<AtomicBool>,
 }
 
 /// Options the caller can set on top of the configuration.
@@ -98,6 +116,11 @@ pub struct RunOptions {
     pub writer: Option<Arc<dyn LineWriter>>,
     /// How long shutdown may take to flush telemetry.
     pub flush_timeout: Option<Duration>,
+}
+
+/// The work-order database file under `state_dir`.
+pub fn work_order_db(settings: &Settings) -> std::path::PathBuf {
+    settings.gateway.state_dir.join("workorders.sqlite")
 }
 
 impl Gateway {
@@ -115,7 +138,10 @@ impl Gateway {
             settings,
             device_stats,
             telemetry: Arc::new(TelemetryStats::default()),
+            maintenance: Arc::new(MaintenanceStats::default()),
             latest,
+            api_addr: Arc::new(OnceLock::new()),
+            ready: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -123,11 +149,107 @@ impl Gateway {
     /// `flush_timeout`, default 4 s) and returns.
     pub async fn run(&self, shutdown: CancellationToken, opts: RunOptions) -> anyhow::Result<()> {
         let s = &self.settings;
+
+        // Stores first: a gateway that cannot keep its work orders must not pretend to run.
+        std::fs::create_dir_all(&s.gateway.state_dir).with_context(|| {
+            format!(
+                "cannot create the state directory {}",
+                s.gateway.state_dir.display()
+            )
+        })?;
+        let db = work_order_db(s);
+        let response_times = s.response_times;
+        let store = tokio::task::spawn_blocking(move || StoreHandle::open(&db, response_times))
+            .await
+            .map_err(|e| anyhow::anyhow!("store thread: {e}"))?
+            .with_context(|| {
+                format!(
+                    "cannot open the work-order database {}",
+                    work_order_db(s).display()
+                )
+            })?;
+        let names: Vec<String> = s.notifiers.0.iter().map(|n| n.name().to_string()).collect();
+        store
+            .register_notifiers(names)
+            .await
+            .context("cannot register the notifiers")?;
+
+        // The HTTP API.
+        let token = match &s.api_token_file {
+            Some(f) => Some(Arc::<str>::from(
+                std::fs::read_to_string(f)
+                    .with_context(|| format!("cannot read http.api_token_file {}", f.display()))?
+                    .trim(),
+            )),
+            None => None,
+        };
+        let listen: SocketAddr = s
+            .http_listen
+            .parse()
+            .with_context(|| format!("http.listen {:?}", s.http_listen))?;
+        check_listen(&listen, token.as_deref()).map_err(anyhow::Error::msg)?;
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("cannot listen on {listen} (http.listen)"))?;
+        let bound = listener.local_addr()?;
+        let _ = self.api_addr.set(bound);
+        let (api_events_tx, api_events_rx) = mpsc::unbounded_channel();
+        let api_state = ApiState {
+            gw: self.clone(),
+            token,
+            ready: self.ready.clone(),
+            work_orders: Some(WorkOrderApi {
+                store: store.clone(),
+                events: api_events_tx,
+            }),
+        };
+        let api_stop = CancellationToken::new();
+        let api_task = {
+            let stop = api_stop.clone();
+            tokio::spawn(async move {
+                let served = axum::serve(listener, router(api_state))
+                    .with_graceful_shutdown(async move { stop.cancelled().await })
+                    .await;
+                if let Err(e) = served {
+                    error!(error = %e, "HTTP API stopped");
+                }
+            })
+        };
+        info!(listen = %bound, "HTTP API listening");
+
+        // Notifiers.
+        let notify_stop = CancellationToken::new();
+        let mut notifiers = JoinSet::new();
+        for n in &s.notifiers.0 {
+            notifiers.spawn(run_notifier(
+                store.clone(),
+                n.clone(),
+                store.outbox_waker(),
+                notify_stop.clone(),
+            ));
+        }
+
+        // Telemetry channel: pollers and the maintenance loop write to it.
         let (tx, rx) = mpsc::channel::<Record>(RECORD_CHANNEL);
         let sink = RecordSink {
-            tx,
+            tx: tx.clone(),
             dropped: self.telemetry.records_dropped.clone(),
         };
+        let telemetry_on = opts.writer.is_some() || s.influxdb.is_some();
+
+        // The maintenance loop.
+        let (readings_tx, readings_rx) = mpsc::channel::<Reading>(RULE_CHANNEL);
+        let maintenance = Maintenance {
+            engine: RuleEngine::new(s.rules.clone(), s.assets.clone()),
+            store: store.clone(),
+            annotate: telemetry_on.then(|| tx.clone()),
+            stats: self.maintenance.clone(),
+            gateway: s.gateway.id.clone(),
+        };
+        drop(tx);
+        let maintenance_stop = CancellationToken::new();
+        let maintenance_task =
+            tokio::spawn(maintenance.run(readings_rx, api_events_rx, maintenance_stop.clone()));
 
         let mut polled = Vec::new();
         for (i, d) in s.devices.iter().enumerate() {
@@ -156,6 +278,15 @@ impl Gateway {
             (None, None) => None,
         };
         let latest = self.latest.clone();
+        let dropped = self.maintenance.clone();
+        let observe = move |r: &Record| {
+            latest.update(r);
+            if let Record::Reading(reading) = r
+                && readings_tx.try_send(reading.clone()).is_err()
+            {
+                dropped.readings_dropped.fetch_add(1, Relaxed);
+            }
+        };
         let forward_stop = CancellationToken::new();
         let mut forwarder = None;
         let batcher = match writer {
@@ -171,7 +302,6 @@ impl Gateway {
                     flush_interval: ix.map_or(Duration::from_secs(1), |i| i.flush_interval),
                     queue: queue.clone(),
                 };
-                let _ = std::fs::create_dir_all(&s.gateway.state_dir);
                 let fw = Forwarder {
                     writer,
                     queue,
@@ -179,24 +309,35 @@ impl Gateway {
                     dead_letter: s.gateway.state_dir.join("dead-letter.lp"),
                 };
                 forwarder = Some(tokio::spawn(fw.run(forward_stop.clone())));
-                tokio::spawn(batcher.run(rx, move |r| latest.update(r)))
+                tokio::spawn(batcher.run(rx, observe))
             }
             None => {
                 info!("no [influxdb] configured: telemetry is not written to a database");
                 tokio::spawn(async move {
                     let mut rx = rx;
+                    let observe = observe;
                     while let Some(r) = rx.recv().await {
-                        latest.update(&r);
+                        observe(&r);
                     }
                 })
             }
         };
+        self.ready.store(true, Relaxed);
+        info!(
+            devices = s.devices.len(),
+            rules = s.rules.len(),
+            notifiers = s.notifiers.0.len(),
+            "facilityd running"
+        );
 
         shutdown.cancelled().await;
         info!("shutting down: stopping pollers, flushing telemetry");
+        self.ready.store(false, Relaxed);
         let flush_timeout = opts.flush_timeout.unwrap_or(Duration::from_secs(4));
         let deadline = tokio::time::Instant::now() + flush_timeout;
         while pollers.join_next().await.is_some() {}
+        maintenance_stop.cancel();
+        let _ = tokio::time::timeout_at(deadline, maintenance_task).await;
         let _ = tokio::time::timeout_at(deadline, batcher).await;
         if let Some(fw) = forwarder
             && tokio::time::timeout_at(deadline, fw).await.is_err()
@@ -208,6 +349,10 @@ impl Gateway {
                 "shutdown timeout: telemetry left unwritten"
             );
         }
+        notify_stop.cancel();
+        while notifiers.join_next().await.is_some() {}
+        api_stop.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(1), api_task).await;
         info!(
             written = self.telemetry.lines_written.load(Relaxed),
             dropped = self.telemetry.lines_dropped.load(Relaxed)

@@ -24,7 +24,7 @@ fn settings(dir: &std::path::Path, body: &str) -> facilityd::config::Settings {
     std::fs::write(
         dir.join("facilityd.toml"),
         format!(
-            "[gateway]\nid = \"gw\"\nstate_dir = {:?}\n\n{body}",
+            "[gateway]\nid = \"gw\"\nstate_dir = {:?}\n\n[http]\nlisten = \"127.0.0.1:0\"\n\n{body}",
             dir.join("state").display().to_string()
         ),
     )

@@ -40,7 +40,7 @@ fn load_config(
 
 fn header(dir: &std::path::Path, vm: &VictoriaMetrics, flush: &str) -> String {
     format!(
-        "[gateway]\nid = \"gw-test\"\nsite = \"tower-a\"\nstate_dir = {:?}\n\n[influxdb]\nurl = {:?}\norg = \"facility\"\nbucket = \"telemetry\"\ntoken = \"t\"\nflush_interval = {flush:?}\n\n",
+        "[gateway]\nid = \"gw-test\"\nsite = \"tower-a\"\nstate_dir = {:?}\n\n[http]\nlisten = \"127.0.0.1:0\"\n\n[influxdb]\nurl = {:?}\norg = \"facility\"\nbucket = \"telemetry\"\ntoken = \"t\"\nflush_interval = {flush:?}\n\n",
         dir.join("state").display().to_string(),
         vm.url()
     )

@@ -12,6 +12,11 @@ use super::{ConfigError, ConfigIssue};
 use crate::modbus::link::Link;
 use crate::model::AssetId;
 use crate::profile::{Profile, builtin};
+use crate::rules::config::{Rule, parse_rules};
+use crate::rules::types::{AssetInfo, PointInfo};
+use crate::workorder::notify::Notifier;
+use crate::workorder::notify::webhook::parse_notifiers;
+use crate::workorder::store::ResponseTimes;
 
 /// `[gateway]`, resolved.
 #[derive(Debug, Clone)]
@@ -71,6 +76,18 @@ pub struct Device {
     pub origin: (String, usize),
 }
 
+/// The configured notifiers (not `Debug`: they may hold secrets).
+#[derive(Clone, Default)]
+pub struct Notifiers(pub Vec<Arc<dyn Notifier>>);
+
+impl std::fmt::Debug for Notifiers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.0.iter().map(|n| n.name()))
+            .finish()
+    }
+}
+
 /// The validated configuration.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -81,9 +98,14 @@ pub struct Settings {
     pub influxdb: Option<InfluxSettings>,
     pub devices: Vec<Arc<Device>>,
     pub profiles: BTreeMap<String, Arc<Profile>>,
-    /// Rules and notifiers as written, for the rule engine and notifiers.
-    pub rules: usize,
-    pub notifiers: usize,
+    /// The assets (devices) as the rule engine and the work-order store see them, in the order
+    /// of `devices`.
+    pub assets: Vec<Arc<AssetInfo>>,
+    pub rules: Vec<Rule>,
+    pub notifiers: Notifiers,
+    /// MQTT notifiers configured (delivered by the MQTT client, a later release).
+    pub mqtt_notifiers: usize,
+    pub response_times: ResponseTimes,
     /// Warnings, already formatted with file and key path.
     pub warnings: Vec<String>,
 }
@@ -306,19 +328,75 @@ pub(crate) fn build(loaded: Loaded) -> Result<Settings, ConfigError> {
         }
     }
 
-    for Sourced { file, index, .. } in &loaded.rules {
-        issues.warn(
-            file,
-            format!("rules[{index}]"),
-            "rules are not evaluated by this version of facilityd; kept for the rule engine",
-        );
+    let assets: Vec<Arc<AssetInfo>> = devices.iter().map(|d| Arc::new(asset_info(d))).collect();
+    let rule_items: Vec<(String, usize, config::Value)> = loaded
+        .rules
+        .iter()
+        .map(|s| (s.file.clone(), s.index, s.item.clone()))
+        .collect();
+    let rules = if issues.errors.is_empty() {
+        match parse_rules(&rule_items, &assets, &gateway.id, &gateway.timezone) {
+            Ok((rules, warnings)) => {
+                issues.warnings.extend(warnings);
+                rules
+            }
+            Err(errs) => {
+                issues.errors.extend(errs);
+                Vec::new()
+            }
+        }
+    } else {
+        Vec::new()
+    };
+    let notify_items: Vec<(String, usize, config::Value)> = loaded
+        .notify
+        .iter()
+        .map(|s| (s.file.clone(), s.index, s.item.clone()))
+        .collect();
+    let mut mqtt_notifiers = 0;
+    for Sourced { file, index, item } in &loaded.notify {
+        let is_mqtt = item
+            .clone()
+            .into_table()
+            .ok()
+            .and_then(|t| t.get("type").cloned())
+            .and_then(|v| v.into_string().ok())
+            .is_some_and(|t| t == "mqtt");
+        if is_mqtt {
+            mqtt_notifiers += 1;
+            issues.warn(
+                file,
+                format!("notify[{index}]"),
+                "MQTT notifiers are not run by this version of facilityd",
+            );
+        }
     }
-    for Sourced { file, index, .. } in &loaded.notify {
-        issues.warn(
-            file,
-            format!("notify[{index}]"),
-            "notifiers are not run by this version of facilityd",
-        );
+    let by_id: HashMap<String, Arc<AssetInfo>> = assets
+        .iter()
+        .map(|a| (a.id.to_string(), a.clone()))
+        .collect();
+    let notifiers = match parse_notifiers(&notify_items, &gateway.id, &by_id) {
+        Ok(n) => Notifiers(n),
+        Err(errs) => {
+            issues.errors.extend(errs);
+            Notifiers::default()
+        }
+    };
+    let mut response_times = ResponseTimes::default();
+    if let Some(rt) = &cfg.work_orders.response_times {
+        for (k, v) in rt {
+            match k.as_str() {
+                "urgent" => response_times.urgent = v.0,
+                "high" => response_times.high = v.0,
+                "normal" => response_times.normal = v.0,
+                "low" => response_times.low = v.0,
+                other => issues.err(
+                    &main_file,
+                    format!("work_orders.response_times.{other}"),
+                    "unknown priority: expected urgent, high, normal or low",
+                ),
+            }
+        }
     }
 
     if !issues.errors.is_empty() {
@@ -332,10 +410,37 @@ pub(crate) fn build(loaded: Loaded) -> Result<Settings, ConfigError> {
         influxdb,
         devices,
         profiles,
-        rules: loaded.rules.len(),
-        notifiers: loaded.notify.len(),
+        assets,
+        rules,
+        notifiers,
+        mqtt_notifiers,
+        response_times,
         warnings: issues.warnings,
     })
+}
+
+/// What the rule engine and the work-order store know of a device.
+pub fn asset_info(d: &Device) -> AssetInfo {
+    AssetInfo {
+        id: d.id.clone(),
+        name: d.name.clone(),
+        site: d.site.clone(),
+        building: d.building.clone(),
+        floor: d.floor.clone(),
+        device_type: d.profile.device_type,
+        profile: d.profile.name.clone(),
+        tags: d.tags.clone(),
+        points: d
+            .profile
+            .points
+            .iter()
+            .map(|p| PointInfo {
+                name: p.name.clone(),
+                kind: p.kind,
+                unit: p.unit.clone(),
+            })
+            .collect(),
+    }
 }
 
 fn default_gateway_id() -> String {

@@ -7,7 +7,9 @@ mod load;
 pub mod schema;
 pub mod units;
 
-pub use build::{Device, DeviceSource, Gateway, InfluxSettings, ModbusSource, Settings};
+pub use build::{
+    Device, DeviceSource, Gateway, InfluxSettings, ModbusSource, Notifiers, Settings, asset_info,
+};
 pub use load::{load, load_with_env};
 pub use schema::Secret;
 

@@ -365,9 +365,7 @@ impl LinkPoller {
             }
             let d = &mut self.devices[i];
             DeviceStats::add(&d.stats.polls, 1);
-            d.stats
-                .last_poll_us
-                .store(started.elapsed().as_micros() as u64, Relaxed);
+            d.stats.observe_poll(started.elapsed());
             match end {
                 CycleEnd::Answered => {
                     if d.offline() {
@@ -478,7 +476,14 @@ impl LinkPoller {
                         break;
                     }
                     answered = true;
-                    if let Some(cut) = split_point(&req, &d.device.profile.points) {
+                    // Only "no such address" says the map has a hole; a device failure or busy
+                    // answer says nothing about the plan and must not fragment it.
+                    let hole = matches!(
+                        code,
+                        ExceptionCode::IllegalDataAddress | ExceptionCode::IllegalDataValue
+                    );
+                    if let Some(cut) = split_point(&req, &d.device.profile.points).filter(|_| hole)
+                    {
                         d.boundaries.insert(cut);
                         d.plan = plan(&d.device.profile.points, limits(&d.source), &d.boundaries);
                         DeviceStats::add(&d.stats.splits, 1);

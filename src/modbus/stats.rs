@@ -29,6 +29,10 @@ pub struct DeviceStats {
     pub online: AtomicBool,
     /// Gauge: time of the last good reading, ns since the epoch (0 = never).
     pub last_good_ns: AtomicI64,
+    /// Poll-cycle durations: counts per bucket of `api::metrics::POLL_BUCKETS` (+Inf last).
+    pub poll_hist: [AtomicU64; 11],
+    /// Sum of poll-cycle durations, microseconds.
+    pub poll_us_sum: AtomicU64,
 }
 
 impl DeviceStats {
@@ -38,6 +42,18 @@ impl DeviceStats {
     pub fn get(counter: &AtomicU64) -> u64 {
         counter.load(Relaxed)
     }
+    /// Records one poll cycle's duration.
+    pub fn observe_poll(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        let i = crate::api::metrics::POLL_BUCKETS
+            .iter()
+            .position(|le| secs <= *le)
+            .unwrap_or(crate::api::metrics::POLL_BUCKETS.len());
+        self.poll_hist[i].fetch_add(1, Relaxed);
+        self.poll_us_sum.fetch_add(d.as_micros() as u64, Relaxed);
+        self.last_poll_us.store(d.as_micros() as u64, Relaxed);
+    }
+
     pub fn errors(&self) -> u64 {
         Self::get(&self.timeouts)
             + Self::get(&self.exceptions)

@@ -153,6 +153,10 @@ impl LineEncoder {
         match record {
             Record::Reading(r) => self.encode_reading(r, out),
             Record::Status(s) => self.encode_status(s, out),
+            Record::Line(l) => {
+                out.push_str(l);
+                true
+            }
         }
     }
 
@@ -201,6 +205,34 @@ impl LineEncoder {
         );
         true
     }
+}
+
+/// The `work_order` line of a lifecycle event (DESIGN §5), for Grafana annotations.
+pub fn encode_work_order_event(ev: &crate::workorder::types::WorkOrderEvent, out: &mut String) {
+    let wo = &ev.work_order;
+    out.push_str("work_order");
+    for (k, v) in [
+        ("asset", wo.asset.as_str()),
+        ("kind", wo.kind.as_str()),
+        ("priority", wo.priority.as_str()),
+        ("rule", wo.rule.as_str()),
+    ] {
+        out.push(',');
+        out.push_str(k);
+        out.push('=');
+        escape_key(v, out);
+    }
+    let _ = write!(out, " id={}i,status=", wo.id);
+    escape_string_value(wo.status.as_str(), out);
+    out.push_str(",event=");
+    escape_string_value(ev.event.as_str(), out);
+    out.push_str(",title=");
+    escape_string_value(&wo.title, out);
+    let _ = writeln!(
+        out,
+        " {}",
+        ev.occurred_at.timestamp_nanos_opt().unwrap_or(0)
+    );
 }
 
 #[cfg(test)]

@@ -1,3 +1,9 @@
 //! Work orders: the store, the lifecycle and the notifiers (DESIGN §4).
 
+pub mod handle;
+pub mod lifecycle;
+pub mod notify;
+pub mod outbox;
+pub mod schema;
+pub mod store;
 pub mod types;

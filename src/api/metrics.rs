@@ -1,0 +1,205 @@
+//! Prometheus text exposition of the gateway's counters (rendered by hand: a few dozen lines
+//! of format, no global recorder).
+
+use std::fmt::Write as _;
+use std::sync::atomic::Ordering::Relaxed;
+
+use crate::modbus::stats::DeviceStats;
+use crate::runtime::Gateway;
+
+/// Upper bounds (seconds) of the poll-duration histogram buckets.
+pub const POLL_BUCKETS: [f64; 10] = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5];
+
+/// Reads one counter of a device.
+type Counter = fn(&DeviceStats) -> u64;
+
+fn escape_label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+/// Renders the device and telemetry metrics; `extra` is appended (work orders, outbox).
+pub fn render(gw: &Gateway, extra: &str) -> String {
+    let mut out = String::with_capacity(8192);
+    let devices: Vec<(String, &DeviceStats)> = gw
+        .settings
+        .devices
+        .iter()
+        .zip(&gw.device_stats)
+        .map(|(d, s)| (escape_label(&d.id), s.as_ref()))
+        .collect();
+
+    let counters: [(&str, &str, Counter); 6] = [
+        (
+            "facilityd_modbus_polls_total",
+            "Poll cycles per device.",
+            |s| DeviceStats::get(&s.polls),
+        ),
+        (
+            "facilityd_modbus_requests_total",
+            "Modbus requests sent per device.",
+            |s| DeviceStats::get(&s.requests),
+        ),
+        (
+            "facilityd_bad_values_total",
+            "Readings left out: not-available sentinels and out-of-range values.",
+            |s| DeviceStats::get(&s.bad_values),
+        ),
+        (
+            "facilityd_unmapped_values_total",
+            "Enum values missing from the point's map.",
+            |s| DeviceStats::get(&s.unmapped),
+        ),
+        (
+            "facilityd_modbus_splits_total",
+            "Merged reads refused by the device and split.",
+            |s| DeviceStats::get(&s.splits),
+        ),
+        (
+            "facilityd_poll_overruns_total",
+            "Poll ticks skipped because the link was busy.",
+            |s| DeviceStats::get(&s.overruns),
+        ),
+    ];
+    for (name, help, get) in counters {
+        family(&mut out, name, "counter", help);
+        for (id, s) in &devices {
+            let _ = writeln!(out, "{name}{{asset=\"{id}\"}} {}", get(s));
+        }
+    }
+    family(
+        &mut out,
+        "facilityd_modbus_errors_total",
+        "counter",
+        "Failed Modbus requests per device, by kind.",
+    );
+    for (id, s) in &devices {
+        for (kind, v) in [
+            ("timeout", &s.timeouts),
+            ("exception", &s.exceptions),
+            ("transport", &s.transport_errors),
+            ("malformed", &s.malformed),
+        ] {
+            let _ = writeln!(
+                out,
+                "facilityd_modbus_errors_total{{asset=\"{id}\",kind=\"{kind}\"}} {}",
+                DeviceStats::get(v)
+            );
+        }
+    }
+    family(
+        &mut out,
+        "facilityd_device_online",
+        "gauge",
+        "1 while the device answers, 0 while it is backed off to its probe schedule.",
+    );
+    for (id, s) in &devices {
+        let _ = writeln!(
+            out,
+            "facilityd_device_online{{asset=\"{id}\"}} {}",
+            u8::from(s.online.load(Relaxed))
+        );
+    }
+    family(
+        &mut out,
+        "facilityd_poll_duration_seconds",
+        "histogram",
+        "Duration of poll cycles, per device.",
+    );
+    for (id, s) in &devices {
+        let mut cum = 0;
+        for (i, le) in POLL_BUCKETS.iter().enumerate() {
+            cum += s.poll_hist[i].load(Relaxed);
+            let _ = writeln!(
+                out,
+                "facilityd_poll_duration_seconds_bucket{{asset=\"{id}\",le=\"{le}\"}} {cum}"
+            );
+        }
+        cum += s.poll_hist[POLL_BUCKETS.len()].load(Relaxed);
+        let _ = writeln!(
+            out,
+            "facilityd_poll_duration_seconds_bucket{{asset=\"{id}\",le=\"+Inf\"}} {cum}"
+        );
+        let _ = writeln!(
+            out,
+            "facilityd_poll_duration_seconds_sum{{asset=\"{id}\"}} {}",
+            s.poll_us_sum.load(Relaxed) as f64 / 1e6
+        );
+        let _ = writeln!(
+            out,
+            "facilityd_poll_duration_seconds_count{{asset=\"{id}\"}} {cum}"
+        );
+    }
+
+    let t = &gw.telemetry;
+    family(
+        &mut out,
+        "facilityd_telemetry_lines_total",
+        "counter",
+        "Telemetry lines by outcome: accepted into the queue, written, dropped (queue full), dead-lettered (rejected by the database).",
+    );
+    for (state, v) in [
+        ("accepted", &t.lines_accepted),
+        ("written", &t.lines_written),
+        ("dropped", &t.lines_dropped),
+        ("dead_lettered", &t.lines_dead_lettered),
+    ] {
+        let _ = writeln!(
+            out,
+            "facilityd_telemetry_lines_total{{state=\"{state}\"}} {}",
+            v.load(Relaxed)
+        );
+    }
+    family(
+        &mut out,
+        "facilityd_telemetry_records_dropped_total",
+        "counter",
+        "Records dropped because the poller-to-telemetry channel was full.",
+    );
+    let _ = writeln!(
+        out,
+        "facilityd_telemetry_records_dropped_total {}",
+        t.records_dropped.load(Relaxed)
+    );
+    family(
+        &mut out,
+        "facilityd_telemetry_write_errors_total",
+        "counter",
+        "Failed database writes (retried).",
+    );
+    let _ = writeln!(
+        out,
+        "facilityd_telemetry_write_errors_total {}",
+        t.write_errors.load(Relaxed)
+    );
+    family(
+        &mut out,
+        "facilityd_telemetry_queue_bytes",
+        "gauge",
+        "Telemetry waiting to be written, in bytes.",
+    );
+    let _ = writeln!(
+        out,
+        "facilityd_telemetry_queue_bytes {}",
+        t.queue_bytes.load(Relaxed)
+    );
+    family(
+        &mut out,
+        "facilityd_telemetry_queue_batches",
+        "gauge",
+        "Telemetry batches waiting to be written.",
+    );
+    let _ = writeln!(
+        out,
+        "facilityd_telemetry_queue_batches {}",
+        t.queue_batches.load(Relaxed)
+    );
+    out.push_str(extra);
+    out
+}

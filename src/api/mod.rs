@@ -1,0 +1,245 @@
+//! The HTTP API (DESIGN §6): health, readiness, Prometheus metrics, assets and latest values,
+//! work orders and the delivery outbox.
+//!
+//! Listens on loopback by default and refuses another address without a token. POST routes
+//! need `Authorization: Bearer <token>` (401 without a valid one, 403 when no token is
+//! configured). Bad requests get 4xx JSON errors `{"error": "...", "status": N}`.
+
+pub mod metrics;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::json;
+
+use crate::model::Value;
+use crate::runtime::Gateway;
+
+/// A JSON error answer.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            message: message.into(),
+        }
+    }
+    pub fn not_found(what: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, what)
+    }
+    pub fn bad_request(what: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, what)
+    }
+    pub fn internal(what: impl Into<String>) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, what)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (
+            self.status,
+            Json(json!({ "error": self.message, "status": self.status.as_u16() })),
+        )
+            .into_response()
+    }
+}
+
+/// Shared state of the API handlers.
+#[derive(Clone)]
+pub struct ApiState {
+    pub gw: Gateway,
+    /// The bearer token for POST routes, if configured.
+    pub token: Option<Arc<str>>,
+    /// Config loaded and stores open.
+    pub ready: Arc<AtomicBool>,
+    pub work_orders: Option<workorders::WorkOrderApi>,
+}
+
+pub mod workorders;
+
+/// Checks the address and token rule: loopback, or a token.
+pub fn check_listen(addr: &SocketAddr, token: Option<&str>) -> Result<(), String> {
+    if !addr.ip().is_loopback() && token.is_none() {
+        return Err(format!(
+            "http.listen = {addr} is not a loopback address: set http.api_token_file first (the API would be open to the network)"
+        ));
+    }
+    Ok(())
+}
+
+/// Compares a presented bearer token with the configured one in constant time.
+pub fn authorize(state: &ApiState, headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(token) = &state.token else {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "no API token is configured (http.api_token_file): write routes are disabled",
+        ));
+    };
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    let (a, b) = (presented.as_bytes(), token.as_bytes());
+    let mut diff = a.len() ^ b.len();
+    for (i, x) in b.iter().enumerate() {
+        diff |= usize::from(a.get(i).copied().unwrap_or(0) ^ x);
+    }
+    if diff == 0 {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "missing or wrong bearer token",
+        ))
+    }
+}
+
+pub fn router(state: ApiState) -> axum::Router {
+    let mut r = axum::Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_route))
+        .route("/api/v1/assets", get(assets))
+        .route("/api/v1/assets/{id}/points", get(points));
+    r = workorders::routes(r);
+    r.fallback(|| async { ApiError::not_found("no such route") })
+        .with_state(state)
+}
+
+async fn healthz() -> impl IntoResponse {
+    Json(json!({ "status": "ok" }))
+}
+
+async fn readyz(State(s): State<ApiState>) -> Response {
+    let t = &s.gw.telemetry;
+    let detail = json!({
+        "config": true,
+        "stores": s.ready.load(Relaxed),
+        "telemetry_queue_bytes": t.queue_bytes.load(Relaxed),
+        "telemetry_write_errors": t.write_errors.load(Relaxed),
+    });
+    if s.ready.load(Relaxed) {
+        (
+            StatusCode::OK,
+            Json(json!({ "status": "ready", "detail": detail })),
+        )
+            .into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "status": "starting", "detail": detail })),
+        )
+            .into_response()
+    }
+}
+
+async fn metrics_route(State(s): State<ApiState>) -> Response {
+    let extra = match &s.work_orders {
+        Some(w) => w.metrics().await,
+        None => String::new(),
+    };
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        metrics::render(&s.gw, &extra),
+    )
+        .into_response()
+}
+
+fn ns_to_time(ns: i64) -> Option<DateTime<Utc>> {
+    (ns > 0).then(|| DateTime::from_timestamp_nanos(ns))
+}
+
+fn json_value(v: &Value) -> serde_json::Value {
+    match v {
+        Value::Float(f) => json!(f),
+        Value::Int(i) => json!(i),
+        Value::Bool(b) => json!(b),
+        Value::Str(s) => json!(s),
+    }
+}
+
+#[derive(Serialize)]
+struct AssetView {
+    id: String,
+    name: Option<String>,
+    profile: String,
+    device_type: &'static str,
+    site: Option<String>,
+    building: Option<String>,
+    floor: Option<String>,
+    online: Option<bool>,
+    last_good_sample_at: Option<DateTime<Utc>>,
+    open_work_orders: Option<u64>,
+}
+
+async fn assets(State(s): State<ApiState>) -> Result<Json<Vec<AssetView>>, ApiError> {
+    let open = match &s.work_orders {
+        Some(w) => Some(w.unresolved_counts_by_asset().await?),
+        None => None,
+    };
+    let mut out = Vec::with_capacity(s.gw.settings.devices.len());
+    for (i, d) in s.gw.settings.devices.iter().enumerate() {
+        let latest = s.gw.latest.device(i);
+        let stats = &s.gw.device_stats[i];
+        out.push(AssetView {
+            id: d.id.to_string(),
+            name: d.name.clone(),
+            profile: d.profile.name.clone(),
+            device_type: d.profile.device_type.as_str(),
+            site: d.site.clone(),
+            building: d.building.clone(),
+            floor: d.floor.clone(),
+            online: latest.and_then(|l| l.online),
+            last_good_sample_at: ns_to_time(stats.last_good_ns.load(Relaxed)),
+            open_work_orders: open.as_ref().map(|m| m.get(&*d.id).copied().unwrap_or(0)),
+        });
+    }
+    Ok(Json(out))
+}
+
+async fn points(
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let Some((i, d)) =
+        s.gw.settings
+            .devices
+            .iter()
+            .enumerate()
+            .find(|(_, d)| *d.id == *id)
+    else {
+        return Err(ApiError::not_found(format!("no asset {id:?}")));
+    };
+    let latest = s.gw.latest.device(i).unwrap_or_default();
+    let points: Vec<serde_json::Value> = d
+        .profile
+        .points
+        .iter()
+        .enumerate()
+        .map(|(pi, p)| {
+            let (value, at) = match latest.points.get(pi).cloned().flatten() {
+                Some((v, ts)) => (json_value(&v), ns_to_time(ts).map(|t| json!(t)).unwrap_or(serde_json::Value::Null)),
+                None => (serde_json::Value::Null, serde_json::Value::Null),
+            };
+            json!({ "name": &*p.name, "kind": format!("{:?}", p.kind).to_lowercase(), "unit": p.unit, "value": value, "at": at })
+        })
+        .collect();
+    Ok(Json(
+        json!({ "asset": &*d.id, "online": latest.online, "points": points }),
+    ))
+}

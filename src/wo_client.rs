@@ -1,0 +1,313 @@
+//! `facilityd work-orders list|show|ack|resolve|close`: a client of the running daemon's API,
+//! with a table for people and `--json` for scripts.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context as _, anyhow, bail};
+use serde_json::{Value, json};
+
+/// Arguments of `facilityd work-orders`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct WorkOrdersArgs {
+    /// Configuration file: `http.listen` and `http.api_token_file` are read from it.
+    #[arg(short, long, value_name = "FILE", global = true)]
+    pub config: Option<PathBuf>,
+    /// The daemon's API, e.g. http://127.0.0.1:9470 (overrides the config).
+    #[arg(long, global = true)]
+    pub url: Option<String>,
+    /// File holding the API token (overrides the config).
+    #[arg(long, value_name = "FILE", global = true)]
+    pub token_file: Option<PathBuf>,
+    /// Print the API's JSON instead of a table.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: WorkOrdersCommand,
+}
+
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum WorkOrdersCommand {
+    /// Work orders, newest first.
+    List {
+        /// open, acknowledged, resolved, closed (comma-separated for several)
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long)]
+        asset: Option<String>,
+        /// urgent, high, normal, low
+        #[arg(long)]
+        priority: Option<String>,
+    },
+    /// One work order with its evidence.
+    Show { id: i64 },
+    /// Acknowledge: someone is on it.
+    Ack {
+        id: i64,
+        #[arg(long)]
+        by: Option<String>,
+        #[arg(long)]
+        note: Option<String>,
+    },
+    /// Resolve: the repair is done.
+    Resolve {
+        id: i64,
+        #[arg(long)]
+        by: Option<String>,
+        #[arg(long)]
+        note: Option<String>,
+    },
+    /// Close a resolved work order, or cancel an open one (which needs --note).
+    Close {
+        id: i64,
+        #[arg(long)]
+        by: Option<String>,
+        #[arg(long)]
+        note: Option<String>,
+    },
+}
+
+struct Target {
+    base: String,
+    token: Option<String>,
+}
+
+fn target(a: &WorkOrdersArgs) -> anyhow::Result<Target> {
+    let path = crate::cli::config_path(a.config.clone());
+    let settings = match crate::config::load(&path) {
+        Ok(s) => Some(s),
+        Err(e) if a.url.is_none() => {
+            return Err(anyhow!(
+                "{e}\n(give --url to reach the daemon without a valid config)"
+            ));
+        }
+        Err(_) => None,
+    };
+    let base = match (&a.url, &settings) {
+        (Some(u), _) => u.trim_end_matches('/').to_string(),
+        (None, Some(s)) => format!("http://{}", s.http_listen),
+        (None, None) => bail!("no --url and no config"),
+    };
+    let token_file = a
+        .token_file
+        .clone()
+        .or_else(|| settings.as_ref().and_then(|s| s.api_token_file.clone()));
+    let token = match token_file {
+        Some(f) => Some(
+            std::fs::read_to_string(&f)
+                .with_context(|| format!("cannot read the token file {}", f.display()))?
+                .trim()
+                .to_string(),
+        ),
+        None => None,
+    };
+    Ok(Target { base, token })
+}
+
+async fn call(
+    t: &Target,
+    method: reqwest011::Method,
+    path: &str,
+    body: Option<Value>,
+) -> anyhow::Result<Value> {
+    let client = reqwest011::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()?;
+    let mut req = client.request(method, format!("{}{path}", t.base));
+    if let Some(tok) = &t.token {
+        req = req.bearer_auth(tok);
+    }
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let resp = req
+        .send()
+        .await
+        .with_context(|| format!("cannot reach the daemon at {}", t.base))?;
+    let status = resp.status();
+    let text = resp.text().await.unwrap_or_default();
+    let value: Value = serde_json::from_str(&text).unwrap_or(Value::String(text.clone()));
+    if !status.is_success() {
+        let msg = value
+            .get("error")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .unwrap_or(text);
+        bail!(
+            "{} {}: {msg}",
+            status.as_u16(),
+            status.canonical_reason().unwrap_or("")
+        );
+    }
+    Ok(value)
+}
+
+fn s(v: &Value, k: &str) -> String {
+    match v.get(k) {
+        Some(Value::String(x)) => x.clone(),
+        Some(Value::Null) | None => "-".into(),
+        Some(x) => x.to_string(),
+    }
+}
+
+fn short_time(v: &Value, k: &str) -> String {
+    let t = s(v, k);
+    t.get(..16).map(|x| x.replace('T', " ")).unwrap_or(t)
+}
+
+/// The table of `list`.
+pub fn table(list: &[Value]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:>5}  {:<7} {:<12} {:<8} {:<14} {:<28} {:>4}  {:<16}  {:<16}  TITLE",
+        "ID", "PRIO", "STATUS", "COND", "ASSET", "RULE", "OCC", "OPENED (UTC)", "DUE (UTC)"
+    );
+    for w in list {
+        let flap = if w.get("flapping").and_then(Value::as_bool) == Some(true) {
+            " (flapping)"
+        } else {
+            ""
+        };
+        let _ = writeln!(
+            out,
+            "{:>5}  {:<7} {:<12} {:<8} {:<14} {:<28} {:>4}  {:<16}  {:<16}  {}{flap}",
+            s(w, "id"),
+            s(w, "priority"),
+            s(w, "status"),
+            s(w, "condition"),
+            s(w, "asset"),
+            s(w, "rule"),
+            s(w, "occurrences"),
+            short_time(w, "opened_at"),
+            short_time(w, "due_at"),
+            s(w, "title")
+        );
+    }
+    if list.is_empty() {
+        out.push_str("(no work orders)\n");
+    }
+    out
+}
+
+/// The detail view of `show`.
+pub fn detail(w: &Value) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "work order {}: {}", s(w, "id"), s(w, "title"));
+    for k in [
+        "key",
+        "asset",
+        "site",
+        "building",
+        "floor",
+        "device_type",
+        "rule",
+        "kind",
+        "priority",
+        "status",
+        "condition",
+        "occurrences",
+        "flapping",
+        "opened_at",
+        "acknowledged_at",
+        "condition_cleared_at",
+        "resolved_at",
+        "closed_at",
+        "due_at",
+        "last_triggered_at",
+        "acknowledged_by",
+        "resolved_by",
+        "closed_by",
+        "note",
+        "description",
+    ] {
+        let v = s(w, k);
+        if v != "-" {
+            let _ = writeln!(out, "  {k:<21} {v}");
+        }
+    }
+    if let Some(e) = w.get("evidence") {
+        let _ = writeln!(out, "  evidence:");
+        for k in [
+            "point",
+            "value",
+            "unit",
+            "threshold",
+            "first_value",
+            "last_value",
+            "min",
+            "max",
+        ] {
+            let v = s(e, k);
+            if v != "-" {
+                let _ = writeln!(out, "    {k:<19} {v}");
+            }
+        }
+        if let Some(rs) = e.get("readings").and_then(Value::as_array) {
+            for r in rs.iter().rev().take(10).rev() {
+                let _ = writeln!(out, "    {}  {}", s(r, "at"), s(r, "value"));
+            }
+        }
+    }
+    out
+}
+
+pub async fn run(a: WorkOrdersArgs) -> anyhow::Result<()> {
+    let t = target(&a)?;
+    use reqwest011::Method;
+    let (value, render): (Value, fn(&Value) -> String) = match &a.command {
+        WorkOrdersCommand::List {
+            status,
+            asset,
+            priority,
+        } => {
+            let mut q = Vec::new();
+            for (k, v) in [("status", status), ("asset", asset), ("priority", priority)] {
+                if let Some(v) = v {
+                    q.push(format!(
+                        "{k}={}",
+                        url::form_urlencoded::byte_serialize(v.as_bytes()).collect::<String>()
+                    ));
+                }
+            }
+            let path = if q.is_empty() {
+                "/api/v1/work-orders".to_string()
+            } else {
+                format!("/api/v1/work-orders?{}", q.join("&"))
+            };
+            (call(&t, Method::GET, &path, None).await?, |v| {
+                table(v.as_array().map(Vec::as_slice).unwrap_or(&[]))
+            })
+        }
+        WorkOrdersCommand::Show { id } => (
+            call(&t, Method::GET, &format!("/api/v1/work-orders/{id}"), None).await?,
+            detail,
+        ),
+        WorkOrdersCommand::Ack { id, by, note }
+        | WorkOrdersCommand::Resolve { id, by, note }
+        | WorkOrdersCommand::Close { id, by, note } => {
+            let verb = match &a.command {
+                WorkOrdersCommand::Ack { .. } => "ack",
+                WorkOrdersCommand::Resolve { .. } => "resolve",
+                _ => "close",
+            };
+            (
+                call(
+                    &t,
+                    Method::POST,
+                    &format!("/api/v1/work-orders/{id}/{verb}"),
+                    Some(json!({ "by": by, "note": note })),
+                )
+                .await?,
+                detail,
+            )
+        }
+    };
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&value)?);
+    } else {
+        print!("{}", render(&value));
+    }
+    Ok(())
+}

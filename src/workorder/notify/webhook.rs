@@ -1,0 +1,613 @@
+//! `[[notify]] type = "webhook"`: POSTs each work-order event as JSON (DESIGN §4).
+//!
+//! Body: [`super::event_body`]. Headers: `Content-Type: application/json`,
+//! `Idempotency-Key: ID:seq`, with `secret_file` `X-Facilityd-Signature: sha256=<hex
+//! HMAC-SHA256 of the exact body bytes>`, and the configured `headers`. 2xx is delivered;
+//! connection errors, timeouts, 5xx, 429 and 408 are retried; any other answer (other 4xx, and
+//! redirects, which are not followed: a POST must not turn into a GET elsewhere) is permanent.
+//!
+//! The HTTP stack is reqwest 0.11 with native-tls, the one the InfluxDB writer already pulls in.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hmac::{Hmac, Mac};
+use reqwest011::header::{HeaderMap, HeaderName, HeaderValue};
+use serde::Deserialize;
+use sha2::Sha256;
+
+use super::{DeliveryError, Notifier, event_body};
+use crate::config::units::Duration as ConfigDuration;
+use crate::config::{ConfigIssue, Secret};
+use crate::profile::DeviceType;
+use crate::rules::matcher::AssetMatch;
+use crate::rules::types::AssetInfo;
+use crate::workorder::types::{EventKind, WorkOrder, WorkOrderEvent};
+
+/// `[[notify]]` with `type = "webhook"`, as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// `webhook`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Names the notifier in the outbox, the API and metrics; default `webhook:<N>`, N being the
+    /// position in the merged `notify` list. Set it to keep the outbox state of a webhook when
+    /// `notify` entries are added or reordered.
+    pub id: Option<String>,
+    /// `http://` or `https://` URL the events are POSTed to.
+    pub url: String,
+    /// Which events to send (default: all): opened, updated, acknowledged, condition_cleared,
+    /// flapping, resolved, closed, cancelled.
+    pub events: Option<Vec<String>>,
+    /// A file holding the HMAC secret: adds `X-Facilityd-Signature: sha256=<hex>`.
+    pub secret_file: Option<String>,
+    /// Extra request headers.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Per-request timeout (default 10s).
+    pub timeout: Option<ConfigDuration>,
+    /// Only work orders of the matching assets.
+    #[serde(rename = "match")]
+    pub asset_match: Option<AssetMatch>,
+}
+
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Headers the notifier sets itself.
+const RESERVED_HEADERS: [&str; 4] = [
+    "content-type",
+    "idempotency-key",
+    "x-facilityd-signature",
+    "content-length",
+];
+/// How much of an error answer's body is kept for the log and the outbox.
+const ERROR_BODY_BYTES: usize = 512;
+
+/// A configured webhook.
+pub struct WebhookNotifier {
+    name: String,
+    url: reqwest011::Url,
+    events: Option<HashSet<EventKind>>,
+    asset_match: Option<AssetMatch>,
+    assets: HashMap<String, Arc<AssetInfo>>,
+    secret: Option<Secret>,
+    headers: HeaderMap,
+    gateway: String,
+    client: reqwest011::Client,
+}
+
+impl fmt::Debug for WebhookNotifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WebhookNotifier")
+            .field("name", &self.name)
+            .field("events", &self.events)
+            .field("signed", &self.secret.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds the webhook notifiers of the `notify` items (`(file, index in that file, item)`);
+/// `type = "mqtt"` items are left to the MQTT notifier. Every error is collected, with its file
+/// and key path (`notify[1].url`).
+pub fn parse_notifiers(
+    items: &[(String, usize, config::Value)],
+    gateway: &str,
+    assets: &HashMap<String, Arc<AssetInfo>>,
+) -> Result<Vec<Arc<dyn Notifier>>, Vec<ConfigIssue>> {
+    let mut out: Vec<Arc<dyn Notifier>> = Vec::new();
+    let mut errors = Vec::new();
+    // name -> where it was configured
+    let mut names: HashMap<String, (String, usize)> = HashMap::new();
+    for (position, (file, index, value)) in items.iter().enumerate() {
+        let base = format!("notify[{index}]");
+        let issue = |path: String, message: String| ConfigIssue {
+            file: file.clone(),
+            path,
+            message,
+        };
+        let kind = match value.clone().into_table() {
+            Err(_) => {
+                errors.push(issue(base, "expected a table".into()));
+                continue;
+            }
+            Ok(t) => t.get("type").cloned().map(|v| v.into_string()),
+        };
+        match kind {
+            Some(Ok(k)) if k == "webhook" => {}
+            Some(Ok(k)) if k == "mqtt" => continue,
+            Some(Ok(k)) => {
+                errors.push(issue(
+                    format!("{base}.type"),
+                    format!("unknown notifier type {k:?}: expected webhook or mqtt"),
+                ));
+                continue;
+            }
+            Some(Err(_)) => {
+                errors.push(issue(
+                    format!("{base}.type"),
+                    "expected a string: webhook or mqtt".into(),
+                ));
+                continue;
+            }
+            None => {
+                errors.push(issue(
+                    base,
+                    "missing key `type`: expected webhook or mqtt".into(),
+                ));
+                continue;
+            }
+        }
+        match build(file, &base, position, value.clone(), gateway, assets) {
+            Ok(n) => {
+                if let Some((f, i)) = names.get(&n.name) {
+                    errors.push(issue(
+                        format!("{base}.id"),
+                        format!("duplicate notifier id {:?}: also {f}: notify[{i}]", n.name),
+                    ));
+                    continue;
+                }
+                names.insert(n.name.clone(), (file.clone(), *index));
+                out.push(Arc::new(n));
+            }
+            Err(mut e) => errors.append(&mut e),
+        }
+    }
+    if errors.is_empty() {
+        Ok(out)
+    } else {
+        Err(errors)
+    }
+}
+
+fn build(
+    file: &str,
+    base: &str,
+    position: usize,
+    value: config::Value,
+    gateway: &str,
+    assets: &HashMap<String, Arc<AssetInfo>>,
+) -> Result<WebhookNotifier, Vec<ConfigIssue>> {
+    let issue = |path: &str, message: String| ConfigIssue {
+        file: file.to_string(),
+        path: if path.is_empty() {
+            base.to_string()
+        } else {
+            format!("{base}.{path}")
+        },
+        message,
+    };
+    let cfg: WebhookConfig = serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let path = if path == "." { String::new() } else { path };
+        vec![issue(&path, clean_message(&e.inner().to_string()))]
+    })?;
+    let mut errors = Vec::new();
+
+    let name = match &cfg.id {
+        Some(id) if id.trim().is_empty() => {
+            errors.push(issue("id", "must not be empty".into()));
+            String::new()
+        }
+        Some(id) => id.clone(),
+        None => format!("webhook:{position}"),
+    };
+
+    let url = match reqwest011::Url::parse(&cfg.url) {
+        Ok(u) if !matches!(u.scheme(), "http" | "https") => {
+            errors.push(issue(
+                "url",
+                format!(
+                    "expected an http:// or https:// URL, found scheme {:?}",
+                    u.scheme()
+                ),
+            ));
+            None
+        }
+        Ok(u) if u.host_str().is_none_or(str::is_empty) => {
+            errors.push(issue("url", "the URL has no host".into()));
+            None
+        }
+        Ok(u) => Some(u),
+        Err(e) => {
+            errors.push(issue(
+                "url",
+                format!("expected an http:// or https:// URL ({e})"),
+            ));
+            None
+        }
+    };
+
+    let events = match &cfg.events {
+        None => None,
+        Some(list) if list.is_empty() => {
+            errors.push(issue(
+                "events",
+                "an empty list sends nothing: leave `events` out to send every event".into(),
+            ));
+            None
+        }
+        Some(list) => {
+            let mut set = HashSet::new();
+            for (i, name) in list.iter().enumerate() {
+                match EventKind::ALL.iter().find(|k| k.as_str() == name) {
+                    Some(k) => {
+                        set.insert(*k);
+                    }
+                    None => errors.push(issue(
+                        &format!("events[{i}]"),
+                        format!(
+                            "unknown event {name:?}: expected one of {}",
+                            EventKind::ALL.map(EventKind::as_str).join(", ")
+                        ),
+                    )),
+                }
+            }
+            Some(set)
+        }
+    };
+
+    let secret = match &cfg.secret_file {
+        None => None,
+        Some(path) => match std::fs::read_to_string(path) {
+            // Trailing newlines are how files end, not part of the secret.
+            Ok(s) if s.trim().is_empty() => {
+                errors.push(issue("secret_file", format!("the file {path} is empty")));
+                None
+            }
+            Ok(s) => Some(Secret(s.trim().to_string())),
+            Err(e) => {
+                errors.push(issue("secret_file", format!("cannot read {path}: {e}")));
+                None
+            }
+        },
+    };
+
+    let mut headers = HeaderMap::new();
+    for (k, v) in &cfg.headers {
+        let path = format!("headers.{k}");
+        if RESERVED_HEADERS.contains(&k.to_ascii_lowercase().as_str()) {
+            errors.push(issue(
+                &path,
+                format!("{k} is set by facilityd and cannot be configured"),
+            ));
+            continue;
+        }
+        match (
+            HeaderName::from_bytes(k.as_bytes()),
+            HeaderValue::from_str(v),
+        ) {
+            (Ok(name), Ok(mut value)) => {
+                // Extra headers often carry tokens: keep them out of any debug output.
+                value.set_sensitive(true);
+                headers.insert(name, value);
+            }
+            (Err(_), _) => errors.push(issue(&path, format!("{k:?} is not a valid header name"))),
+            (_, Err(_)) => errors.push(issue(
+                &path,
+                "not a valid header value (visible ASCII and spaces only)".into(),
+            )),
+        }
+    }
+
+    let timeout = cfg.timeout.map_or(DEFAULT_TIMEOUT, |d| d.0);
+    if timeout.is_zero() {
+        errors.push(issue("timeout", "must be more than zero".into()));
+    }
+
+    if let Some(m) = &cfg.asset_match
+        && let Err(e) = m.validate()
+    {
+        errors.push(issue("match", e));
+    }
+
+    let client = reqwest011::Client::builder()
+        .timeout(timeout.max(Duration::from_millis(1)))
+        .connect_timeout(timeout.clamp(Duration::from_millis(1), Duration::from_secs(5)))
+        .redirect(reqwest011::redirect::Policy::none())
+        .user_agent(concat!("facilityd/", env!("CARGO_PKG_VERSION")))
+        .build();
+    let client = match client {
+        Ok(c) => Some(c),
+        Err(e) => {
+            errors.push(issue("", format!("cannot build the HTTP client: {e}")));
+            None
+        }
+    };
+
+    match (url, client) {
+        (Some(url), Some(client)) if errors.is_empty() => Ok(WebhookNotifier {
+            name,
+            url,
+            events,
+            asset_match: cfg.asset_match,
+            assets: assets.clone(),
+            secret,
+            headers,
+            gateway: gateway.to_string(),
+            client,
+        }),
+        _ => Err(errors),
+    }
+}
+
+/// The config crate appends its own (garbled) location to some messages; ours is exact.
+fn clean_message(msg: &str) -> String {
+    match msg.find(" for key `") {
+        Some(i) => msg[..i].to_string(),
+        None => msg.to_string(),
+    }
+}
+
+/// `sha256=<hex HMAC-SHA256 of body>`: the `X-Facilityd-Signature` value.
+pub fn signature(secret: &[u8], body: &[u8]) -> String {
+    // HMAC takes a key of any length.
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC accepts any key length");
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// The asset a work order is about, for `match`: the configured asset, or, for one no longer
+/// configured or the gateway itself, what the record says of it.
+fn asset_of(wo: &WorkOrder) -> AssetInfo {
+    let device_type = [
+        DeviceType::Elevator,
+        DeviceType::Pump,
+        DeviceType::FirePanel,
+        DeviceType::AccessDoor,
+    ]
+    .into_iter()
+    .find(|d| d.as_str() == wo.device_type)
+    .unwrap_or(DeviceType::Other);
+    AssetInfo {
+        id: wo.asset.as_str().into(),
+        name: None,
+        site: wo.site.clone(),
+        building: wo.building.clone(),
+        floor: wo.floor.clone(),
+        device_type,
+        profile: String::new(),
+        tags: BTreeMap::new(),
+        points: Vec::new(),
+    }
+}
+
+impl WebhookNotifier {
+    async fn post(&self, event: &WorkOrderEvent) -> Result<(), DeliveryError> {
+        let body = event_body(event, &self.gateway);
+        let mut req = self
+            .client
+            .post(self.url.clone())
+            .headers(self.headers.clone())
+            .header(reqwest011::header::CONTENT_TYPE, "application/json")
+            .header("Idempotency-Key", event.idempotency_key());
+        if let Some(secret) = &self.secret {
+            req = req.header(
+                "X-Facilityd-Signature",
+                signature(secret.0.as_bytes(), &body),
+            );
+        }
+        let mut resp = match req.body(body).send().await {
+            Ok(r) => r,
+            // The URL may carry credentials: keep it out of the error.
+            Err(e) if e.is_builder() => {
+                return Err(DeliveryError::Permanent(error_chain(e.without_url())));
+            }
+            Err(e) => return Err(DeliveryError::Retryable(error_chain(e.without_url()))),
+        };
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(());
+        }
+        let mut text = Vec::new();
+        while text.len() < ERROR_BODY_BYTES {
+            match resp.chunk().await {
+                Ok(Some(c)) => text.extend_from_slice(&c),
+                _ => break,
+            }
+        }
+        text.truncate(ERROR_BODY_BYTES);
+        let text = String::from_utf8_lossy(&text);
+        let message = format!("HTTP {}: {}", status.as_u16(), text.trim());
+        Err(classify(status.as_u16(), message))
+    }
+}
+
+/// 5xx, 429 and 408 are worth retrying; anything else that is not 2xx is permanent.
+pub fn classify(status: u16, message: String) -> DeliveryError {
+    match status {
+        408 | 429 | 500..=599 => DeliveryError::Retryable(message),
+        _ => DeliveryError::Permanent(message),
+    }
+}
+
+fn error_chain(e: reqwest011::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(cause) = source {
+        s.push_str(": ");
+        s.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    s
+}
+
+impl Notifier for WebhookNotifier {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn wants(&self, event: &WorkOrderEvent) -> bool {
+        if let Some(events) = &self.events
+            && !events.contains(&event.event)
+        {
+            return false;
+        }
+        match &self.asset_match {
+            None => true,
+            Some(m) => match self.assets.get(&event.work_order.asset) {
+                Some(a) => m.matches(a),
+                None => m.matches(&asset_of(&event.work_order)),
+            },
+        }
+    }
+
+    fn deliver<'a>(
+        &'a self,
+        event: &'a WorkOrderEvent,
+    ) -> Pin<Box<dyn Future<Output = Result<(), DeliveryError>> + Send + 'a>> {
+        Box::pin(self.post(event))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use config::{Config, File, FileFormat};
+
+    fn items(toml: &str) -> Vec<(String, usize, config::Value)> {
+        #[derive(Deserialize)]
+        struct F {
+            notify: Vec<config::Value>,
+        }
+        let f: F = Config::builder()
+            .add_source(File::from_str(toml, FileFormat::Toml))
+            .build()
+            .unwrap()
+            .try_deserialize()
+            .unwrap();
+        f.notify
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| ("f.toml".to_string(), i, v))
+            .collect()
+    }
+
+    fn parse(toml: &str) -> Result<Vec<Arc<dyn Notifier>>, Vec<ConfigIssue>> {
+        parse_notifiers(&items(toml), "gw", &HashMap::new())
+    }
+
+    fn errors(toml: &str) -> Vec<String> {
+        match parse(toml) {
+            Ok(_) => panic!("expected errors"),
+            Err(e) => e.iter().map(|i| i.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn parses_webhooks_and_skips_mqtt() {
+        let n = parse(
+            r#"
+            [[notify]]
+            type = "mqtt"
+            topic = "x"
+            [[notify]]
+            type = "webhook"
+            url = "https://cmms.example/api/tickets"
+            events = ["opened", "resolved"]
+            headers = { "X-Tenant" = "acme" }
+            timeout = "3s"
+            match = { device_type = "pump" }
+            [[notify]]
+            type = "webhook"
+            id = "second"
+            url = "http://127.0.0.1:9/hook"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(
+            n.iter().map(|n| n.name()).collect::<Vec<_>>(),
+            ["webhook:1", "second"]
+        );
+    }
+
+    #[test]
+    fn errors_name_file_and_path() {
+        assert_eq!(
+            errors(
+                r#"
+                [[notify]]
+                type = "webhook"
+                url = "https://ok.example/"
+                [[notify]]
+                type = "webhook"
+                url = "ftp://x/"
+                events = ["opened", "exploded"]
+                headers = { "Idempotency-Key" = "mine", "Bad Header" = "x" }
+                match = { device_type = "toaster" }
+                "#
+            ),
+            [
+                "f.toml: notify[1].url: expected an http:// or https:// URL, found scheme \"ftp\"",
+                "f.toml: notify[1].events[1]: unknown event \"exploded\": expected one of opened, updated, acknowledged, condition_cleared, flapping, resolved, closed, cancelled",
+                "f.toml: notify[1].headers.Bad Header: \"Bad Header\" is not a valid header name",
+                "f.toml: notify[1].headers.Idempotency-Key: Idempotency-Key is set by facilityd and cannot be configured",
+                "f.toml: notify[1].match: unknown device_type \"toaster\": expected elevator, pump, fire_panel, access_door or other",
+            ]
+        );
+    }
+
+    #[test]
+    fn unknown_keys_types_and_missing_url() {
+        assert_eq!(
+            errors("[[notify]]\ntype = \"webhook\"\nurl = \"http://x/\"\nretries = 3\n"),
+            [
+                "f.toml: notify[0].retries: unknown field `retries`, expected one of `type`, `id`, `url`, `events`, `secret_file`, `headers`, `timeout`, `match`"
+            ]
+        );
+        assert_eq!(
+            errors("[[notify]]\ntype = \"pager\"\n"),
+            ["f.toml: notify[0].type: unknown notifier type \"pager\": expected webhook or mqtt"]
+        );
+        assert_eq!(
+            errors("[[notify]]\ntype = \"webhook\"\n"),
+            ["f.toml: notify[0]: missing configuration field \"url\""]
+        );
+        assert_eq!(
+            errors("[[notify]]\ntype = \"webhook\"\nurl = \"http://x/\"\ntimeout = 5\n"),
+            [
+                "f.toml: notify[0].timeout: expected a duration string with a unit such as \"5s\", found the bare number 5"
+            ]
+        );
+        assert_eq!(
+            errors("[[notify]]\ntype = \"webhook\"\nurl = \"http://x/\"\nsecret_file = \"/nonexistent/secret\"\n")
+                .len(),
+            1
+        );
+        assert_eq!(
+            errors(
+                "[[notify]]\ntype = \"webhook\"\nid = \"a\"\nurl = \"http://x/\"\n\
+                 [[notify]]\ntype = \"webhook\"\nid = \"a\"\nurl = \"http://y/\"\n"
+            ),
+            ["f.toml: notify[1].id: duplicate notifier id \"a\": also f.toml: notify[0]"]
+        );
+    }
+
+    #[test]
+    fn signature_is_hmac_sha256_hex() {
+        // RFC 4231 test case 2.
+        assert_eq!(
+            signature(b"Jefe", b"what do ya want for nothing?"),
+            "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+    }
+
+    #[test]
+    fn status_classes() {
+        for s in [408, 429, 500, 502, 503, 504] {
+            assert!(
+                matches!(classify(s, String::new()), DeliveryError::Retryable(_)),
+                "{s}"
+            );
+        }
+        for s in [301, 400, 401, 403, 404, 410, 413, 422] {
+            assert!(
+                matches!(classify(s, String::new()), DeliveryError::Permanent(_)),
+                "{s}"
+            );
+        }
+    }
+}
