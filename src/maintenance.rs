@@ -31,6 +31,12 @@ pub struct MaintenanceStats {
     pub store_errors: AtomicU64,
     /// Latency from a reading's timestamp to its work-order change committed, last value (µs).
     pub last_commit_latency_us: AtomicU64,
+    /// The engine's own counters, copied every second (see `rules::engine::EngineStats`).
+    pub unless_unknown: AtomicU64,
+    pub unless_suppressed: AtomicU64,
+    pub meter_wraps: AtomicU64,
+    pub meter_resets: AtomicU64,
+    pub meter_untrusted: AtomicU64,
 }
 
 /// The loop's inputs and outputs.
@@ -89,6 +95,7 @@ impl Maintenance {
                 }
                 _ = tick.tick() => {
                     self.engine.tick(chrono::Utc::now(), &mut triggers);
+                    self.publish_engine_stats();
                     pending.append(&mut triggers);
                     if !pending.is_empty() {
                         self.commit(&mut pending, &mut log).await;
@@ -104,12 +111,23 @@ impl Maintenance {
         if !pending.is_empty() {
             self.commit(&mut pending, &mut log).await;
         }
-        let dirty = self.engine.take_dirty();
-        if !dirty.is_empty()
-            && let Err(e) = self.store.save_rule_states(dirty).await
-        {
+        // Everything at shutdown, including last-sample times and meter progress that the
+        // per-change saves leave to be recovered from the next reading.
+        let _ = self.engine.take_dirty();
+        if let Err(e) = self.store.save_rule_states(self.engine.snapshot()).await {
             warn!(error = %e, "cannot save the rule state at shutdown");
         }
+    }
+
+    fn publish_engine_stats(&self) {
+        let e = self.engine.stats();
+        self.stats.unless_unknown.store(e.unless_unknown, Relaxed);
+        self.stats
+            .unless_suppressed
+            .store(e.unless_suppressed, Relaxed);
+        self.stats.meter_wraps.store(e.meter_wraps, Relaxed);
+        self.stats.meter_resets.store(e.meter_resets, Relaxed);
+        self.stats.meter_untrusted.store(e.meter_untrusted, Relaxed);
     }
 
     /// Applies triggers in order; a trigger the store cannot take stays pending for the next tick.
@@ -138,7 +156,17 @@ impl Maintenance {
     }
 
     async fn after_events(&mut self, events: &[WorkOrderEvent]) {
-        for ev in events {
+        let mut offset_ms = 0;
+        for (i, ev) in events.iter().enumerate() {
+            offset_ms = match i.checked_sub(1).map(|p| &events[p]) {
+                Some(prev)
+                    if prev.work_order_id == ev.work_order_id
+                        && prev.occurred_at == ev.occurred_at =>
+                {
+                    offset_ms + 1
+                }
+                _ => 0,
+            };
             self.stats.events.fetch_add(1, Relaxed);
             let wo = &ev.work_order;
             info!(id = wo.id, event = ev.event.as_str(), asset = %wo.asset, rule = %wo.rule, priority = wo.priority.as_str(), title = %wo.title, "work order");
@@ -152,7 +180,7 @@ impl Maintenance {
             }
             if let Some(tx) = &self.annotate {
                 let mut line = String::new();
-                encode_work_order_event(ev, &mut line);
+                encode_work_order_event(ev, offset_ms, &mut line);
                 if tx.try_send(Record::Line(line)).is_err() {
                     warn!(
                         id = wo.id,

@@ -657,3 +657,50 @@ modbus = {{ url = "{url}", unit = 2, timeout = "500ms" }}
         assert_eq!(DeviceStats::get(&gw.device_stats[i].exceptions), 1);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn work_order_events_are_written_as_work_order_lines_for_annotations() {
+    let vm = VictoriaMetrics::start().await;
+    let sim = facilityd::sim::start(SimSpec {
+        ports: vec![SimPortSpec {
+            listen: local0(),
+            devices: vec![SimDeviceSpec::new(1, "elevator")],
+        }],
+        frozen: true,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    sim.set_point(0, 1, "trapped_alarm", facilityd::model::Value::Bool(true))
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = format!(
+        "{}[[devices]]\nid = \"EL-W\"\nprofile = \"elevator\"\ninterval = \"100ms\"\nmodbus = {{ url = \"tcp://{}\", unit = 1, timeout = \"80ms\" }}\n\n[[rules]]\nid = \"trapped\"\ntype = \"state\"\npoint = \"trapped_alarm\"\nequals = true\nauto_resolve = true\npriority = \"urgent\"\nwork_order = \"corrective\"\ntitle = \"trapped in {{asset}}\"\n",
+        header(dir.path(), &vm, "200ms"),
+        sim.addrs()[0]
+    );
+    let (_gw, stop, task) = spawn_gateway(load_config(dir.path(), &cfg, &[]));
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    sim.set_point(0, 1, "trapped_alarm", facilityd::model::Value::Bool(false))
+        .unwrap();
+    // opened, then condition_cleared and resolved: three lines of work order 1.
+    let all = vm
+        .wait_for_series(
+            "work_order_id",
+            |s| s.iter().map(|x| x.values.len()).sum::<usize>() >= 3,
+            Duration::from_secs(15),
+        )
+        .await;
+    stop.cancel();
+    task.await.unwrap().unwrap();
+    let s = find_series(&all, "work_order_id", &[("asset", "EL-W")])
+        .unwrap_or_else(|| panic!("no work_order lines: {all:?}"));
+    assert_eq!(s.label("rule"), Some("trapped"));
+    assert_eq!(s.label("priority"), Some("urgent"));
+    assert_eq!(s.label("kind"), Some("corrective"));
+    assert_eq!(
+        s.values,
+        vec![1.0, 1.0, 1.0],
+        "one line per lifecycle event of work order 1"
+    );
+}

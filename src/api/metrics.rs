@@ -200,6 +200,80 @@ pub fn render(gw: &Gateway, extra: &str) -> String {
         "facilityd_telemetry_queue_batches {}",
         t.queue_batches.load(Relaxed)
     );
+    let m = &gw.maintenance;
+    let rule_counters: [(&str, &str, &std::sync::atomic::AtomicU64); 9] = [
+        (
+            "facilityd_rule_samples_total",
+            "Samples evaluated by the rule engine.",
+            &m.samples_evaluated,
+        ),
+        (
+            "facilityd_rule_readings_dropped_total",
+            "Readings dropped because the rule engine's queue was full.",
+            &m.readings_dropped,
+        ),
+        (
+            "facilityd_rule_triggers_total",
+            "Rule triggers recorded as work-order changes.",
+            &m.triggers,
+        ),
+        (
+            "facilityd_work_order_events_total",
+            "Work-order lifecycle events.",
+            &m.events,
+        ),
+        (
+            "facilityd_work_order_store_errors_total",
+            "Failed writes to the work-order store (retried).",
+            &m.store_errors,
+        ),
+        (
+            "facilityd_rule_unless_unknown_total",
+            "Evaluations of a rule whose `unless` point is unknown or unread (not suppressed).",
+            &m.unless_unknown,
+        ),
+        (
+            "facilityd_rule_unless_suppressed_total",
+            "Evaluations held back by `unless`.",
+            &m.unless_suppressed,
+        ),
+        (
+            "facilityd_meter_resets_total",
+            "Meter readings taken as a counter reset.",
+            &m.meter_resets,
+        ),
+        (
+            "facilityd_meter_untrusted_total",
+            "Meter readings not trusted (replaced device, implausible jump): no usage counted.",
+            &m.meter_untrusted,
+        ),
+    ];
+    for (name, help, v) in rule_counters {
+        family(&mut out, name, "counter", help);
+        let _ = writeln!(out, "{name} {}", v.load(Relaxed));
+    }
+    family(
+        &mut out,
+        "facilityd_meter_wraps_total",
+        "counter",
+        "Meter readings taken as a register wrap-around.",
+    );
+    let _ = writeln!(
+        out,
+        "facilityd_meter_wraps_total {}",
+        m.meter_wraps.load(Relaxed)
+    );
+    family(
+        &mut out,
+        "facilityd_work_order_commit_latency_seconds",
+        "gauge",
+        "From the reading that triggered the last work-order change to its commit.",
+    );
+    let _ = writeln!(
+        out,
+        "facilityd_work_order_commit_latency_seconds {}",
+        m.last_commit_latency_us.load(Relaxed) as f64 / 1e6
+    );
     out.push_str(extra);
     out
 }

@@ -208,7 +208,15 @@ impl LineEncoder {
 }
 
 /// The `work_order` line of a lifecycle event (DESIGN §5), for Grafana annotations.
-pub fn encode_work_order_event(ev: &crate::workorder::types::WorkOrderEvent, out: &mut String) {
+///
+/// Events of one change share a time (a cleared condition that also resolves): the series and
+/// time would be equal and the database would keep only the last, so `offset_ms` moves the
+/// later ones by a millisecond each (milliseconds, since some databases cut to them).
+pub fn encode_work_order_event(
+    ev: &crate::workorder::types::WorkOrderEvent,
+    offset_ms: i64,
+    out: &mut String,
+) {
     let wo = &ev.work_order;
     out.push_str("work_order");
     for (k, v) in [
@@ -231,7 +239,10 @@ pub fn encode_work_order_event(ev: &crate::workorder::types::WorkOrderEvent, out
     let _ = writeln!(
         out,
         " {}",
-        ev.occurred_at.timestamp_nanos_opt().unwrap_or(0)
+        ev.occurred_at
+            .timestamp_nanos_opt()
+            .unwrap_or(0)
+            .saturating_add(offset_ms.saturating_mul(1_000_000))
     );
 }
 
