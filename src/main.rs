@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
 use facilityd::cli;
 use facilityd::modbus::link::Link;
 use facilityd::modbus::probe::{ProbeTarget, probe};
@@ -56,8 +56,8 @@ struct ProbeArgs {
     #[arg(long, conflicts_with_all = ["register", "address", "count"])]
     profile: Option<String>,
     /// Register table.
-    #[arg(short, long, value_enum, default_value_t = Table::Holding)]
-    register: Table,
+    #[arg(short, long, value_enum, default_value_t = RegisterKind::Holding)]
+    register: RegisterKind,
     /// First wire address (0-based).
     #[arg(short, long, default_value_t = 0)]
     address: u16,
@@ -65,43 +65,14 @@ struct ProbeArgs {
     #[arg(short, long, default_value_t = 10)]
     count: u16,
     /// Decode registers as this type.
-    #[arg(short = 't', long = "type", value_enum, default_value_t = Ty::U16)]
-    data_type: Ty,
+    #[arg(short = 't', long = "type", value_enum, default_value_t = DataType::U16)]
+    data_type: DataType,
     /// Byte order of multi-register values.
-    #[arg(short, long, value_enum, default_value_t = Order::Abcd)]
-    order: Order,
+    #[arg(short, long, value_enum, default_value_t = ByteOrder::ABCD)]
+    order: ByteOrder,
     /// Timeout per request, e.g. 500ms.
     #[arg(long, default_value = "1s")]
     timeout: humantime::Duration,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum Table {
-    Holding,
-    Input,
-    Coil,
-    Discrete,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum Ty {
-    U16,
-    I16,
-    U32,
-    I32,
-    U64,
-    I64,
-    F32,
-    F64,
-    String,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum Order {
-    Abcd,
-    Dcba,
-    Badc,
-    Cdab,
 }
 
 fn main() -> ExitCode {
@@ -184,31 +155,11 @@ async fn run_probe(a: ProbeArgs) -> anyhow::Result<()> {
             ProbeTarget::Profile(std::sync::Arc::new(p))
         }
         None => ProbeTarget::Range {
-            kind: match a.register {
-                Table::Holding => RegisterKind::Holding,
-                Table::Input => RegisterKind::Input,
-                Table::Coil => RegisterKind::Coil,
-                Table::Discrete => RegisterKind::Discrete,
-            },
+            kind: a.register,
             address: a.address,
             count: a.count,
-            data_type: match a.data_type {
-                Ty::U16 => DataType::U16,
-                Ty::I16 => DataType::I16,
-                Ty::U32 => DataType::U32,
-                Ty::I32 => DataType::I32,
-                Ty::U64 => DataType::U64,
-                Ty::I64 => DataType::I64,
-                Ty::F32 => DataType::F32,
-                Ty::F64 => DataType::F64,
-                Ty::String => DataType::String,
-            },
-            order: match a.order {
-                Order::Abcd => ByteOrder::ABCD,
-                Order::Dcba => ByteOrder::DCBA,
-                Order::Badc => ByteOrder::BADC,
-                Order::Cdab => ByteOrder::CDAB,
-            },
+            data_type: a.data_type,
+            order: a.order,
         },
     };
     let timeout: Duration = a.timeout.into();

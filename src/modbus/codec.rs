@@ -24,39 +24,29 @@ pub enum Decoded {
     Bad(Quality),
 }
 
-/// Puts the wire bytes of `words` into most-significant-first order.
-fn value_bytes(words: &[u16], order: ByteOrder) -> Vec<u8> {
-    let mut wire: Vec<u8> = words.iter().flat_map(|w| w.to_be_bytes()).collect();
+/// Reorders bytes between wire order and most-significant-first order. Each of the four
+/// orders is its own inverse (identity, full reversal, byte swap in each word, word reversal),
+/// so the same function serves decoding and encoding.
+fn reorder(bytes: &mut Vec<u8>, order: ByteOrder) {
     match order {
         ByteOrder::ABCD => {}
-        ByteOrder::DCBA => wire.reverse(),
-        ByteOrder::BADC => wire.chunks_exact_mut(2).for_each(|c| c.swap(0, 1)),
-        ByteOrder::CDAB => {
-            let mut out = Vec::with_capacity(wire.len());
-            for c in wire.chunks_exact(2).rev() {
-                out.extend_from_slice(c);
-            }
-            wire = out;
-        }
+        ByteOrder::DCBA => bytes.reverse(),
+        ByteOrder::BADC => bytes.chunks_exact_mut(2).for_each(|c| c.swap(0, 1)),
+        ByteOrder::CDAB => *bytes = bytes.chunks_exact(2).rev().flatten().copied().collect(),
     }
-    wire
+}
+
+/// Puts the wire bytes of `words` into most-significant-first order.
+fn value_bytes(words: &[u16], order: ByteOrder) -> Vec<u8> {
+    let mut bytes: Vec<u8> = words.iter().flat_map(|w| w.to_be_bytes()).collect();
+    reorder(&mut bytes, order);
+    bytes
 }
 
 /// The inverse of [`value_bytes`]: most-significant-first bytes to wire words.
 fn wire_words(bytes: &[u8], order: ByteOrder) -> Vec<u16> {
     let mut wire = bytes.to_vec();
-    match order {
-        ByteOrder::ABCD => {}
-        ByteOrder::DCBA => wire.reverse(),
-        ByteOrder::BADC => wire.chunks_exact_mut(2).for_each(|c| c.swap(0, 1)),
-        ByteOrder::CDAB => {
-            let mut out = Vec::with_capacity(wire.len());
-            for c in wire.chunks_exact(2).rev() {
-                out.extend_from_slice(c);
-            }
-            wire = out;
-        }
-    }
+    reorder(&mut wire, order);
     wire.chunks_exact(2)
         .map(|c| u16::from_be_bytes([c[0], c[1]]))
         .collect()

@@ -51,7 +51,9 @@ pub enum PointKind {
 }
 
 /// The Modbus table a point is read from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize, clap::ValueEnum,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum RegisterKind {
     /// Function code 3.
@@ -86,7 +88,7 @@ impl RegisterKind {
 }
 
 /// Register data types.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum DataType {
     Bool,
@@ -142,7 +144,7 @@ impl DataType {
 
 /// Byte order of multi-register values, named as Telegraf does: the letters are the value's
 /// bytes from most to least significant, in the order they travel on the wire.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize, clap::ValueEnum)]
 pub enum ByteOrder {
     /// Big-endian (the Modbus default).
     #[default]
