@@ -8,7 +8,8 @@
 #     MQTT broker in tests), socat (serial-port pairs), libssl-dev and pkg-config
 #     (native-tls); `apt-get update` once, then `apt-get install`, as root (or sudo);
 #   - a Python venv at target/test-venv with pymodbus (the independent Modbus
-#     server, tests/fixtures/pymodbus_server.py), exported to the tests as
+#     server, tests/fixtures/pymodbus_server.py) and pyserial (its serial RTU
+#     server, for the RS-485 tests over socat ptys), exported to the tests as
 #     PYMODBUS_PYTHON. (Not FACILITYD_*: facilityd reads every FACILITYD_* variable
 #     as config and rejects unknown keys, which would break tests that run it.)
 # When everything is present it installs nothing and goes straight to cargo.
@@ -16,6 +17,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 PYMODBUS_VERSION=3.8.6
+PYSERIAL_VERSION=3.5
 VENV=target/test-venv
 APT_PACKAGES=(victoria-metrics mosquitto socat libssl-dev pkg-config)
 
@@ -63,13 +65,13 @@ fi
 # --- Python venv with pymodbus --------------------------------------------------
 venv_ok() {
     [[ -x $VENV/bin/python ]] &&
-        "$VENV/bin/python" -c "import sys, pymodbus; sys.exit(pymodbus.__version__ != '$PYMODBUS_VERSION')" \
+        "$VENV/bin/python" -c "import sys, pymodbus, serial; sys.exit(pymodbus.__version__ != '$PYMODBUS_VERSION')" \
             >/dev/null 2>&1
 }
 
 if ! venv_ok; then
     if [[ -x $VENV/bin/python ]] && "$VENV/bin/python" -m pip --version >/dev/null 2>&1; then
-        say "venv $VENV exists; installing pymodbus==$PYMODBUS_VERSION into it"
+        say "venv $VENV exists; installing pymodbus==$PYMODBUS_VERSION and pyserial into it"
     else
         python=${FACILITYD_VENV_PYTHON:-$(command -v python3 || true)}
         if [[ -z $python ]] || ! "$python" -c 'import venv, ensurepip' >/dev/null 2>&1; then
@@ -79,12 +81,12 @@ if ! venv_ok; then
         fi
         say "creating Python venv $VENV with $("$python" --version 2>&1) ($python)"
         "$python" -m venv --clear "$VENV"
-        say "installing pymodbus==$PYMODBUS_VERSION into $VENV"
+        say "installing pymodbus==$PYMODBUS_VERSION and pyserial into $VENV"
     fi
     "$VENV/bin/python" -m pip install --disable-pip-version-check --progress-bar off \
-        "pymodbus==$PYMODBUS_VERSION"
+        "pymodbus==$PYMODBUS_VERSION" "pyserial==$PYSERIAL_VERSION"
     if ! venv_ok; then
-        say "pymodbus $PYMODBUS_VERSION is still not importable from $VENV/bin/python"
+        say "pymodbus $PYMODBUS_VERSION with pyserial is still not importable from $VENV/bin/python"
         exit 1
     fi
 fi

@@ -23,6 +23,21 @@ pub fn init_logging(default: &str) {
         .try_init();
 }
 
+/// Logs SIGHUP instead of dying of it: configuration reload is not in this release.
+pub fn ignore_sighup() {
+    #[cfg(unix)]
+    tokio::spawn(async {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut hup) = signal(SignalKind::hangup()) {
+            while hup.recv().await.is_some() {
+                tracing::warn!(
+                    "SIGHUP: configuration reload is not supported by this version; restart facilityd to apply changes"
+                );
+            }
+        }
+    });
+}
+
 /// Fires on SIGTERM or Ctrl-C.
 pub fn shutdown_on_signals() -> CancellationToken {
     let token = CancellationToken::new();
@@ -133,11 +148,16 @@ pub fn describe(s: &Settings) -> String {
                 total_requests += per_s;
                 let _ = writeln!(
                     out,
-                    "    modbus: {} unit {} every {} timeout {} (max_gap {}, max_registers {})",
+                    "    modbus: {} unit {} every {} timeout {}{} (max_gap {}, max_registers {})",
                     m.link,
                     m.unit,
                     humantime::format_duration(d.interval),
                     humantime::format_duration(m.timeout),
+                    if matches!(m.link, crate::modbus::link::Link::Rtu(_)) {
+                        " + wire time"
+                    } else {
+                        ""
+                    },
                     m.max_gap,
                     m.max_registers
                 );
@@ -169,11 +189,12 @@ pub fn describe(s: &Settings) -> String {
             DeviceSource::Mqtt { topic } => {
                 let _ = writeln!(
                     out,
-                    "    mqtt: {} (not read by this version)",
+                    "    mqtt: {} (every {} a device_status line)",
                     topic
                         .as_deref()
                         .or(d.profile.mqtt_topic.as_deref())
-                        .unwrap_or("-")
+                        .unwrap_or("-"),
+                    humantime::format_duration(d.interval)
                 );
             }
         }
@@ -208,6 +229,7 @@ pub fn describe(s: &Settings) -> String {
             );
         }
     }
+    describe_buses(&mut out, s);
     let _ = writeln!(out, "\nrules: {}", s.rules.len());
     for r in &s.rules {
         let assets: Vec<&str> = r.assets.iter().map(|a| &**a).collect();
@@ -219,11 +241,7 @@ pub fn describe(s: &Settings) -> String {
         let _ = writeln!(out, "  {} ({}): {}", r.id, r.type_name(), r.describe());
         let _ = writeln!(out, "    assets: {shown}");
     }
-    let _ = writeln!(
-        out,
-        "\nnotifiers: {}",
-        s.notifiers.0.len() + s.mqtt_notifiers
-    );
+    let _ = writeln!(out, "\nnotifiers: {}", s.notifiers.0.len());
     for n in &s.notifiers.0 {
         let _ = writeln!(out, "  {}", n.name());
     }
@@ -244,6 +262,55 @@ pub fn describe(s: &Settings) -> String {
         );
     }
     out
+}
+
+/// The serial buses: who is on each, and how much of it their schedule takes.
+fn describe_buses(out: &mut String, s: &Settings) {
+    use crate::modbus::serial::{BUSY_WARN, bus_loads};
+    let loads = bus_loads(&s.devices);
+    if loads.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "\nserial buses: {}", loads.len());
+    for b in &loads {
+        let t = &b.timing;
+        let ids: Vec<&str> = b.devices.iter().map(|d| &**d).collect();
+        let _ = writeln!(out, "  {}", b.link);
+        let _ = writeln!(
+            out,
+            "    {} device{}: {}",
+            ids.len(),
+            if ids.len() == 1 { "" } else { "s" },
+            ids.join(", ")
+        );
+        let _ = writeln!(
+            out,
+            "    {} baud, {} bits a character ({:.3} ms), frame gap {:.3} ms (t3.5 {:.3} ms), turnaround {}",
+            t.baud,
+            t.bits_per_char,
+            t.char_time.as_secs_f64() * 1e3,
+            t.frame_gap.as_secs_f64() * 1e3,
+            t.t35.as_secs_f64() * 1e3,
+            humantime::format_duration(t.turnaround)
+        );
+        let _ = writeln!(
+            out,
+            "    utilisation: {:.0} of {:.0} bytes/s ({:.0} %), {:.0} % of the bus time with the inter-frame silences; {:.1} reads/s; one round of every device {:.0} ms",
+            b.bytes_per_s,
+            b.capacity(),
+            100.0 * b.bytes_per_s / b.capacity(),
+            100.0 * b.busy,
+            b.requests_per_s,
+            b.round.as_secs_f64() * 1e3
+        );
+        if b.busy > BUSY_WARN {
+            let _ = writeln!(
+                out,
+                "    warning: above {:.0} %: polls will run late (each device's response time comes on top); lengthen intervals, raise the baud rate or split the bus",
+                BUSY_WARN * 100.0
+            );
+        }
+    }
 }
 
 /// Plans of the configured Modbus devices (for tests and `check`).
@@ -267,6 +334,7 @@ pub async fn run(path: &Path) -> anyhow::Result<()> {
     tracing::info!(config = %path.display(), devices = settings.devices.len(), gateway = %settings.gateway.id, "facilityd starting");
     let gw = crate::runtime::Gateway::new(settings);
     let stop = shutdown_on_signals();
+    ignore_sighup();
     gw.run(stop, Default::default()).await
 }
 

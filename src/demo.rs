@@ -4,6 +4,11 @@
 //! copy it), loads it through the same path as `run`, starts simulators for the devices it
 //! names, and scripts faults: a booster pump losing pressure, a passenger trapped in a lift, a
 //! door controller going silent and coming back, a fire panel's gateway refusing reads.
+//!
+//! Two devices publish over MQTT (a door controller and a lift monitoring unit, the built-in
+//! `access_door_mqtt` and `lift_monitor_mqtt` profiles), and work orders are also published to
+//! MQTT. Without `--mqtt-url` the demo runs an embedded broker (rumqttd) on a free local port;
+//! rumqttd has no shutdown, so it runs on its own thread for the life of the process.
 
 use std::fmt::Write as _;
 use std::future::Future;
@@ -20,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config;
 use crate::model::Value;
 use crate::runtime::{Gateway, RunOptions};
+use crate::sim::mqtt::{MqttSimAction, MqttSimDevice, MqttSimKind, MqttSimSpec};
 use crate::sim::{Fault, ScheduledFault, SimDeviceSpec, SimPortSpec, SimSpec};
 use crate::telemetry::influx::{LineWriter, WriteError};
 
@@ -45,6 +51,135 @@ pub struct DemoArgs {
     /// How often the live view is printed.
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     pub refresh: Duration,
+    /// Use this MQTT broker (mqtt://HOST:PORT) instead of the embedded one.
+    #[arg(long, value_name = "URL")]
+    pub mqtt_url: Option<String>,
+}
+
+/// A device of the demo that publishes over MQTT.
+struct DemoMqttDevice {
+    id: &'static str,
+    profile: &'static str,
+    kind: MqttSimKind,
+    building: &'static str,
+    floor: &'static str,
+    name: &'static str,
+    highlights: &'static [&'static str],
+}
+
+const MQTT_DEVICES: &[DemoMqttDevice] = &[
+    DemoMqttDevice {
+        id: "DOOR-A-L2-01",
+        profile: "access_door_mqtt",
+        kind: MqttSimKind::Door,
+        building: "A",
+        floor: "L2",
+        name: "Tower A level 2 office door (MQTT)",
+        highlights: &[
+            "door_state",
+            "door_closed",
+            "door_cycles_total",
+            "door_forced",
+        ],
+    },
+    DemoMqttDevice {
+        id: "EL-A2",
+        profile: "lift_monitor_mqtt",
+        kind: MqttSimKind::Lift,
+        building: "A",
+        floor: "B1",
+        name: "Tower A passenger lift 2 (MQTT monitoring unit)",
+        highlights: &["car_floor", "run_state", "door_state", "trips_total"],
+    },
+];
+
+/// The scripted MQTT events: (device, action, at seconds, what it shows).
+fn mqtt_script() -> Vec<(&'static str, MqttSimAction, u64, &'static str)> {
+    let mut v = vec![(
+        "DOOR-A-L2-01",
+        MqttSimAction::ForceDoor,
+        30,
+        "MQTT door DOOR-A-L2-01 forced open (rule door-forced, at once)",
+    )];
+    for (k, at) in [38u64, 40, 42, 44, 46].into_iter().enumerate() {
+        v.push((
+            "DOOR-A-L2-01",
+            MqttSimAction::HoldDoorOpen,
+            at,
+            if k == 4 {
+                "MQTT door DOOR-A-L2-01 held open a 5th time (rule door-held-open-repeated)"
+            } else {
+                ""
+            },
+        ));
+    }
+    for (k, at) in [50u64, 52, 54].into_iter().enumerate() {
+        v.push((
+            "EL-A2",
+            MqttSimAction::LiftDoorFault,
+            at,
+            if k == 2 {
+                "MQTT lift EL-A2 reports a 3rd door fault (rule lift-door-faults)"
+            } else {
+                ""
+            },
+        ));
+    }
+    v
+}
+
+/// Starts rumqttd on a free loopback port, on a thread of its own for the life of the
+/// process (it cannot be stopped), and waits until it accepts connections.
+fn start_embedded_broker() -> anyhow::Result<SocketAddr> {
+    use std::collections::HashMap;
+    let addr = std::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .and_then(|l| l.local_addr())
+        .context("no free port for the embedded MQTT broker")?;
+    let server = rumqttd::ServerSettings {
+        name: "demo-v4".into(),
+        listen: addr,
+        tls: None,
+        next_connection_delay_ms: 1,
+        connections: rumqttd::ConnectionSettings {
+            connection_timeout_ms: 60_000,
+            max_payload_size: 1 << 20,
+            max_inflight_count: 100,
+            auth: None,
+            external_auth: None,
+            dynamic_filters: true,
+        },
+    };
+    let config = rumqttd::Config {
+        id: 0,
+        router: rumqttd::RouterConfig {
+            max_connections: 64,
+            max_outgoing_packet_count: 200,
+            max_segment_size: 16 << 20,
+            max_segment_count: 10,
+            custom_segment: None,
+            initialized_filters: None,
+            shared_subscriptions_strategy: Default::default(),
+        },
+        v4: Some(HashMap::from([("1".to_string(), server)])),
+        ..Default::default()
+    };
+    std::thread::Builder::new()
+        .name("mqtt-broker".into())
+        .spawn(move || {
+            let mut broker = rumqttd::Broker::new(config);
+            if let Err(e) = broker.start() {
+                tracing::error!(error = %e, "the embedded MQTT broker stopped");
+            }
+        })
+        .context("cannot start the embedded MQTT broker's thread")?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+        if std::time::Instant::now() > deadline {
+            anyhow::bail!("the embedded MQTT broker did not listen on {addr} within 5 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(addr)
 }
 
 struct DemoDevice {
@@ -253,7 +388,12 @@ impl LineWriter for CaptureWriter {
     }
 }
 
-fn demo_config(args: &DemoArgs, addrs: &[SocketAddr], listen: SocketAddr) -> String {
+fn demo_config(
+    args: &DemoArgs,
+    addrs: &[SocketAddr],
+    listen: SocketAddr,
+    mqtt_url: &str,
+) -> String {
     let mut cfg = String::new();
     let _ = writeln!(
         cfg,
@@ -284,6 +424,7 @@ fn demo_config(args: &DemoArgs, addrs: &[SocketAddr], listen: SocketAddr) -> Str
         }
         cfg.push('\n');
     }
+    let _ = writeln!(cfg, "[mqtt]\nurl = {mqtt_url:?}\n");
     for d in DEVICES {
         let addr = addrs
             .get(d.port)
@@ -299,6 +440,17 @@ fn demo_config(args: &DemoArgs, addrs: &[SocketAddr], listen: SocketAddr) -> Str
             d.id, d.profile, d.name, d.building, d.floor, d.unit
         );
     }
+    for d in MQTT_DEVICES {
+        let _ = writeln!(
+            cfg,
+            "[[devices]]\nid = {:?}\nprofile = {:?}\nname = {:?}\nbuilding = {:?}\nfloor = {:?}\nmqtt = {{}}   # the profile's mqtt_topic, {{asset}} = this id\n",
+            d.id, d.profile, d.name, d.building, d.floor
+        );
+    }
+    let _ = writeln!(
+        cfg,
+        "[[notify]]\ntype = \"mqtt\"\nid = \"work-orders-bus\"\ntopic = \"facilityd/{{site}}/work-orders/{{asset}}\""
+    );
     cfg
 }
 
@@ -370,6 +522,43 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     .await?;
     let addrs = sim.addrs();
 
+    let (mqtt_url, embedded) = match &args.mqtt_url {
+        Some(u) => (u.clone(), false),
+        None => {
+            let addr = tokio::task::spawn_blocking(start_embedded_broker)
+                .await
+                .map_err(|e| anyhow::anyhow!("embedded broker: {e}"))??;
+            (format!("mqtt://{addr}"), true)
+        }
+    };
+    let broker = url::Url::parse(&mqtt_url)
+        .ok()
+        .and_then(|u| Some((u.host_str()?.to_string(), u.port().unwrap_or(1883))))
+        .with_context(|| format!("--mqtt-url {mqtt_url:?}: expected mqtt://HOST:PORT"))?;
+    let sim_stop = CancellationToken::new();
+    let mscript = mqtt_script();
+    let mqtt_sim = tokio::spawn(crate::sim::mqtt::run(
+        MqttSimSpec {
+            host: broker.0,
+            port: broker.1,
+            devices: MQTT_DEVICES
+                .iter()
+                .map(|d| MqttSimDevice {
+                    asset: d.id.into(),
+                    building: d.building.into(),
+                    kind: d.kind,
+                })
+                .collect(),
+            interval: Duration::from_secs(1),
+            seed: 7,
+            script: mscript
+                .iter()
+                .map(|(id, a, at, _)| (id.to_string(), Duration::from_secs(*at), *a))
+                .collect(),
+        },
+        sim_stop.clone(),
+    ));
+
     ensure_token(&args.state_dir)?;
     let conf_d = args.state_dir.join("conf.d");
     std::fs::create_dir_all(&conf_d)
@@ -380,16 +569,18 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     }
     let listen = api_listen();
     let cfg_path = args.state_dir.join("facilityd.toml");
-    std::fs::write(&cfg_path, demo_config(&args, &addrs, listen))
+    std::fs::write(&cfg_path, demo_config(&args, &addrs, listen, &mqtt_url))
         .with_context(|| format!("cannot write {}", cfg_path.display()))?;
     let settings = config::load(&cfg_path)
         .map_err(|e| anyhow::anyhow!("the demo's own configuration is invalid (a bug):\n{e}"))?;
 
     let list: Vec<String> = addrs.iter().map(|a| a.to_string()).collect();
     println!(
-        "facilityd demo: {} simulated devices on {}, {} rules (config: {})",
+        "facilityd demo: {} simulated Modbus devices on {}, {} MQTT devices on {mqtt_url}{}, {} rules (config: {})",
         DEVICES.len(),
         list.join(", "),
+        MQTT_DEVICES.len(),
+        if embedded { " (embedded broker)" } else { "" },
         settings.rules.len(),
         cfg_path.display()
     );
@@ -406,6 +597,12 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     for (_, _, from, until, what) in &script {
         println!("  {from:>3}s..{until:>3}s  {what}");
     }
+    for (_, _, at, what) in mscript.iter().filter(|m| !m.3.is_empty()) {
+        println!("  {at:>3}s        {what}");
+    }
+    println!(
+        "work orders are also published to {mqtt_url} on facilityd/demo-site/work-orders/<asset>"
+    );
     println!("HTTP API on http://{listen}; work orders from another terminal:");
     println!("  facilityd work-orders -c {} list", cfg_path.display());
     println!(
@@ -447,6 +644,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     stop.cancel();
     let _ = view.await;
     print!("{}", render(&gw, &capture, to_db, Duration::ZERO));
+    sim_stop.cancel();
+    let _ = mqtt_sim.await;
     sim.shutdown().await;
     result
 }
@@ -516,7 +715,14 @@ fn render(gw: &Gateway, capture: &CaptureWriter, to_db: bool, elapsed: Duration)
         let highlights = DEVICES
             .iter()
             .find(|x| *x.id == *d.id)
-            .map_or(&[][..], |x| x.highlights);
+            .map(|x| x.highlights)
+            .or_else(|| {
+                MQTT_DEVICES
+                    .iter()
+                    .find(|x| *x.id == *d.id)
+                    .map(|x| x.highlights)
+            })
+            .unwrap_or(&[][..]);
         let mut vals = Vec::new();
         for h in highlights {
             if let Some((pi, p)) = d.profile.point(h) {

@@ -11,6 +11,7 @@ pub mod demo;
 pub mod maintenance;
 pub mod modbus;
 pub mod model;
+pub mod mqtt;
 pub mod profile;
 pub mod rules;
 pub mod runtime;

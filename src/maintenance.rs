@@ -3,6 +3,7 @@
 //! lifecycle events become `work_order` telemetry lines; closing a meter work order sets the
 //! rule's new baseline. Notifiers run beside it, fed by the store's outbox.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
@@ -17,7 +18,8 @@ use crate::rules::engine::RuleEngine;
 use crate::rules::types::Trigger;
 use crate::telemetry::line::encode_work_order_event;
 use crate::workorder::handle::StoreHandle;
-use crate::workorder::types::{EventKind, WorkOrderEvent};
+use crate::workorder::store::ListFilter;
+use crate::workorder::types::{EventKind, Status, WorkOrderEvent};
 
 /// Counters of the maintenance loop, for /metrics.
 #[derive(Debug, Default)]
@@ -29,6 +31,10 @@ pub struct MaintenanceStats {
     pub events: AtomicU64,
     /// Store failures (the trigger is retried on the next tick).
     pub store_errors: AtomicU64,
+    /// Triggers the store refused for good, or that overflowed the pending queue.
+    pub triggers_dropped: AtomicU64,
+    /// `work_order` telemetry lines dropped because the telemetry queue was full.
+    pub annotations_dropped: AtomicU64,
     /// Latency from a reading's timestamp to its work-order change committed, last value (µs).
     pub last_commit_latency_us: AtomicU64,
     /// The engine's own counters, copied every second (see `rules::engine::EngineStats`).
@@ -39,17 +45,45 @@ pub struct MaintenanceStats {
     pub meter_untrusted: AtomicU64,
 }
 
-/// The loop's inputs and outputs.
+/// Most triggers kept while the store refuses them, before the oldest are dropped.
+const MAX_PENDING: usize = 10_000;
+/// Consecutive failures of a batch before its triggers are tried one by one.
+const ISOLATE_AFTER: u32 = 3;
+
+/// The loop's state.
 pub struct Maintenance {
-    pub engine: RuleEngine,
-    pub store: StoreHandle,
+    engine: RuleEngine,
+    store: StoreHandle,
     /// Telemetry: where `work_order` lines go (None: no telemetry).
-    pub annotate: Option<mpsc::Sender<Record>>,
-    pub stats: Arc<MaintenanceStats>,
-    pub gateway: String,
+    annotate: Option<mpsc::Sender<Record>>,
+    stats: Arc<MaintenanceStats>,
+    /// Triggers not yet recorded (the store failed); retried on the next tick.
+    pending: Vec<Trigger>,
+    /// Engine state rows not yet saved, by (asset, rule).
+    carry: BTreeMap<(String, String), serde_json::Value>,
+    failures: u32,
+    log: LogLimiter,
 }
 
 impl Maintenance {
+    pub fn new(
+        engine: RuleEngine,
+        store: StoreHandle,
+        annotate: Option<mpsc::Sender<Record>>,
+        stats: Arc<MaintenanceStats>,
+    ) -> Self {
+        Maintenance {
+            engine,
+            store,
+            annotate,
+            stats,
+            pending: Vec::new(),
+            carry: BTreeMap::new(),
+            failures: 0,
+            log: LogLimiter::new(Duration::from_secs(10)),
+        }
+    }
+
     /// Runs until `stop`; saves the engine's state before returning.
     pub async fn run(
         mut self,
@@ -67,15 +101,24 @@ impl Maintenance {
             }
             Err(e) => error!(error = %e, "cannot load the rule state; rules start afresh"),
         }
+        self.rearm_meters().await;
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut triggers: Vec<Trigger> = Vec::new();
-        let mut pending: Vec<Trigger> = Vec::new();
-        let mut log = LogLimiter::new(Duration::from_secs(10));
         loop {
             tokio::select! {
                 biased;
                 _ = stop.cancelled() => break,
+                // Timers first: a steady stream of readings must not starve them.
+                _ = tick.tick() => {
+                    self.engine.tick(chrono::Utc::now(), &mut triggers);
+                    self.publish_engine_stats();
+                    self.pending.append(&mut triggers);
+                    self.commit().await;
+                    if self.pending.is_empty() {
+                        self.save_states().await;
+                    }
+                }
                 Some(events) = api_events.recv() => {
                     self.after_events(&events).await;
                 }
@@ -87,35 +130,148 @@ impl Maintenance {
                     self.stats.samples_evaluated.fetch_add(r.values.len() as u64, Relaxed);
                     if !triggers.is_empty() {
                         let at = r.timestamp_ns;
-                        pending.append(&mut triggers);
-                        self.commit(&mut pending, &mut log).await;
+                        self.pending.append(&mut triggers);
+                        self.commit().await;
                         let latency = (crate::model::now_ns() - at).max(0) / 1000;
                         self.stats.last_commit_latency_us.store(latency as u64, Relaxed);
                     }
                 }
-                _ = tick.tick() => {
-                    self.engine.tick(chrono::Utc::now(), &mut triggers);
-                    self.publish_engine_stats();
-                    pending.append(&mut triggers);
-                    if !pending.is_empty() {
-                        self.commit(&mut pending, &mut log).await;
-                    }
-                    let dirty = self.engine.take_dirty();
-                    if !dirty.is_empty() && let Err(e) = self.store.save_rule_states(dirty).await {
-                        self.stats.store_errors.fetch_add(1, Relaxed);
-                        warn!(error = %e, "cannot save the rule state");
+            }
+        }
+        // Work-order changes made through the API until now.
+        while let Ok(events) = api_events.try_recv() {
+            self.after_events(&events).await;
+        }
+        self.commit().await;
+        if self.pending.is_empty() {
+            // Everything, including last-sample times and meter progress that the per-change
+            // saves leave to be recovered from the next reading.
+            let _ = self.engine.take_dirty();
+            self.carry.clear();
+            if let Err(e) = self.store.save_rule_states(self.engine.snapshot()).await {
+                warn!(error = %e, "cannot save the rule state at shutdown");
+            }
+        } else {
+            // The engine's state says these fired; saving it without them would lose them.
+            error!(
+                triggers = self.pending.len(),
+                "shutting down with work-order changes the store did not take; the rules will raise them again after the restart"
+            );
+        }
+    }
+
+    /// Engine state rows not yet saved: what an earlier failed write left, then what changed.
+    fn gather_states(&mut self) -> Vec<(String, String, serde_json::Value)> {
+        for (asset, rule, v) in self.engine.take_dirty() {
+            self.carry.insert((asset, rule), v);
+        }
+        std::mem::take(&mut self.carry)
+            .into_iter()
+            .map(|((a, r), v)| (a, r, v))
+            .collect()
+    }
+
+    fn keep_states(&mut self, states: Vec<(String, String, serde_json::Value)>) {
+        for (asset, rule, v) in states {
+            // Newer rows that arrived meanwhile win.
+            self.carry.entry((asset, rule)).or_insert(v);
+        }
+    }
+
+    async fn save_states(&mut self) {
+        let states = self.gather_states();
+        if states.is_empty() {
+            return;
+        }
+        if let Err(e) = self.store.save_rule_states(states.clone()).await {
+            self.stats.store_errors.fetch_add(1, Relaxed);
+            self.keep_states(states);
+            if let Some(held) = self.log.allow() {
+                warn!(error = %e, suppressed = held, "cannot save the rule state; keeping it for the next attempt");
+            }
+        }
+    }
+
+    /// Records the pending triggers and the engine state that goes with them in one
+    /// transaction. On failure both are kept for the next tick; a batch that keeps failing is
+    /// split so that one trigger the store cannot take does not hold back the others.
+    async fn commit(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        if self.pending.len() > MAX_PENDING {
+            let excess = self.pending.len() - MAX_PENDING;
+            self.pending.drain(..excess);
+            self.stats
+                .triggers_dropped
+                .fetch_add(excess as u64, Relaxed);
+            error!(
+                dropped = excess,
+                "the work-order store has not taken changes for a long time; dropped the oldest"
+            );
+        }
+        let states = self.gather_states();
+        let batch = std::mem::take(&mut self.pending);
+        match self.store.apply_batch(batch.clone(), states.clone()).await {
+            Ok(events) => {
+                self.failures = 0;
+                self.stats.triggers.fetch_add(batch.len() as u64, Relaxed);
+                self.after_events(&events).await;
+            }
+            Err(e) => {
+                self.stats.store_errors.fetch_add(1, Relaxed);
+                self.failures += 1;
+                self.keep_states(states);
+                if let Some(held) = self.log.allow() {
+                    error!(error = %e, triggers = batch.len(), suppressed = held, "cannot record work-order changes; retrying");
+                }
+                if self.failures < ISOLATE_AFTER {
+                    self.pending = batch;
+                    return;
+                }
+                // One at a time, without engine state: a trigger that still fails is dropped and
+                // counted; the state rows are saved once the rest went through.
+                self.failures = 0;
+                for t in batch {
+                    match self.store.apply(t.clone(), Vec::new()).await {
+                        Ok(events) => {
+                            self.stats.triggers.fetch_add(1, Relaxed);
+                            self.after_events(&events).await;
+                        }
+                        Err(e) => {
+                            self.stats.triggers_dropped.fetch_add(1, Relaxed);
+                            error!(error = %e, rule = %t.rule, asset = %t.asset.id, "the work-order store refuses this change; dropped");
+                        }
                     }
                 }
             }
         }
-        if !pending.is_empty() {
-            self.commit(&mut pending, &mut log).await;
-        }
-        // Everything at shutdown, including last-sample times and meter progress that the
-        // per-change saves leave to be recovered from the next reading.
-        let _ = self.engine.take_dirty();
-        if let Err(e) = self.store.save_rule_states(self.engine.snapshot()).await {
-            warn!(error = %e, "cannot save the rule state at shutdown");
+    }
+
+    /// A meter rule waiting for its work order to be closed whose work order is closed (or
+    /// gone) already: a close the engine did not hear of, so set the baseline now.
+    async fn rearm_meters(&mut self) {
+        for (asset, rule) in self.engine.fired_meters() {
+            let list = self
+                .store
+                .list(ListFilter {
+                    asset: Some(asset.clone()),
+                    ..Default::default()
+                })
+                .await;
+            let Ok(list) = list else { continue };
+            let waiting = list.iter().any(|w| {
+                w.rule == rule
+                    && matches!(
+                        w.status,
+                        Status::Open | Status::Acknowledged | Status::Resolved
+                    )
+            });
+            if !waiting {
+                info!(asset = %asset, rule = %rule, "meter work order closed while the rule engine was not told: new baseline");
+                self.engine
+                    .work_order_closed(&asset, &rule, chrono::Utc::now());
+            }
         }
     }
 
@@ -128,31 +284,6 @@ impl Maintenance {
         self.stats.meter_wraps.store(e.meter_wraps, Relaxed);
         self.stats.meter_resets.store(e.meter_resets, Relaxed);
         self.stats.meter_untrusted.store(e.meter_untrusted, Relaxed);
-    }
-
-    /// Applies triggers in order; a trigger the store cannot take stays pending for the next tick.
-    async fn commit(&mut self, pending: &mut Vec<Trigger>, log: &mut LogLimiter) {
-        let mut done = 0;
-        for t in pending.iter() {
-            let states = self.engine.take_dirty();
-            match self.store.apply(t.clone(), states.clone()).await {
-                Ok(events) => {
-                    done += 1;
-                    self.stats.triggers.fetch_add(1, Relaxed);
-                    self.after_events(&events).await;
-                }
-                Err(e) => {
-                    self.stats.store_errors.fetch_add(1, Relaxed);
-                    // Keep the state rows for the next attempt.
-                    let _ = self.store.save_rule_states(states).await;
-                    if let Some(held) = log.allow() {
-                        error!(error = %e, rule = %t.rule, asset = %t.asset.id, suppressed = held, "cannot record a work-order change; retrying");
-                    }
-                    break;
-                }
-            }
-        }
-        pending.drain(..done);
     }
 
     async fn after_events(&mut self, events: &[WorkOrderEvent]) {
@@ -170,22 +301,25 @@ impl Maintenance {
             self.stats.events.fetch_add(1, Relaxed);
             let wo = &ev.work_order;
             info!(id = wo.id, event = ev.event.as_str(), asset = %wo.asset, rule = %wo.rule, priority = wo.priority.as_str(), title = %wo.title, "work order");
-            if matches!(ev.event, EventKind::Closed) && self.engine.is_meter_rule(&wo.rule) {
+            if matches!(ev.event, EventKind::Closed | EventKind::Cancelled)
+                && self.engine.is_meter_rule(&wo.rule)
+            {
                 self.engine
                     .work_order_closed(&wo.asset, &wo.rule, ev.occurred_at);
-                let dirty = self.engine.take_dirty();
-                if let Err(e) = self.store.save_rule_states(dirty).await {
-                    warn!(error = %e, "cannot save the new meter baseline");
-                }
+                // Saved with the next tick (or found again at start-up by `rearm_meters`).
             }
             if let Some(tx) = &self.annotate {
                 let mut line = String::new();
                 encode_work_order_event(ev, offset_ms, &mut line);
                 if tx.try_send(Record::Line(line)).is_err() {
-                    warn!(
-                        id = wo.id,
-                        "telemetry queue full: work_order annotation dropped"
-                    );
+                    self.stats.annotations_dropped.fetch_add(1, Relaxed);
+                    if let Some(held) = self.log.allow() {
+                        warn!(
+                            id = wo.id,
+                            suppressed = held,
+                            "telemetry queue full: work_order annotation dropped"
+                        );
+                    }
                 }
             }
         }

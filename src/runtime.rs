@@ -1,4 +1,5 @@
-//! The running gateway: pollers, telemetry pipeline and their orderly shutdown.
+//! The running gateway: pollers, the MQTT client, telemetry pipeline, rules and notifiers, and
+//! their orderly shutdown.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
@@ -23,6 +24,9 @@ use crate::config::{DeviceSource, Settings};
 use crate::modbus::poller::{LinkPoller, PolledDevice, RecordSink, group_by_link};
 use crate::modbus::stats::DeviceStats;
 use crate::model::{Record, Value};
+use crate::mqtt::MqttStats;
+use crate::mqtt::republish::Republisher;
+use crate::mqtt::subscriber::{Subscriber, run_status};
 use crate::telemetry::influx::{InfluxWriter, LineWriter};
 use crate::telemetry::line::LineEncoder;
 use crate::telemetry::pipeline::{BatchQueue, Batcher, Forwarder, TelemetryStats};
@@ -31,6 +35,8 @@ use crate::telemetry::pipeline::{BatchQueue, Batcher, Forwarder, TelemetryStats}
 const RECORD_CHANNEL: usize = 65_536;
 /// Capacity of the channel to the rule engine, in readings.
 const RULE_CHANNEL: usize = 65_536;
+/// Capacity of the channel to the MQTT telemetry republisher, in readings.
+const REPUBLISH_CHANNEL: usize = 4096;
 
 /// The latest good value of every point, and each device's status.
 #[derive(Debug, Default)]
@@ -102,6 +108,8 @@ pub struct Gateway {
     pub device_stats: Vec<Arc<DeviceStats>>,
     pub telemetry: Arc<TelemetryStats>,
     pub maintenance: Arc<MaintenanceStats>,
+    /// The MQTT client's counters (zero without `[mqtt]`).
+    pub mqtt: Arc<MqttStats>,
     pub latest: Arc<LatestValues>,
     /// The HTTP API's bound address, once it listens (`http.listen` may use port 0).
     pub api_addr: Arc<OnceLock<SocketAddr>>,
@@ -139,6 +147,7 @@ impl Gateway {
             device_stats,
             telemetry: Arc::new(TelemetryStats::default()),
             maintenance: Arc::new(MaintenanceStats::default()),
+            mqtt: Arc::new(MqttStats::default()),
             latest,
             api_addr: Arc::new(OnceLock::new()),
             ready: Arc::new(AtomicBool::new(false)),
@@ -176,11 +185,18 @@ impl Gateway {
 
         // The HTTP API.
         let token = match &s.api_token_file {
-            Some(f) => Some(Arc::<str>::from(
-                std::fs::read_to_string(f)
-                    .with_context(|| format!("cannot read http.api_token_file {}", f.display()))?
-                    .trim(),
-            )),
+            Some(f) => {
+                let t = std::fs::read_to_string(f)
+                    .with_context(|| format!("cannot read http.api_token_file {}", f.display()))?;
+                if t.trim().is_empty() {
+                    // An empty token would let a request without Authorization through.
+                    anyhow::bail!(
+                        "http.api_token_file {} is empty: write a token into it (for example `openssl rand -hex 32`)",
+                        f.display()
+                    );
+                }
+                Some(Arc::<str>::from(t.trim()))
+            }
             None => None,
         };
         let listen: SocketAddr = s
@@ -204,7 +220,7 @@ impl Gateway {
             }),
         };
         let api_stop = CancellationToken::new();
-        let api_task = {
+        let mut api_task = {
             let stop = api_stop.clone();
             tokio::spawn(async move {
                 let served = axum::serve(listener, router(api_state))
@@ -216,6 +232,22 @@ impl Gateway {
             })
         };
         info!(listen = %bound, "HTTP API listening");
+
+        // The MQTT connection: it serves the subscriber, the MQTT notifiers and the telemetry
+        // republisher, so it starts before them and stops after them.
+        let mqtt_stop = CancellationToken::new();
+        let mut mqtt_conn = None;
+        let mut mqtt_incoming = None;
+        let mut mqtt_client = None;
+        if let Some(m) = &s.mqtt {
+            let (client, conn, incoming) =
+                crate::mqtt::client::connect(m, self.mqtt.clone()).map_err(anyhow::Error::msg)?;
+            m.port_handle.set(Some(client.clone()));
+            mqtt_conn = Some(tokio::spawn(conn.run(mqtt_stop.clone())));
+            mqtt_incoming = Some(incoming);
+            mqtt_client = Some(client);
+            info!(broker = %m.url, client_id = %m.client_id, "MQTT client started");
+        }
 
         // Notifiers.
         let notify_stop = CancellationToken::new();
@@ -239,13 +271,12 @@ impl Gateway {
 
         // The maintenance loop.
         let (readings_tx, readings_rx) = mpsc::channel::<Reading>(RULE_CHANNEL);
-        let maintenance = Maintenance {
-            engine: RuleEngine::new(s.rules.clone(), s.assets.clone()),
-            store: store.clone(),
-            annotate: telemetry_on.then(|| tx.clone()),
-            stats: self.maintenance.clone(),
-            gateway: s.gateway.id.clone(),
-        };
+        let maintenance = Maintenance::new(
+            RuleEngine::new(s.rules.clone(), s.assets.clone()),
+            store.clone(),
+            telemetry_on.then(|| tx.clone()),
+            self.maintenance.clone(),
+        );
         drop(tx);
         let maintenance_stop = CancellationToken::new();
         let maintenance_task =
@@ -253,16 +284,41 @@ impl Gateway {
 
         let mut polled = Vec::new();
         for (i, d) in s.devices.iter().enumerate() {
-            match &d.source {
-                DeviceSource::Modbus(_) => {
-                    if let Some(p) = PolledDevice::new(i, d.clone(), self.device_stats[i].clone()) {
-                        polled.push(p);
-                    }
-                }
-                DeviceSource::Mqtt { .. } => {
-                    warn!(device = %d.id, "MQTT devices are not read by this version; not polled")
-                }
+            if let DeviceSource::Modbus(_) = &d.source
+                && let Some(p) = PolledDevice::new(i, d.clone(), self.device_stats[i].clone())
+            {
+                polled.push(p);
             }
+        }
+        // MQTT devices: the subscriber turns their messages into readings; a QoS 1 message is
+        // acknowledged once telemetry has accepted them (the channel below).
+        let sub_stop = shutdown.child_token();
+        let mut subscribers = JoinSet::new();
+        if let (Some(m), Some(client), Some(incoming)) = (&s.mqtt, &mqtt_client, mqtt_incoming) {
+            let errors: crate::mqtt::subscriber::DeviceErrors = Arc::new(
+                s.devices
+                    .iter()
+                    .map(|_| std::sync::atomic::AtomicU64::new(0))
+                    .collect(),
+            );
+            let sub = Subscriber {
+                client: client.clone(),
+                routing: m.routing.clone(),
+                device_stats: self.device_stats.clone(),
+                device_errors: errors.clone(),
+                stats: self.mqtt.clone(),
+                max_payload_bytes: m.max_payload_bytes,
+                tx: sink.tx.clone(),
+            };
+            subscribers.spawn(sub.run(incoming, sub_stop.clone()));
+            subscribers.spawn(run_status(
+                s.devices.clone(),
+                self.device_stats.clone(),
+                errors,
+                self.mqtt.clone(),
+                sink.tx.clone(),
+                sub_stop.clone(),
+            ));
         }
         let poll_stop = shutdown.child_token();
         let mut pollers = JoinSet::new();
@@ -277,14 +333,39 @@ impl Gateway {
             (None, Some(ix)) => Some(Arc::new(InfluxWriter::new(ix).map_err(anyhow::Error::msg)?)),
             (None, None) => None,
         };
+        // Telemetry republished over MQTT (`publish_telemetry`), fed beside the rule engine.
+        let mut republisher = None;
+        let republish_tx = match (
+            s.mqtt.as_ref().and_then(|m| m.publish_telemetry.clone()),
+            &mqtt_client,
+        ) {
+            (Some(topic), Some(client)) => {
+                let (rtx, rrx) = mpsc::channel::<Reading>(REPUBLISH_CHANNEL);
+                let r = Republisher {
+                    client: client.clone(),
+                    topic,
+                    devices: s.devices.clone(),
+                    gateway: s.gateway.id.clone(),
+                };
+                republisher = Some(tokio::spawn(r.run(rrx, mqtt_stop.clone())));
+                Some(rtx)
+            }
+            _ => None,
+        };
         let latest = self.latest.clone();
         let dropped = self.maintenance.clone();
+        let mqtt_stats = self.mqtt.clone();
         let observe = move |r: &Record| {
             latest.update(r);
-            if let Record::Reading(reading) = r
-                && readings_tx.try_send(reading.clone()).is_err()
-            {
-                dropped.readings_dropped.fetch_add(1, Relaxed);
+            if let Record::Reading(reading) = r {
+                if readings_tx.try_send(reading.clone()).is_err() {
+                    dropped.readings_dropped.fetch_add(1, Relaxed);
+                }
+                if let Some(tx) = &republish_tx
+                    && tx.try_send(reading.clone()).is_err()
+                {
+                    mqtt_stats.telemetry_dropped.fetch_add(1, Relaxed);
+                }
             }
         };
         let forward_stop = CancellationToken::new();
@@ -333,9 +414,16 @@ impl Gateway {
         shutdown.cancelled().await;
         info!("shutting down: stopping pollers, flushing telemetry");
         self.ready.store(false, Relaxed);
+        // The API first: a work order closed through it must reach the maintenance loop (meter
+        // baselines) before that stops.
+        api_stop.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(1), &mut api_task).await;
         let flush_timeout = opts.flush_timeout.unwrap_or(Duration::from_secs(4));
         let deadline = tokio::time::Instant::now() + flush_timeout;
         while pollers.join_next().await.is_some() {}
+        // The subscriber stops with the pollers: messages it has not handed to telemetry stay
+        // unacknowledged with the broker (persistent session) and come again after a restart.
+        while subscribers.join_next().await.is_some() {}
         maintenance_stop.cancel();
         let _ = tokio::time::timeout_at(deadline, maintenance_task).await;
         let _ = tokio::time::timeout_at(deadline, batcher).await;
@@ -351,8 +439,17 @@ impl Gateway {
         }
         notify_stop.cancel();
         while notifiers.join_next().await.is_some() {}
-        api_stop.cancel();
-        let _ = tokio::time::timeout(Duration::from_secs(1), api_task).await;
+        // Last, the MQTT connection: `offline` on the status topic, then DISCONNECT.
+        if let Some(r) = republisher {
+            let _ = tokio::time::timeout(Duration::from_millis(500), r).await;
+        }
+        mqtt_stop.cancel();
+        if let Some(conn) = mqtt_conn {
+            let _ = tokio::time::timeout(Duration::from_secs(3), conn).await;
+        }
+        if let Some(m) = &s.mqtt {
+            m.port_handle.set(None);
+        }
         info!(
             written = self.telemetry.lines_written.load(Relaxed),
             dropped = self.telemetry.lines_dropped.load(Relaxed)

@@ -85,6 +85,8 @@ pub fn render(gw: &Gateway, extra: &str) -> String {
             ("exception", &s.exceptions),
             ("transport", &s.transport_errors),
             ("malformed", &s.malformed),
+            ("crc", &s.crc_errors),
+            ("wrong_unit", &s.wrong_unit),
         ] {
             let _ = writeln!(
                 out,
@@ -105,6 +107,37 @@ pub fn render(gw: &Gateway, extra: &str) -> String {
             "facilityd_device_online{{asset=\"{id}\"}} {}",
             u8::from(s.online.load(Relaxed))
         );
+    }
+    family(
+        &mut out,
+        "facilityd_modbus_cycle_seconds",
+        "gauge",
+        "Achieved poll cycle per device: from the start of its previous poll to the start of its last (above the interval when its link cannot keep the schedule).",
+    );
+    for (id, s) in &devices {
+        let _ = writeln!(
+            out,
+            "facilityd_modbus_cycle_seconds{{asset=\"{id}\"}} {}",
+            s.last_cycle_us.load(Relaxed) as f64 / 1e6
+        );
+    }
+    family(
+        &mut out,
+        "facilityd_serial_bus_seconds_total",
+        "counter",
+        "Serial bus time taken by each device's reads (frames, silences, turnaround, waiting for the answer); its rate summed by bus is the bus's utilisation.",
+    );
+    for ((id, s), d) in devices.iter().zip(gw.settings.devices.iter()) {
+        if let crate::config::DeviceSource::Modbus(m) = &d.source
+            && let crate::modbus::link::Link::Rtu(serial) = &m.link
+        {
+            let _ = writeln!(
+                out,
+                "facilityd_serial_bus_seconds_total{{asset=\"{id}\",bus=\"{}\"}} {}",
+                escape_label(&serial.path),
+                s.bus_us.load(Relaxed) as f64 / 1e6
+            );
+        }
     }
     family(
         &mut out,

@@ -149,10 +149,13 @@ async fn readyz(State(s): State<ApiState>) -> Response {
 }
 
 async fn metrics_route(State(s): State<ApiState>) -> Response {
-    let extra = match &s.work_orders {
+    let mut extra = match &s.work_orders {
         Some(w) => w.metrics().await,
         None => String::new(),
     };
+    if s.gw.settings.mqtt.is_some() {
+        s.gw.mqtt.render(&mut extra);
+    }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         metrics::render(&s.gw, &extra),

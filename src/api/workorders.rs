@@ -79,18 +79,12 @@ impl WorkOrderApi {
     }
 
     pub async fn unresolved_counts_by_asset(&self) -> Result<HashMap<String, u64>, ApiError> {
-        let list = self
+        Ok(self
             .store
-            .list(ListFilter {
-                status: Some(vec![Status::Open, Status::Acknowledged]),
-                ..Default::default()
-            })
-            .await?;
-        let mut m = HashMap::new();
-        for w in list {
-            *m.entry(w.asset).or_insert(0) += 1;
-        }
-        Ok(m)
+            .call(|s| s.unresolved_counts_by_asset())
+            .await?
+            .into_iter()
+            .collect())
     }
 }
 
@@ -193,7 +187,11 @@ async fn events(
     if w.store.get(id).await?.is_none() {
         return Err(ApiError::not_found(format!("work order {id} not found")));
     }
-    Ok(Json(w.store.events(id).await?))
+    // A flapping work order gathers many `updated` events: the newest 1000.
+    let mut events = w.store.events(id).await?;
+    let excess = events.len().saturating_sub(1000);
+    events.drain(..excess);
+    Ok(Json(events))
 }
 
 #[derive(Deserialize, Default)]

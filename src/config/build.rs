@@ -11,11 +11,14 @@ use super::schema::{DeviceConfig, Secret};
 use super::{ConfigError, ConfigIssue};
 use crate::modbus::link::Link;
 use crate::model::AssetId;
+use crate::mqtt::payload::PayloadMap;
+use crate::mqtt::settings::{MqttSettings, Routing};
+use crate::mqtt::topic::{Capture, RouteDevice, Router, SubTemplate};
 use crate::profile::{Profile, builtin};
 use crate::rules::config::{Rule, parse_rules};
 use crate::rules::types::{AssetInfo, PointInfo};
 use crate::workorder::notify::Notifier;
-use crate::workorder::notify::webhook::parse_notifiers;
+use crate::workorder::notify::webhook::parse_notifiers_with_mqtt;
 use crate::workorder::store::ResponseTimes;
 
 /// `[gateway]`, resolved.
@@ -54,7 +57,8 @@ pub struct ModbusSource {
 #[derive(Debug, Clone, PartialEq)]
 pub enum DeviceSource {
     Modbus(ModbusSource),
-    /// MQTT devices: topic as configured (or the profile's template).
+    /// MQTT devices: the device's own topic as configured; `None` when the profile's
+    /// `mqtt_topic` serves it (routing: [`MqttSettings::routing`]).
     Mqtt {
         topic: Option<String>,
     },
@@ -96,22 +100,28 @@ pub struct Settings {
     pub http_listen: String,
     pub api_token_file: Option<PathBuf>,
     pub influxdb: Option<InfluxSettings>,
+    /// `[mqtt]`, with the routing of MQTT devices' messages.
+    pub mqtt: Option<MqttSettings>,
     pub devices: Vec<Arc<Device>>,
     pub profiles: BTreeMap<String, Arc<Profile>>,
     /// The assets (devices) as the rule engine and the work-order store see them, in the order
     /// of `devices`.
     pub assets: Vec<Arc<AssetInfo>>,
     pub rules: Vec<Rule>,
+    /// Webhook and MQTT notifiers.
     pub notifiers: Notifiers,
-    /// MQTT notifiers configured (delivered by the MQTT client, a later release).
-    pub mqtt_notifiers: usize,
     pub response_times: ResponseTimes,
     /// Warnings, already formatted with file and key path.
     pub warnings: Vec<String>,
 }
 
 const DEFAULT_INTERVAL: Duration = Duration::from_secs(1);
+/// MQTT devices: how often their `device_status` is written (they publish when they like).
+const DEFAULT_MQTT_INTERVAL: Duration = Duration::from_secs(10);
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1);
+/// On a serial bus: what a device may take beyond the time its frames need on the wire at
+/// the bus's baud rate (so the whole timeout follows from the baud rate and the read size).
+const DEFAULT_SERIAL_TIMEOUT: Duration = Duration::from_millis(100);
 const DEFAULT_PROBE: Duration = Duration::from_secs(30);
 
 struct Issues {
@@ -242,6 +252,20 @@ pub(crate) fn build(loaded: Loaded) -> Result<Settings, ConfigError> {
         })
     });
 
+    let mut mqtt =
+        cfg.mqtt
+            .as_ref()
+            .and_then(|m| match crate::mqtt::settings::resolve(m, &gateway.id) {
+                Ok(s) => Some(s),
+                Err(errs) => {
+                    for (path, message) in errs {
+                        issues.err(&main_file, path, message);
+                    }
+                    None
+                }
+            });
+    let mqtt_configured = cfg.mqtt.is_some();
+
     // Profiles: built-ins, then the configured ones (which may not reuse a name).
     let mut profiles: BTreeMap<String, Arc<Profile>> = BTreeMap::new();
     for name in builtin::names() {
@@ -283,6 +307,7 @@ pub(crate) fn build(loaded: Loaded) -> Result<Settings, ConfigError> {
             continue;
         }
         profile_origin.insert(item.name.clone(), (file.clone(), *index));
+        check_profile_mqtt(file, &at, item, &mut issues);
         match item.build() {
             Ok((p, warns)) => {
                 for w in warns {
@@ -323,10 +348,20 @@ pub(crate) fn build(loaded: Loaded) -> Result<Settings, ConfigError> {
             // Its profile's own errors are reported already.
             continue;
         }
-        if let Some(d) = build_device(file, &at, *index, item, &gateway, &profiles, &mut issues) {
+        if let Some(d) = build_device(
+            file,
+            &at,
+            *index,
+            item,
+            &gateway,
+            &profiles,
+            mqtt_configured,
+            &mut issues,
+        ) {
             devices.push(Arc::new(d));
         }
     }
+    check_serial_buses(&devices, &mut issues);
 
     let assets: Vec<Arc<AssetInfo>> = devices.iter().map(|d| Arc::new(asset_info(d))).collect();
     let rule_items: Vec<(String, usize, config::Value)> = loaded
@@ -353,29 +388,21 @@ pub(crate) fn build(loaded: Loaded) -> Result<Settings, ConfigError> {
         .iter()
         .map(|s| (s.file.clone(), s.index, s.item.clone()))
         .collect();
-    let mut mqtt_notifiers = 0;
-    for Sourced { file, index, item } in &loaded.notify {
-        let is_mqtt = item
-            .clone()
-            .into_table()
-            .ok()
-            .and_then(|t| t.get("type").cloned())
-            .and_then(|v| v.into_string().ok())
-            .is_some_and(|t| t == "mqtt");
-        if is_mqtt {
-            mqtt_notifiers += 1;
-            issues.warn(
-                file,
-                format!("notify[{index}]"),
-                "MQTT notifiers are not run by this version of facilityd",
-            );
-        }
+    if let Some(m) = &mut mqtt {
+        m.routing = Arc::new(routing(&devices, &gateway.id));
     }
     let by_id: HashMap<String, Arc<AssetInfo>> = assets
         .iter()
         .map(|a| (a.id.to_string(), a.clone()))
         .collect();
-    let notifiers = match parse_notifiers(&notify_items, &gateway.id, &by_id) {
+    // An [mqtt] section with errors of its own (reported above) still counts as configured,
+    // so MQTT notifiers are checked on their own merits.
+    let unusable = crate::mqtt::MqttPort::default();
+    let port = mqtt
+        .as_ref()
+        .map(|m| &m.port_handle)
+        .or(mqtt_configured.then_some(&unusable));
+    let notifiers = match parse_notifiers_with_mqtt(&notify_items, &gateway.id, &by_id, port) {
         Ok(n) => Notifiers(n),
         Err(errs) => {
             issues.errors.extend(errs);
@@ -385,6 +412,14 @@ pub(crate) fn build(loaded: Loaded) -> Result<Settings, ConfigError> {
     let mut response_times = ResponseTimes::default();
     if let Some(rt) = &cfg.work_orders.response_times {
         for (k, v) in rt {
+            if v.0.is_zero() || v.0 > Duration::from_secs(10 * 366 * 86_400) {
+                issues.err(
+                    &main_file,
+                    format!("work_orders.response_times.{k}"),
+                    format!("expected a response time above zero and at most 10 years, found {v}"),
+                );
+                continue;
+            }
             match k.as_str() {
                 "urgent" => response_times.urgent = v.0,
                 "high" => response_times.high = v.0,
@@ -408,15 +443,69 @@ pub(crate) fn build(loaded: Loaded) -> Result<Settings, ConfigError> {
         http_listen,
         api_token_file: cfg.http.api_token_file.clone().map(PathBuf::from),
         influxdb,
+        mqtt,
         devices,
         profiles,
         assets,
         rules,
         notifiers,
-        mqtt_notifiers,
         response_times,
         warnings: issues.warnings,
     })
+}
+
+/// Every device on one serial port must describe the bus the same way (one task owns the port
+/// with one set of line settings), and a bus's schedule should leave it some slack.
+fn check_serial_buses(devices: &[Arc<Device>], issues: &mut Issues) {
+    let mut first: HashMap<&str, (&Device, &crate::modbus::link::SerialSettings)> = HashMap::new();
+    for d in devices {
+        let DeviceSource::Modbus(ModbusSource {
+            link: Link::Rtu(s), ..
+        }) = &d.source
+        else {
+            continue;
+        };
+        match first.get(s.path.as_str()) {
+            None => {
+                first.insert(&s.path, (d, s));
+            }
+            Some((other, theirs)) if *theirs != s => issues.err(
+                &d.origin.0,
+                format!("devices[{}].modbus.url", d.origin.1),
+                format!(
+                    "serial port {} is set up differently for device {:?} at {}: devices[{}] ({}): every device on one bus needs the same baud, parity, data, stop, frame_gap and turnaround",
+                    s.path,
+                    &*other.id,
+                    other.origin.0,
+                    other.origin.1,
+                    Link::Rtu((*theirs).clone())
+                ),
+            ),
+            Some(_) => {}
+        }
+    }
+    if !issues.errors.is_empty() {
+        return;
+    }
+    for load in crate::modbus::serial::bus_loads(devices) {
+        if load.busy > crate::modbus::serial::BUSY_WARN {
+            let Some(d) = devices.get(load.first_device) else {
+                continue;
+            };
+            issues.warn(
+                &d.origin.0,
+                format!("devices[{}].modbus.url", d.origin.1),
+                format!(
+                    "serial bus {} is estimated {:.0} % busy ({} devices, {:.0} of {:.0} bytes/s, inter-frame silences included): polls will run late; lengthen intervals, raise the baud rate or split the bus",
+                    load.link,
+                    load.busy * 100.0,
+                    load.devices.len(),
+                    load.bytes_per_s,
+                    load.capacity()
+                ),
+            );
+        }
+    }
 }
 
 /// What the rule engine and the work-order store know of a device.
@@ -455,6 +544,7 @@ fn valid_tag(s: &str) -> bool {
     !s.is_empty() && !s.contains(['\n', '\\']) && !s.starts_with('_')
 }
 
+#[allow(clippy::too_many_arguments)]
 fn build_device(
     file: &str,
     at: &str,
@@ -462,6 +552,7 @@ fn build_device(
     d: &DeviceConfig,
     gateway: &Gateway,
     profiles: &BTreeMap<String, Arc<Profile>>,
+    mqtt_configured: bool,
     issues: &mut Issues,
 ) -> Option<Device> {
     let before = issues.errors.len();
@@ -522,7 +613,14 @@ fn build_device(
             None
         }
     };
-    let interval = d.interval.map_or(DEFAULT_INTERVAL, |i| i.0);
+    let interval = d.interval.map_or(
+        if d.mqtt.is_some() && d.modbus.is_none() {
+            DEFAULT_MQTT_INTERVAL
+        } else {
+            DEFAULT_INTERVAL
+        },
+        |i| i.0,
+    );
     if interval < Duration::from_millis(10) {
         issues.err(
             file,
@@ -551,7 +649,16 @@ fn build_device(
             None
         }
         (None, Some(m)) => {
-            issues.warn(file, format!("{at}.mqtt"), "MQTT devices are not read by this version of facilityd; the device is listed but not polled");
+            if !mqtt_configured {
+                issues.err(
+                    file,
+                    format!("{at}.mqtt"),
+                    "an MQTT device needs the broker: configure [mqtt] url",
+                );
+            }
+            if let Some(p) = &profile {
+                check_mqtt_device(file, at, d, m.topic.as_deref(), p, gateway, issues);
+            }
             Some(DeviceSource::Mqtt {
                 topic: m.topic.clone(),
             })
@@ -578,7 +685,13 @@ fn build_device(
                     format!("expected a unit id {lo}-{hi} {why}, found {unit}"),
                 );
             }
-            let timeout = m.timeout.map_or(DEFAULT_TIMEOUT.min(interval / 2), |t| t.0);
+            let serial = matches!(link, Some(Link::Rtu(_)));
+            let default_timeout = if serial {
+                DEFAULT_SERIAL_TIMEOUT
+            } else {
+                DEFAULT_TIMEOUT
+            };
+            let timeout = m.timeout.map_or(default_timeout.min(interval / 2), |t| t.0);
             if timeout < Duration::from_millis(1) {
                 issues.err(
                     file,
@@ -649,4 +762,199 @@ fn build_device(
         source: source?,
         origin: (file.to_string(), index),
     })
+}
+
+/// A device's value for a topic placeholder (`None`: not set on the device).
+fn capture_value(c: Capture, d: &Device) -> Option<String> {
+    match c {
+        Capture::Asset => Some(d.id.to_string()),
+        Capture::Site => d.site.clone(),
+        Capture::Building => d.building.clone(),
+        Capture::Floor => d.floor.clone(),
+        // Bound by the caller; `{point}` stays a placeholder.
+        Capture::Gateway | Capture::Point => None,
+    }
+}
+
+/// A device's own topic with its placeholders filled (all but `{point}`).
+fn bind_device_topic(t: &SubTemplate, d: &Device, gateway: &str) -> Result<SubTemplate, String> {
+    for c in t.captures() {
+        if !matches!(c, Capture::Point | Capture::Gateway) && capture_value(c, d).is_none() {
+            return Err(format!(
+                "the topic uses {{{}}}, but the device has no `{}`",
+                c.name(),
+                c.name()
+            ));
+        }
+    }
+    t.bind(|c| match c {
+        Capture::Gateway => Some(gateway.to_string()),
+        c => capture_value(c, d),
+    })
+}
+
+/// `mqtt_topic` and `timestamp` of a configured profile.
+fn check_profile_mqtt(
+    file: &str,
+    at: &str,
+    p: &crate::profile::ProfileConfig,
+    issues: &mut Issues,
+) {
+    if let Some(t) = &p.mqtt_topic
+        && let Err(e) = SubTemplate::parse(t)
+    {
+        issues.err(file, format!("{at}.mqtt_topic"), e);
+    }
+    if let Some(ts) = &p.timestamp
+        && !ts.json.starts_with('/')
+    {
+        issues.err(
+            file,
+            format!("{at}.timestamp.json"),
+            format!(
+                "expected a JSON pointer starting with '/', found {:?}",
+                ts.json
+            ),
+        );
+    }
+}
+
+/// An MQTT device: its profile reads MQTT, and its topic (own or the profile's) can reach it.
+fn check_mqtt_device(
+    file: &str,
+    at: &str,
+    d: &DeviceConfig,
+    topic: Option<&str>,
+    p: &Profile,
+    gateway: &Gateway,
+    issues: &mut Issues,
+) {
+    if !p.points.iter().any(|pt| pt.json.is_some()) {
+        issues.err(
+            file,
+            format!("{at}.profile"),
+            format!(
+                "profile {:?} has no MQTT points (`json = \"/pointer\"`): an MQTT device needs them",
+                p.name
+            ),
+        );
+        return;
+    }
+    let site = d.site.clone().or_else(|| gateway.site.clone());
+    let value = |c: Capture| -> Option<String> {
+        match c {
+            Capture::Asset => Some(d.id.clone()),
+            Capture::Site => site.clone(),
+            Capture::Building => d.building.clone(),
+            Capture::Floor => d.floor.clone(),
+            Capture::Gateway | Capture::Point => Some(String::new()),
+        }
+    };
+    match (topic, &p.mqtt_topic) {
+        (Some(t), _) => match SubTemplate::parse(t) {
+            Err(e) => issues.err(file, format!("{at}.mqtt.topic"), e),
+            Ok(tpl) => {
+                for c in tpl.captures() {
+                    if value(c).is_none() {
+                        issues.err(
+                            file,
+                            format!("{at}.mqtt.topic"),
+                            format!("the topic uses {{{0}}}, but the device has no `{0}`", c.name()),
+                        );
+                    }
+                }
+            }
+        },
+        (None, Some(t)) => match SubTemplate::parse(t) {
+            // A configured profile's error is reported at the profile.
+            Err(_) => {}
+            Ok(tpl) if !tpl.has(Capture::Asset) => issues.err(
+                file,
+                format!("{at}.mqtt"),
+                format!(
+                    "profile {:?}'s mqtt_topic {t:?} has no {{asset}} to tell its devices apart: give the device its own `topic`",
+                    p.name
+                ),
+            ),
+            Ok(tpl) => {
+                for c in tpl.captures() {
+                    if value(c).is_none() {
+                        issues.err(
+                            file,
+                            format!("{at}.{}", c.name()),
+                            format!(
+                                "profile {:?}'s mqtt_topic {t:?} captures {{{1}}}, which must match the device's own `{1}`: set it",
+                                p.name,
+                                c.name()
+                            ),
+                        );
+                    }
+                }
+            }
+        },
+        (None, None) => issues.err(
+            file,
+            format!("{at}.mqtt.topic"),
+            format!(
+                "expected `topic`: profile {:?} has no mqtt_topic to inherit",
+                p.name
+            ),
+        ),
+    }
+}
+
+/// Subscriptions and payload maps of the MQTT devices.
+fn routing(devices: &[Arc<Device>], gateway: &str) -> Routing {
+    let mut router = Router::new(
+        gateway,
+        devices
+            .iter()
+            .map(|d| RouteDevice {
+                asset: d.id.to_string(),
+                site: d.site.clone(),
+                building: d.building.clone(),
+                floor: d.floor.clone(),
+            })
+            .collect(),
+    );
+    let mut maps_by_profile: HashMap<String, Arc<PayloadMap>> = HashMap::new();
+    let mut maps = Vec::with_capacity(devices.len());
+    // Profile templates, in the order of their first device.
+    let mut templates: Vec<(String, Vec<usize>)> = Vec::new();
+    for (i, d) in devices.iter().enumerate() {
+        let DeviceSource::Mqtt { topic } = &d.source else {
+            maps.push(None);
+            continue;
+        };
+        maps.push(Some(
+            maps_by_profile
+                .entry(d.profile.name.clone())
+                .or_insert_with(|| Arc::new(PayloadMap::new(&d.profile)))
+                .clone(),
+        ));
+        match topic {
+            Some(t) => {
+                if let Ok(b) = SubTemplate::parse(t).and_then(|t| bind_device_topic(&t, d, gateway))
+                {
+                    router.add_device_topic(b, i);
+                }
+            }
+            None => match templates.iter_mut().find(|(n, _)| *n == d.profile.name) {
+                Some((_, v)) => v.push(i),
+                None => templates.push((d.profile.name.clone(), vec![i])),
+            },
+        }
+    }
+    for (name, idx) in templates {
+        let tpl = devices
+            .get(idx[0])
+            .and_then(|d| d.profile.mqtt_topic.as_deref())
+            .and_then(|t| SubTemplate::parse(t).ok());
+        if let Some(t) = tpl {
+            router.add_template(t, &idx);
+        } else {
+            tracing::debug!(profile = %name, "no usable mqtt_topic");
+        }
+    }
+    Routing { router, maps }
 }

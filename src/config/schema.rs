@@ -93,19 +93,41 @@ pub struct InfluxSection {
     pub queue_max_bytes: Option<ByteSize>,
 }
 
-/// `[mqtt]`: consumed by the MQTT client; validated here for unknown keys only.
+/// `[mqtt]`: the broker that MQTT devices publish to, and MQTT notifiers and telemetry publish
+/// through (one client, one connection; client id `facilityd-<gateway.id>`).
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MqttSection {
+    /// `mqtt://host[:1883]`, or `mqtts://host[:8883]` for TLS.
     pub url: Option<String>,
+    /// PEM file of the CA that signed the broker's certificate (mqtts://; default: the
+    /// system's trust store).
     pub ca_file: Option<String>,
+    /// PEM client certificate and its PKCS#8 PEM key, for brokers that want one (mqtts://).
     pub cert_file: Option<String>,
     pub key_file: Option<String>,
     pub username: Option<String>,
+    /// File holding the password (systemd credentials); needs `username`.
     pub password_file: Option<String>,
+    /// MQTT keep-alive (default 30s; 0 turns it off; whole seconds, at least 1s).
     pub keep_alive: Option<Duration>,
+    /// Largest device payload taken (default 64KiB); larger ones are counted and dropped.
     pub max_payload_bytes: Option<ByteSize>,
-    pub publish_telemetry: Option<config::Value>,
+    /// Republish telemetry per device (off by default).
+    pub publish_telemetry: Option<PublishTelemetryConfig>,
+}
+
+/// `[mqtt] publish_telemetry = { topic = ..., qos = 0 }`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PublishTelemetryConfig {
+    /// Default `facilityd/{gateway}/telemetry/{asset}`; placeholders `{gateway} {asset} {name}
+    /// {site} {building} {floor} {device_type} {measurement}`.
+    pub topic: Option<String>,
+    /// 0 (default) or 1.
+    pub qos: Option<u8>,
+    /// Retain the last reading of each device on its topic (default false).
+    pub retain: Option<bool>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -161,8 +183,12 @@ pub struct ModbusDeviceConfig {
     pub probe_interval: Option<Duration>,
 }
 
+/// `mqtt = { topic = ... }` of a device.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MqttDeviceConfig {
+    /// The device's own topic (`+` and a last `#` allowed; `{asset}`, `{site}`, `{building}`,
+    /// `{floor}`, `{gateway}` are filled from the device, `{point}` names the point). Default:
+    /// the profile's `mqtt_topic`, which serves all its devices with one subscription.
     pub topic: Option<String>,
 }

@@ -1,8 +1,9 @@
 //! Link URLs: the physical connection a poller owns (`tcp://`, `rtu+tcp://`, `rtu://`).
 
 use std::fmt;
+use std::time::Duration;
 
-/// Serial line settings of an `rtu://` link.
+/// Serial line settings of an `rtu://` link: one RS-485 bus.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct SerialSettings {
     pub path: String,
@@ -11,6 +12,23 @@ pub struct SerialSettings {
     pub parity: char,
     pub data_bits: u8,
     pub stop_bits: u8,
+    /// Silence kept on the line before every request (`frame_gap`); `None`: t3.5 of the
+    /// baud rate (see `serial::BusTiming`).
+    pub frame_gap: Option<Duration>,
+    /// Extra pause after each answer or timeout before the next request (`turnaround`).
+    pub turnaround: Duration,
+}
+
+/// The longest `frame_gap` or `turnaround` accepted: longer ones are surely a typo.
+const MAX_BUS_PAUSE: Duration = Duration::from_secs(1);
+
+fn bus_pause(key: &str, v: &str) -> Result<Duration, String> {
+    humantime::parse_duration(v)
+        .ok()
+        .filter(|d| *d <= MAX_BUS_PAUSE)
+        .ok_or_else(|| {
+            format!("expected {key} as a duration of at most 1s such as 5ms, found {v:?}")
+        })
 }
 
 /// One physical link, shared by every unit id behind it.
@@ -27,6 +45,15 @@ pub enum Link {
 impl Link {
     pub fn is_rtu(&self) -> bool {
         !matches!(self, Link::Tcp { .. })
+    }
+
+    /// True when both are the same physical link: one endpoint, or one serial port whatever
+    /// the settings written for it (the configuration refuses differing ones).
+    pub fn same_port(&self, other: &Link) -> bool {
+        match (self, other) {
+            (Link::Rtu(a), Link::Rtu(b)) => a.path == b.path,
+            (a, b) => a == b,
+        }
     }
 
     /// Parses a device's `modbus.url`.
@@ -69,6 +96,8 @@ impl Link {
                     parity: 'N',
                     data_bits: 8,
                     stop_bits: 1,
+                    frame_gap: None,
+                    turnaround: Duration::ZERO,
                 };
                 for kv in query.split('&').filter(|kv| !kv.is_empty()) {
                     let (k, v) = kv
@@ -102,9 +131,11 @@ impl Link {
                                 .filter(|d| (1..=2).contains(d))
                                 .ok_or_else(|| format!("expected stop bits 1 or 2, found {v:?}"))?
                         }
+                        "frame_gap" => serial.frame_gap = Some(bus_pause(k, v)?),
+                        "turnaround" => serial.turnaround = bus_pause(k, v)?,
                         _ => {
                             return Err(format!(
-                                "unknown serial setting {k:?} in {s:?}: use baud, parity, data, stop"
+                                "unknown serial setting {k:?} in {s:?}: use baud, parity, data, stop, frame_gap, turnaround"
                             ));
                         }
                     }
@@ -149,11 +180,24 @@ impl fmt::Display for Link {
                 write!(f, "rtu+tcp://[{host}]:{port}")
             }
             Link::RtuOverTcp { host, port } => write!(f, "rtu+tcp://{host}:{port}"),
-            Link::Rtu(s) => write!(
-                f,
-                "rtu://{}?baud={}&parity={}&data={}&stop={}",
-                s.path, s.baud, s.parity, s.data_bits, s.stop_bits
-            ),
+            Link::Rtu(s) => {
+                write!(
+                    f,
+                    "rtu://{}?baud={}&parity={}&data={}&stop={}",
+                    s.path, s.baud, s.parity, s.data_bits, s.stop_bits
+                )?;
+                if let Some(g) = s.frame_gap {
+                    write!(f, "&frame_gap={}", humantime::format_duration(g))?;
+                }
+                if !s.turnaround.is_zero() {
+                    write!(
+                        f,
+                        "&turnaround={}",
+                        humantime::format_duration(s.turnaround)
+                    )?;
+                }
+                Ok(())
+            }
         }
     }
 }
@@ -186,6 +230,23 @@ mod tests {
             (s.path.as_str(), s.baud, s.parity),
             ("/dev/ttyUSB0", 19200, 'E')
         );
+        let Link::Rtu(s) =
+            Link::parse("rtu:///dev/ttyUSB1?baud=9600&frame_gap=5ms&turnaround=20ms").unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(
+            (s.frame_gap, s.turnaround),
+            (Some(Duration::from_millis(5)), Duration::from_millis(20))
+        );
+        assert_eq!(
+            Link::Rtu(s.clone()).to_string(),
+            "rtu:///dev/ttyUSB1?baud=9600&parity=N&data=8&stop=1&frame_gap=5ms&turnaround=20ms"
+        );
+        assert_eq!(
+            Link::parse(&Link::Rtu(s.clone()).to_string()),
+            Ok(Link::Rtu(s))
+        );
         assert_eq!(
             Link::parse("tcp://[::1]:5020").unwrap().to_string(),
             "tcp://[::1]:5020"
@@ -197,6 +258,9 @@ mod tests {
             "tcp://x:99999",
             "rtu://ttyUSB0",
             "rtu:///dev/x?baud=fast",
+            "rtu:///dev/x?frame_gap=soon",
+            "rtu:///dev/x?turnaround=5s",
+            "rtu:///dev/x?gap=5ms",
         ] {
             assert!(Link::parse(bad).is_err(), "{bad}");
         }

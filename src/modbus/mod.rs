@@ -1,8 +1,11 @@
-//! Modbus: request planning, decoding and the link pollers.
+//! Modbus: request planning, decoding, RTU framing and serial bus timing, and the link pollers.
 
+pub mod bus;
 pub mod codec;
 pub mod link;
 pub mod plan;
 pub mod poller;
 pub mod probe;
+pub mod rtu;
+pub mod serial;
 pub mod stats;

@@ -8,6 +8,12 @@
 //! A device that does not answer two cycles in a row is backed off to its probe schedule: one
 //! request every `probe_interval`, so it costs the other devices on its link at most one
 //! `timeout` per probe period.
+//!
+//! A local serial port (`rtu://`) is one RS-485 bus served through our own RTU master
+//! (`bus.rs`), which keeps the inter-frame silence and discards foreign and garbled frames. A
+//! timeout there is one silent unit, not a broken link: the port stays open, and the silent
+//! unit's cycle ends at its first timeout so that it costs the bus one timeout, not one per
+//! read. Only an I/O error (the adapter unplugged) closes and reopens the port.
 
 use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
@@ -24,6 +30,7 @@ use tokio_modbus::prelude::{Reader, Slave, SlaveContext};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use super::bus::{self, SerialBus};
 use super::codec::{Decoded, decode_bit_point, decode_register_point};
 use super::link::Link;
 use super::plan::{Boundary, PlanLimits, ReadRequest, plan, plan_only, split_point};
@@ -48,17 +55,95 @@ pub enum ReadError {
     Transport(String),
     /// An answer of the wrong length.
     Malformed(String),
+    /// Serial: a frame with a bad CRC (or cut short), discarded.
+    Garbled(String),
+    /// Serial: a well-formed frame from this other unit id, discarded.
+    WrongUnit(u8),
 }
 
 /// Data returned by one read.
-#[derive(Debug)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum ReadData {
     Words(Vec<u16>),
     Bits(Vec<bool>),
 }
 
-/// Opens a connection to a link.
-pub async fn connect(link: &Link, unit: u8, connect_timeout: Duration) -> Result<Context, String> {
+/// An open link: a tokio-modbus client (TCP, RTU over TCP) or our RTU master on a serial bus.
+pub enum Connection {
+    Modbus(Context),
+    Serial {
+        bus: Box<SerialBus>,
+        /// The unit the next reads go to.
+        unit: u8,
+        /// Bus time of the last read.
+        last_bus_time: Duration,
+    },
+}
+
+impl Connection {
+    /// Addresses the following reads to `unit`.
+    pub fn set_unit(&mut self, unit: u8) {
+        match self {
+            Connection::Modbus(ctx) => ctx.set_slave(Slave(unit)),
+            Connection::Serial { unit: u, .. } => *u = unit,
+        }
+    }
+
+    pub fn is_serial(&self) -> bool {
+        matches!(self, Connection::Serial { .. })
+    }
+
+    /// Serial: bytes drained from the bus outside an exchange since the port was opened.
+    pub fn stray_bytes(&self) -> u64 {
+        match self {
+            Connection::Serial { bus, .. } => bus.stray_bytes,
+            Connection::Modbus(_) => 0,
+        }
+    }
+
+    /// Bus time the last read took on a serial bus (zero on other links).
+    pub fn last_bus_time(&self) -> Duration {
+        match self {
+            Connection::Serial { last_bus_time, .. } => *last_bus_time,
+            Connection::Modbus(_) => Duration::ZERO,
+        }
+    }
+
+    /// Closes the link (briefly waiting for a TCP close).
+    pub async fn close(self) {
+        if let Connection::Modbus(mut ctx) = self {
+            let _ = timeout(
+                Duration::from_millis(200),
+                tokio_modbus::client::Client::disconnect(&mut ctx),
+            )
+            .await;
+        }
+    }
+}
+
+/// Opens a connection to a link, addressed to `unit`.
+pub async fn connect(
+    link: &Link,
+    unit: u8,
+    connect_timeout: Duration,
+) -> Result<Connection, String> {
+    if let Link::Rtu(s) = link {
+        return Ok(Connection::Serial {
+            bus: Box::new(bus::open(s)?),
+            unit,
+            last_bus_time: Duration::ZERO,
+        });
+    }
+    connect_modbus(link, unit, connect_timeout)
+        .await
+        .map(Connection::Modbus)
+}
+
+async fn connect_modbus(
+    link: &Link,
+    unit: u8,
+    connect_timeout: Duration,
+) -> Result<Context, String> {
     match link {
         Link::Tcp { host, port } | Link::RtuOverTcp { host, port } => {
             let stream = timeout(connect_timeout, TcpStream::connect((host.as_str(), *port)))
@@ -77,37 +162,35 @@ pub async fn connect(link: &Link, unit: u8, connect_timeout: Duration) -> Result
                 tokio_modbus::client::rtu::attach_slave(stream, Slave(unit))
             })
         }
-        Link::Rtu(s) => {
-            use tokio_serial::SerialPortBuilderExt;
-            let parity = match s.parity {
-                'E' => tokio_serial::Parity::Even,
-                'O' => tokio_serial::Parity::Odd,
-                _ => tokio_serial::Parity::None,
-            };
-            let data_bits = match s.data_bits {
-                5 => tokio_serial::DataBits::Five,
-                6 => tokio_serial::DataBits::Six,
-                7 => tokio_serial::DataBits::Seven,
-                _ => tokio_serial::DataBits::Eight,
-            };
-            let stop_bits = if s.stop_bits == 2 {
-                tokio_serial::StopBits::Two
-            } else {
-                tokio_serial::StopBits::One
-            };
-            let port = tokio_serial::new(&s.path, s.baud)
-                .parity(parity)
-                .data_bits(data_bits)
-                .stop_bits(stop_bits)
-                .open_native_async()
-                .map_err(|e| format!("open {}: {e}", s.path))?;
-            Ok(tokio_modbus::client::rtu::attach_slave(port, Slave(unit)))
+        Link::Rtu(s) => Err(format!(
+            "{} is a serial bus, not a tokio-modbus link",
+            s.path
+        )),
+    }
+}
+
+/// Performs one read with a timeout, checking the answer's length. On a serial bus `limit`
+/// is what the device may take beyond the time the frames need on the wire.
+pub async fn read(
+    conn: &mut Connection,
+    req: &ReadRequest,
+    limit: Duration,
+) -> Result<ReadData, ReadError> {
+    match conn {
+        Connection::Modbus(ctx) => read_modbus(ctx, req, limit).await,
+        Connection::Serial {
+            bus,
+            unit,
+            last_bus_time,
+        } => {
+            let exchange = bus.read(*unit, req, limit).await;
+            *last_bus_time = exchange.bus_time;
+            exchange.result
         }
     }
 }
 
-/// Performs one read with a timeout, checking the answer's length.
-pub async fn read(
+async fn read_modbus(
     ctx: &mut Context,
     req: &ReadRequest,
     limit: Duration,
@@ -205,6 +288,8 @@ pub struct PolledDevice {
     next_due: Instant,
     unanswered: u32,
     next_probe: Option<Instant>,
+    /// When its last poll started (for the achieved cycle time).
+    last_started: Option<Instant>,
     log: LogLimiter,
 }
 
@@ -227,6 +312,7 @@ impl PolledDevice {
             next_due: Instant::now(),
             unanswered: 0,
             next_probe: None,
+            last_started: None,
             log: LogLimiter::new(Duration::from_secs(30)),
         })
     }
@@ -268,10 +354,13 @@ pub struct LinkPoller {
     link: Link,
     devices: Vec<PolledDevice>,
     sink: RecordSink,
-    ctx: Option<Context>,
+    ctx: Option<Connection>,
     backoff: Duration,
     down_until: Option<Instant>,
     connect_log: LogLimiter,
+    /// Serial: stray bytes already reported, and their log limiter.
+    stray_seen: u64,
+    stray_log: LogLimiter,
 }
 
 enum CycleEnd {
@@ -300,6 +389,8 @@ impl LinkPoller {
             backoff: BACKOFF_MIN,
             down_until: None,
             connect_log: LogLimiter::new(Duration::from_secs(30)),
+            stray_seen: 0,
+            stray_log: LogLimiter::new(Duration::from_secs(60)),
         }
     }
 
@@ -330,12 +421,8 @@ impl LinkPoller {
                 _ = self.tick(i) => {}
             }
         }
-        if let Some(mut ctx) = self.ctx.take() {
-            let _ = timeout(
-                Duration::from_millis(200),
-                tokio_modbus::client::Client::disconnect(&mut ctx),
-            )
-            .await;
+        if let Some(conn) = self.ctx.take() {
+            conn.close().await;
         }
         debug!(link = %self.link, "link poller stopped");
     }
@@ -356,6 +443,14 @@ impl LinkPoller {
         };
         if probe_due {
             let started = Instant::now();
+            {
+                let d = &mut self.devices[i];
+                if let Some(prev) = d.last_started.replace(started) {
+                    d.stats
+                        .last_cycle_us
+                        .store((started - prev).as_micros() as u64, Relaxed);
+                }
+            }
             let (end, reading, errors) = self.poll_device(i).await;
             status.poll_ms = started.elapsed().as_secs_f64() * 1000.0;
             status.errors = errors;
@@ -448,7 +543,8 @@ impl LinkPoller {
         let Some(ctx) = self.ctx.as_mut() else {
             return (CycleEnd::LinkDown, None, 1);
         };
-        ctx.set_slave(Slave(unit));
+        ctx.set_unit(unit);
+        let serial = ctx.is_serial();
         let d = &mut self.devices[i];
         let probing = d.offline();
         let mut queue: VecDeque<ReadRequest> = d.plan.iter().cloned().collect();
@@ -459,7 +555,9 @@ impl LinkPoller {
         let mut drop_link = false;
         while let Some(req) = queue.pop_front() {
             DeviceStats::add(&d.stats.requests, 1);
-            match read(ctx, &req, limit).await {
+            let result = read(ctx, &req, limit).await;
+            DeviceStats::add(&d.stats.bus_us, ctx.last_bus_time().as_micros() as u64);
+            match result {
                 Ok(data) => {
                     answered = true;
                     timestamp.get_or_insert_with(now_ns);
@@ -506,13 +604,31 @@ impl LinkPoller {
                     match &e {
                         ReadError::Timeout => DeviceStats::add(&d.stats.timeouts, 1),
                         ReadError::Malformed(_) => DeviceStats::add(&d.stats.malformed, 1),
+                        ReadError::Garbled(_) => DeviceStats::add(&d.stats.crc_errors, 1),
+                        ReadError::WrongUnit(_) => DeviceStats::add(&d.stats.wrong_unit, 1),
                         _ => DeviceStats::add(&d.stats.transport_errors, 1),
                     }
+                    // On a serial bus only an I/O error is the link's fault; a timeout is a
+                    // silent unit and a discarded frame costs just this read.
+                    let link_fault = !serial || matches!(e, ReadError::Transport(_));
                     if let Some(held) = d.log.allow() {
-                        warn!(device = %d.device.id, link = %self.link, unit, error = ?e, suppressed = held, "read failed; reopening the link");
+                        let what = if link_fault {
+                            "read failed; reopening the link"
+                        } else if matches!(e, ReadError::Timeout) {
+                            "no answer"
+                        } else {
+                            "answer discarded"
+                        };
+                        warn!(device = %d.device.id, link = %self.link, unit, error = ?e, suppressed = held, "{what}");
                     }
-                    drop_link = true;
-                    break;
+                    if link_fault {
+                        drop_link = true;
+                        break;
+                    }
+                    if matches!(e, ReadError::Timeout) {
+                        // A silent unit: its other reads would only time out as well.
+                        break;
+                    }
                 }
             }
             if probing && answered {
@@ -523,9 +639,19 @@ impl LinkPoller {
                 break;
             }
         }
+        let stray = ctx.stray_bytes();
+        if stray > self.stray_seen {
+            // Late answers after a timeout are expected now and then; a steady stream means
+            // another master on the bus or a device answering too late.
+            if let Some(held) = self.stray_log.allow() {
+                warn!(link = %self.link, bytes = stray - self.stray_seen, suppressed = held, "bytes on the bus outside an exchange (late answers, noise, or another master on the bus); dropped");
+            }
+            self.stray_seen = stray;
+        }
         if drop_link {
             // tokio-modbus keeps a context that saw a timeout out of step: never reuse it.
             self.ctx = None;
+            self.stray_seen = 0;
         }
         let reading = match timestamp {
             Some(ts) if !values.is_empty() => {
@@ -551,7 +677,7 @@ impl LinkPoller {
 pub fn group_by_link(devices: Vec<PolledDevice>) -> Vec<(Link, Vec<PolledDevice>)> {
     let mut out: Vec<(Link, Vec<PolledDevice>)> = Vec::new();
     for d in devices {
-        match out.iter_mut().find(|(l, _)| *l == d.source.link) {
+        match out.iter_mut().find(|(l, _)| l.same_port(&d.source.link)) {
             Some((_, v)) => v.push(d),
             None => out.push((d.source.link.clone(), vec![d])),
         }

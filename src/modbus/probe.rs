@@ -162,7 +162,16 @@ pub async fn probe(
                             req.count,
                             describe_error(&e)
                         );
-                        if !matches!(e, ReadError::Exception(_)) {
+                        // A suspect tokio-modbus context is reopened; our serial master
+                        // stays in step after anything but an I/O error. (The old connection
+                        // is closed first: a serial port is opened exclusively.)
+                        let reopen = match e {
+                            ReadError::Exception(_) => false,
+                            ReadError::Transport(_) => true,
+                            _ => !ctx.is_serial(),
+                        };
+                        if reopen {
+                            ctx.close().await;
                             ctx = connect(link, unit, timeout.max(Duration::from_secs(1))).await?;
                         }
                     }
@@ -211,5 +220,7 @@ fn describe_error(e: &ReadError) -> String {
         ReadError::Timeout => "no answer (timeout)".into(),
         ReadError::Transport(t) => format!("transport error: {t}"),
         ReadError::Malformed(m) => format!("malformed answer: {m}"),
+        ReadError::Garbled(g) => format!("garbled answer discarded: {g}"),
+        ReadError::WrongUnit(u) => format!("answer from unit {u} discarded"),
     }
 }

@@ -15,6 +15,13 @@ pub struct DeviceStats {
     pub transport_errors: AtomicU64,
     /// Responses of the wrong length or shape.
     pub malformed: AtomicU64,
+    /// Serial: reply frames discarded for a bad CRC (or cut short).
+    pub crc_errors: AtomicU64,
+    /// Serial: well-formed reply frames from another unit id, discarded.
+    pub wrong_unit: AtomicU64,
+    /// Serial: bus time the device's reads took (frames, silences, turnaround, waiting for
+    /// the answer), microseconds. Summed over a bus, its rate is the bus's utilisation.
+    pub bus_us: AtomicU64,
     /// Readings left out: `na` sentinels and out-of-range values.
     pub bad_values: AtomicU64,
     /// Enum values missing from the point's map.
@@ -25,6 +32,10 @@ pub struct DeviceStats {
     pub overruns: AtomicU64,
     /// Gauge: the last poll cycle's duration in microseconds.
     pub last_poll_us: AtomicU64,
+    /// Gauge: the achieved cycle time, from the start of the previous poll to the start of
+    /// the last one, microseconds (0 until polled twice). Above the interval when its link
+    /// cannot keep the schedule.
+    pub last_cycle_us: AtomicU64,
     /// Gauge: answering (true) or backed off to the probe schedule.
     pub online: AtomicBool,
     /// Gauge: time of the last good reading, ns since the epoch (0 = never).
@@ -59,6 +70,8 @@ impl DeviceStats {
             + Self::get(&self.exceptions)
             + Self::get(&self.transport_errors)
             + Self::get(&self.malformed)
+            + Self::get(&self.crc_errors)
+            + Self::get(&self.wrong_unit)
     }
 }
 

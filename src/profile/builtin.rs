@@ -9,6 +9,15 @@ pub const SOURCES: &[(&str, &str)] = &[
     ("pump", include_str!("builtin/pump.toml")),
     ("fire_panel", include_str!("builtin/fire_panel.toml")),
     ("access_door", include_str!("builtin/access_door.toml")),
+    // MQTT devices (JSON payloads; see the comments at the top of each file).
+    (
+        "access_door_mqtt",
+        include_str!("builtin/access_door_mqtt.toml"),
+    ),
+    (
+        "lift_monitor_mqtt",
+        include_str!("builtin/lift_monitor_mqtt.toml"),
+    ),
 ];
 
 /// Parses a built-in profile. The sources are part of the binary and covered by tests, so a
@@ -38,6 +47,44 @@ mod tests {
             assert!(warnings.is_empty(), "{name}: {warnings:?}");
             assert_eq!(profile.name, name);
             assert!(profile.points.len() >= 10, "{name} has too few points");
+            if let Some(t) = &profile.mqtt_topic {
+                let t = crate::mqtt::topic::SubTemplate::parse(t)
+                    .unwrap_or_else(|e| panic!("{name}: {e}"));
+                assert!(t.has(crate::mqtt::topic::Capture::Asset), "{name}");
+                assert!(profile.points.iter().all(|p| p.json.is_some()), "{name}");
+            }
+        }
+    }
+
+    /// The MQTT profiles carry every point the shipped rules of their device type read, so
+    /// the default rules apply to them as to the Modbus profiles.
+    #[test]
+    fn mqtt_profiles_have_the_points_of_their_modbus_siblings_rules() {
+        for (mqtt, modbus, rules) in [
+            (
+                "access_door_mqtt",
+                "access_door",
+                include_str!("../../config/rules/access_door.toml"),
+            ),
+            (
+                "lift_monitor_mqtt",
+                "elevator",
+                include_str!("../../config/rules/elevator.toml"),
+            ),
+        ] {
+            let m = super::load(mqtt).unwrap().unwrap().build().unwrap().0;
+            let b = super::load(modbus).unwrap().unwrap().build().unwrap().0;
+            for line in rules.lines() {
+                let Some(rest) = line.trim().strip_prefix("point = \"") else {
+                    continue;
+                };
+                let point = rest.trim_end_matches('"');
+                assert!(b.point(point).is_some(), "{modbus} lacks {point}");
+                let (_, p) = m
+                    .point(point)
+                    .unwrap_or_else(|| panic!("{mqtt} lacks {point}"));
+                assert_eq!(p.kind, b.point(point).unwrap().1.kind, "{mqtt}.{point}");
+            }
         }
     }
 }

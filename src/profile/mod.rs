@@ -199,7 +199,8 @@ pub struct PointConfig {
     pub min: Option<f64>,
     #[serde(default)]
     pub max: Option<f64>,
-    /// Names for integer states: `map = { 0 = "idle", 1 = "up" }`.
+    /// Names for integer states: `map = { 0 = "idle", 1 = "up" }`. MQTT points may also name
+    /// texts (`map = { OpenForced = "open_forced", DoorForcedOpen = "true" }`).
     #[serde(default)]
     pub map: Option<BTreeMap<String, String>>,
     /// MQTT points: JSON pointer into the payload.
@@ -305,6 +306,9 @@ pub struct Profile {
     pub points: Vec<Point>,
     pub mqtt_topic: Option<String>,
     pub timestamp: Option<TimestampConfig>,
+    /// Per point (parallel to `points`): the texts an MQTT point's `map` names (its non-integer
+    /// keys); empty for every other point.
+    pub text_maps: Vec<BTreeMap<String, String>>,
 }
 
 impl Profile {
@@ -331,6 +335,7 @@ impl ProfileConfig {
     pub fn build(&self) -> Result<(Profile, Vec<ProfileIssue>), Vec<ProfileIssue>> {
         let mut issues = Vec::new();
         let mut points: Vec<Point> = Vec::with_capacity(self.points.len());
+        let mut text_maps = Vec::with_capacity(self.points.len());
         let err = |issues: &mut Vec<ProfileIssue>, path: String, message: String| {
             issues.push(ProfileIssue {
                 path,
@@ -436,7 +441,8 @@ impl ProfileConfig {
                     }
                 }
             };
-            let transform = self.transform(pc, register.as_ref(), &at, &mut issues);
+            let (transform, text_map) = self.transform(pc, register.as_ref(), &at, &mut issues);
+            text_maps.push(text_map);
             points.push(Point {
                 name: Arc::from(pc.name.as_str()),
                 kind: pc.kind,
@@ -467,6 +473,7 @@ impl ProfileConfig {
             points,
             mqtt_topic: self.mqtt_topic.clone(),
             timestamp: self.timestamp.clone(),
+            text_maps,
         };
         Ok((profile, issues))
     }
@@ -608,7 +615,7 @@ impl ProfileConfig {
         spec: Option<&RegisterSpec>,
         at: &dyn Fn(&str) -> String,
         issues: &mut Vec<ProfileIssue>,
-    ) -> Transform {
+    ) -> (Transform, BTreeMap<String, String>) {
         let mut err = |path: String, message: String| {
             issues.push(ProfileIssue {
                 path,
@@ -639,12 +646,19 @@ impl ProfileConfig {
             );
         }
         let mut map = None;
+        let mut text_map = BTreeMap::new();
+        // MQTT points (no register) read texts too: their `map` may name texts, and an alarm
+        // may map texts to true and false (`ReaderTamper = "true"`).
+        let json = spec.is_none() && pc.json.is_some();
         if let Some(m) = &pc.map {
             let mut parsed = BTreeMap::new();
             for (k, v) in m {
                 match k.trim().parse::<i64>() {
                     Ok(n) => {
                         parsed.insert(n, v.clone());
+                    }
+                    Err(_) if json && !k.is_empty() => {
+                        text_map.insert(k.clone(), v.clone());
                     }
                     Err(_) => err(
                         at(&format!("map.{k}")),
@@ -658,7 +672,16 @@ impl ProfileConfig {
                     "`map` names integer values: use an integer type".into(),
                 );
             }
-            if pc.kind != PointKind::State && pc.kind != PointKind::Event {
+            if json && pc.kind == PointKind::Alarm {
+                if let Some(v) = m.values().find(|v| !matches!(v.as_str(), "true" | "false")) {
+                    err(
+                        at("map"),
+                        format!(
+                            "an alarm is true or false: expected map values \"true\" or \"false\", found {v:?}"
+                        ),
+                    );
+                }
+            } else if pc.kind != PointKind::State && pc.kind != PointKind::Event {
                 err(
                     at("map"),
                     "`map` names the values of a state or event point: set kind = \"state\"".into(),
@@ -693,14 +716,17 @@ impl ProfileConfig {
                 Some(t) => t.is_integer(),
                 None => pc.kind == PointKind::Counter,
             };
-        Transform {
-            scale,
-            offset,
-            integer,
-            na: pc.na,
-            min: pc.min,
-            max: pc.max,
-            map,
-        }
+        (
+            Transform {
+                scale,
+                offset,
+                integer,
+                na: pc.na,
+                min: pc.min,
+                max: pc.max,
+                map,
+            },
+            text_map,
+        )
     }
 }

@@ -38,8 +38,10 @@ impl FromStr for Every {
         };
         if let (Some(per), Ok(n)) = (calendar, num.parse::<u32>()) {
             return match n.checked_mul(per) {
-                Some(m) if m > 0 => Ok(Every::Months(m)),
-                _ => Err(format!("expected a period greater than zero, found {s:?}")),
+                Some(m) if m > 0 && m <= 1200 => Ok(Every::Months(m)),
+                _ => Err(format!(
+                    "expected a period greater than zero and at most 100 years, found {s:?}"
+                )),
             };
         }
         let d = humantime::parse_duration(t).map_err(|_| {
@@ -48,9 +50,9 @@ impl FromStr for Every {
             )
         })?;
         match i64::try_from(d.as_nanos()) {
-            Ok(ns) if ns > 0 => Ok(Every::Fixed(ns)),
+            Ok(ns) if ns > 0 && ns <= 100 * 366 * 86_400_000_000_000 => Ok(Every::Fixed(ns)),
             _ => Err(format!(
-                "expected a period greater than zero and at most a few centuries, found {s:?}"
+                "expected a period greater than zero and at most 100 years, found {s:?}"
             )),
         }
     }
@@ -59,6 +61,17 @@ impl FromStr for Every {
 /// Parses `start`: an RFC 3339 date-time with an offset, or a local date or date-time in the
 /// gateway time zone (`2026-01-01`, `2026-01-01T08:00:00`, `2026-01-01 08:00`).
 pub fn parse_start(s: &str, tz: Tz) -> Result<DateTime<Utc>, String> {
+    let start = parse_start_any(s, tz)?;
+    // Nanosecond arithmetic on due dates holds for 1677-2262; keep well inside it.
+    if !(1970..=2200).contains(&chrono::Datelike::year(&start)) {
+        return Err(format!(
+            "expected a start between the years 1970 and 2200, found {s:?}"
+        ));
+    }
+    Ok(start)
+}
+
+fn parse_start_any(s: &str, tz: Tz) -> Result<DateTime<Utc>, String> {
     let t = s.trim();
     if let Ok(d) = DateTime::parse_from_rfc3339(t) {
         return Ok(d.with_timezone(&Utc));

@@ -50,6 +50,14 @@ pub struct Condition {
     /// Readings of the episode, from the raw rising edge to the Clear.
     #[serde(default)]
     pub episode: Option<Box<Episode>>,
+    /// Restored from saved state and no sample seen since: a delay that ran out while the
+    /// gateway was down completes only once a fresh sample confirms the condition.
+    #[serde(skip_serializing, default = "restored")]
+    pub restored: bool,
+}
+
+fn restored() -> bool {
+    true
 }
 
 impl Condition {
@@ -100,6 +108,7 @@ impl Condition {
         flap: Option<&FlapSpec>,
         pool: &mut EpisodePool,
     ) -> Outcome {
+        self.restored = false;
         let changed = raw != self.raw;
         let rising = raw && !self.raw;
         self.raw = raw;
@@ -188,6 +197,9 @@ impl Condition {
     /// A clock tick at `now`: completes the on- or off-delay when no sample contradicted it.
     pub fn tick(&mut self, now: i64, delays: Delays) -> Outcome {
         let mut out = Outcome::default();
+        if self.restored {
+            return out;
+        }
         if !self.firing && self.raw {
             if let Some(since) = self.pending_since
                 && now.saturating_sub(since) >= delays.on_ns

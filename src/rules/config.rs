@@ -1295,7 +1295,7 @@ impl<'a> RuleCx<'a> {
         let period_ns = match every {
             Every::Fixed(ns) => ns,
             // The shortest month.
-            Every::Months(m) => i64::from(m) * 28 * 86_400_000_000_000,
+            Every::Months(m) => i64::from(m).saturating_mul(28 * 86_400_000_000_000),
         };
         if lead_ns >= period_ns {
             self.err(

@@ -951,6 +951,16 @@ impl RuleEngine {
         }
     }
 
+    /// (asset, rule) of the meter rules that have fired and wait for their work order to be
+    /// closed: checked against the store at start-up, so a close the engine missed (a crash
+    /// between the close and the baseline) re-arms the meter.
+    pub fn fired_meters(&self) -> Vec<(String, String)> {
+        (0..self.instances.len())
+            .filter(|&i| matches!(&self.instances[i].state, InstState::Meter(st) if st.fired))
+            .map(|i| self.key(i))
+            .collect()
+    }
+
     fn find(&self, asset: &str, rule: &str) -> Option<usize> {
         let a = *self.asset_index.get(asset)?;
         (self.inst_start[a] as usize..self.inst_start[a + 1] as usize)

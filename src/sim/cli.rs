@@ -7,8 +7,8 @@ use std::time::Duration;
 use tokio_modbus::ExceptionCode;
 
 use super::{
-    DEFAULT_TICK, Fault, FaultChange, FaultKind, ScheduledFault, SimDeviceSpec, SimError,
-    SimPortSpec, SimSpec, start,
+    DEFAULT_TICK, Fault, FaultChange, FaultKind, ScheduledFault, SimBusSpec, SimDeviceSpec,
+    SimError, SimPortSpec, SimSpec, start, start_serial,
 };
 use crate::model::Value;
 
@@ -19,16 +19,20 @@ const FAULT_HELP: &str = "\
 Inject a fault into one device; repeat for more. Form: TARGET=FAULT[@AT[..UNTIL]]
 
 TARGET: a device name as listed at start (PU-0002), a unit id on the first port (3), or
-        PORT:UNIT with the TCP port number (5021:3).
+        PORT:UNIT with the TCP port number (5021:3); with --serial, BUS:UNIT with the
+        bus's place in the --serial list, from 1 (2:3).
 FAULT:  silent                 the unit stops answering (requests time out)
         exception[:CODE]       every request answered with an exception; CODE is a number
                                (default 4, server device failure) or one of illegal-function,
                                illegal-address, illegal-value, device-failure, busy,
                                gateway-path, gateway-target
         slow:DELAY             every reply DELAY late (e.g. slow:800ms)
+        garbled                (serial) every reply frame corrupted: its CRC fails
+        wrong_unit[:N]         (serial) every reply sent as unit N (default: the next id up)
         POINT=VALUE            hold a point at a value, e.g. discharge_pressure_bar=0.5,
                                trapped_alarm=true, service_mode=out_of_service
-        clear[:KIND]           end faults: all, or one of silent, exception, slow, out_of_range
+        clear[:KIND]           end faults: all, or one of silent, exception, slow, garbled,
+                               wrong_unit, out_of_range
 AT:     when, after start (30s, 2m; default: at start). ..UNTIL clears the fault again then.
 
 Examples: --fault PU-0001=discharge_pressure_bar=0.5@20s..2m  --fault 5021:4=silent@1m";
@@ -66,6 +70,45 @@ pub struct SimulateArgs {
     /// Inject a fault: TARGET=FAULT[@AT[..UNTIL]] (see --help).
     #[arg(long = "fault", value_name = "TARGET=FAULT[@AT[..UNTIL]]", value_parser = FaultArg::parse, long_help = FAULT_HELP)]
     pub faults: Vec<FaultArg>,
+    /// Serve the devices as Modbus RTU slaves on this serial device or pty instead of TCP
+    /// (repeat for more buses: devices are spread round robin, unit ids from 1 on each).
+    #[arg(long = "serial", value_name = "PATH")]
+    pub serial: Vec<String>,
+    /// Baud rate of the serial buses.
+    #[arg(long, default_value_t = 9600, value_parser = clap::value_parser!(u32).range(1..))]
+    pub baud: u32,
+    /// Parity of the serial buses: N, E or O.
+    #[arg(long, default_value = "N", value_parser = parse_parity)]
+    pub parity: char,
+    /// Stop bits of the serial buses (1 or 2).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=2))]
+    pub stop_bits: u8,
+    /// Answer at once instead of pacing replies at the baud rate (a pty carries bytes
+    /// instantly; pacing makes it behave like a real bus).
+    #[arg(long)]
+    pub no_pace: bool,
+    /// Also publish MQTT devices (built-in profiles `access_door_mqtt` and `lift_monitor_mqtt`)
+    /// to this broker, e.g. mqtt://127.0.0.1:1883.
+    #[arg(long, value_name = "URL")]
+    pub mqtt_url: Option<String>,
+    /// Number of access-control doors publishing over MQTT (assets DOOR-M-0001...).
+    #[arg(long, default_value_t = 1)]
+    pub mqtt_doors: usize,
+    /// Number of lift monitors publishing over MQTT (assets LIFT-M-0001...).
+    #[arg(long, default_value_t = 1)]
+    pub mqtt_lifts: usize,
+    /// The building in the MQTT devices' topics.
+    #[arg(long, default_value = "A")]
+    pub mqtt_building: String,
+}
+
+fn parse_parity(s: &str) -> Result<char, String> {
+    match s {
+        "N" | "n" | "none" => Ok('N'),
+        "E" | "e" | "even" => Ok('E'),
+        "O" | "o" | "odd" => Ok('O'),
+        _ => Err(format!("expected N, E or O, found {s:?}")),
+    }
 }
 
 /// The device a `--fault` is for.
@@ -207,23 +250,35 @@ fn parse_change(s: &str) -> Result<FaultChange, String> {
             Ok(FaultChange::Set(Fault::Slow { delay }))
         }
         ("slow", None) => Err("slow needs a delay: slow:800ms".into()),
+        ("garbled", None) => Ok(FaultChange::Set(Fault::Garbled)),
+        ("wrong_unit" | "wrong-unit", None) => {
+            Ok(FaultChange::Set(Fault::WrongUnit { unit: None }))
+        }
+        ("wrong_unit" | "wrong-unit", Some(n)) => {
+            let unit = n
+                .parse::<u8>()
+                .map_err(|_| format!("wrong_unit {n:?}: expected a unit id 0-255"))?;
+            Ok(FaultChange::Set(Fault::WrongUnit { unit: Some(unit) }))
+        }
         ("clear", None) => Ok(FaultChange::ClearAll),
         ("clear", Some(kind)) => {
             let kind = [
                 FaultKind::Silent,
                 FaultKind::Exception,
                 FaultKind::Slow,
+                FaultKind::Garbled,
+                FaultKind::WrongUnit,
                 FaultKind::OutOfRange,
             ]
             .into_iter()
             .find(|k| k.as_str() == kind)
             .ok_or_else(|| {
-                format!("cannot clear {kind:?}: expected silent, exception, slow or out_of_range")
+                format!("cannot clear {kind:?}: expected silent, exception, slow, garbled, wrong_unit or out_of_range")
             })?;
             Ok(FaultChange::Clear(kind))
         }
         _ => Err(format!(
-            "unknown fault {s:?}: expected silent, exception[:CODE], slow:DELAY, POINT=VALUE or clear[:KIND]"
+            "unknown fault {s:?}: expected silent, exception[:CODE], slow:DELAY, garbled, wrong_unit[:N], POINT=VALUE or clear[:KIND]"
         )),
     }
 }
@@ -405,21 +460,63 @@ fn attach_fault(spec: &mut SimSpec, f: &FaultArg) -> Result<(), SimError> {
     Ok(())
 }
 
+/// The fleet laid out over serial buses: the TCP layout with one "port" per bus, numbered
+/// from 1 so that `BUS:UNIT` fault targets name the bus's place in the list.
+fn serial_fleet(args: &SimulateArgs, mut fleet: FleetSpec) -> Result<Vec<SimBusSpec>, SimError> {
+    fleet.listen = SocketAddr::from(([0, 0, 0, 0], 1));
+    fleet.ports = u16::try_from(args.serial.len())
+        .map_err(|_| SimError::Fleet("too many --serial buses".into()))?;
+    let spec = fleet.build()?;
+    Ok(spec
+        .ports
+        .into_iter()
+        .zip(&args.serial)
+        .map(|(port, path)| {
+            let mut bus = SimBusSpec::new(path.clone(), args.baud, port.devices);
+            bus.line.parity = args.parity;
+            bus.line.stop_bits = args.stop_bits;
+            bus.pace = !args.no_pace;
+            bus
+        })
+        .collect())
+}
+
 /// Runs `facilityd simulate` until Ctrl-C or SIGTERM.
 pub async fn run_simulate(args: SimulateArgs) -> anyhow::Result<()> {
     let fleet = FleetSpec::from(&args);
-    if fleet.devices() == 0 {
-        anyhow::bail!("nothing to simulate: set --elevators, --pumps, --fire-panels or --doors");
+    if fleet.devices() == 0 && args.mqtt_url.is_none() {
+        anyhow::bail!(
+            "nothing to simulate: set --elevators, --pumps, --fire-panels, --doors or --mqtt-url"
+        );
     }
-    let handle = start(fleet.build()?).await?;
+    let serial = !args.serial.is_empty();
+    let handle = if serial {
+        start_serial(
+            serial_fleet(&args, fleet.clone())?,
+            fleet.tick,
+            fleet.frozen,
+        )
+        .await?
+    } else {
+        start(fleet.build()?).await?
+    };
     let devices = handle.devices();
     {
         let mut out = std::io::stdout().lock();
+        let place = if serial {
+            format!(
+                "{} serial bus(es) at {} baud{}",
+                args.serial.len(),
+                args.baud,
+                if args.no_pace { ", unpaced" } else { "" }
+            )
+        } else {
+            format!("{} port(s)", handle.addrs().len())
+        };
         writeln!(
             out,
-            "facilityd simulate: {} device(s) on {} port(s), seed {}, {}",
+            "facilityd simulate: {} device(s) on {place}, seed {}, {}",
             devices.len(),
-            handle.addrs().len(),
             fleet.seed,
             if fleet.frozen {
                 "frozen".to_string()
@@ -428,11 +525,16 @@ pub async fn run_simulate(args: SimulateArgs) -> anyhow::Result<()> {
             },
         )?;
         writeln!(out, "{:<22} {:>4}  {:<12} NAME", "ADDRESS", "UNIT", "TYPE")?;
+        let buses = handle.buses();
         for d in &devices {
+            let address = match buses.get(d.port) {
+                Some(path) => path.clone(),
+                None => d.addr.to_string(),
+            };
             writeln!(
                 out,
                 "{:<22} {:>4}  {:<12} {}",
-                d.addr.to_string(),
+                address,
                 d.unit,
                 d.device_type.as_str(),
                 d.name
@@ -444,9 +546,67 @@ pub async fn run_simulate(args: SimulateArgs) -> anyhow::Result<()> {
         writeln!(out, "serving; Ctrl-C to stop")?;
         out.flush()?;
     }
+    let mqtt_stop = tokio_util::sync::CancellationToken::new();
+    if let Some(url) = &args.mqtt_url {
+        let spec = mqtt_fleet(&args, url)?;
+        println!("publishing {} MQTT device(s) to {url}:", spec.devices.len());
+        for d in &spec.devices {
+            let topic = match d.kind {
+                super::mqtt::MqttSimKind::Door => {
+                    format!("acs/{}/doors/{}/state|event", d.building, d.asset)
+                }
+                super::mqtt::MqttSimKind::Lift => {
+                    format!("lifts/{}/{}/status", d.building, d.asset)
+                }
+            };
+            println!("  {:<14} {topic}", d.asset);
+        }
+        tokio::spawn(super::mqtt::run(spec, mqtt_stop.clone()));
+    }
     shutdown_signal().await?;
+    mqtt_stop.cancel();
     handle.shutdown().await;
     Ok(())
+}
+
+/// The MQTT devices of `--mqtt-url`.
+fn mqtt_fleet(args: &SimulateArgs, url: &str) -> anyhow::Result<super::mqtt::MqttSimSpec> {
+    use super::mqtt::{MqttSimDevice, MqttSimKind, MqttSimSpec};
+    let rest = url
+        .strip_prefix("mqtt://")
+        .ok_or_else(|| anyhow::anyhow!("--mqtt-url: expected mqtt://HOST[:PORT], found {url:?}"))?;
+    let rest = rest.trim_end_matches('/');
+    let (host, port) = match rest.rsplit_once(':') {
+        Some((h, p)) => (
+            h.to_string(),
+            p.parse::<u16>()
+                .map_err(|_| anyhow::anyhow!("--mqtt-url: bad port in {url:?}"))?,
+        ),
+        None => (rest.to_string(), 1883),
+    };
+    let mut devices = Vec::new();
+    for i in 1..=args.mqtt_doors {
+        devices.push(MqttSimDevice {
+            asset: format!("DOOR-M-{i:04}"),
+            building: args.mqtt_building.clone(),
+            kind: MqttSimKind::Door,
+        });
+    }
+    for i in 1..=args.mqtt_lifts {
+        devices.push(MqttSimDevice {
+            asset: format!("LIFT-M-{i:04}"),
+            building: args.mqtt_building.clone(),
+            kind: MqttSimKind::Lift,
+        });
+    }
+    Ok(MqttSimSpec {
+        host,
+        port,
+        devices,
+        interval: Duration::from_secs(5),
+        seed: args.seed,
+        script: Vec::new(),
+    })
 }
 
 async fn shutdown_signal() -> std::io::Result<()> {
@@ -560,6 +720,76 @@ mod tests {
             FaultArg::parse("3=clear").expect("valid").change,
             FaultChange::ClearAll
         );
+        assert_eq!(
+            FaultArg::parse("3=garbled@5s").expect("valid").change,
+            FaultChange::Set(Fault::Garbled)
+        );
+        assert_eq!(
+            FaultArg::parse("3=wrong_unit").expect("valid").change,
+            FaultChange::Set(Fault::WrongUnit { unit: None })
+        );
+        let f = FaultArg::parse("2:3=wrong_unit:9").expect("valid");
+        assert_eq!(
+            (f.target, f.change),
+            (
+                FaultTarget::Unit {
+                    port: Some(2),
+                    unit: 3
+                },
+                FaultChange::Set(Fault::WrongUnit { unit: Some(9) })
+            )
+        );
+        assert_eq!(
+            FaultArg::parse("3=clear:wrong_unit").expect("valid").change,
+            FaultChange::Clear(FaultKind::WrongUnit)
+        );
+    }
+
+    #[test]
+    fn serial_fleet_spreads_over_buses_numbered_from_one() {
+        use clap::Parser;
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            args: SimulateArgs,
+        }
+        let cli = Cli::try_parse_from([
+            "simulate",
+            "--serial",
+            "/dev/ttyUSB0",
+            "--serial",
+            "/dev/ttyUSB1",
+            "--baud",
+            "19200",
+            "--parity",
+            "E",
+            "--doors",
+            "0",
+        ])
+        .expect("parses");
+        let buses = serial_fleet(&cli.args, FleetSpec::from(&cli.args)).expect("fits");
+        assert_eq!(buses.len(), 2);
+        assert_eq!(buses[0].line.path, "/dev/ttyUSB0");
+        assert_eq!((buses[1].line.baud, buses[1].line.parity), (19200, 'E'));
+        assert!(buses[0].pace);
+        let units: Vec<Vec<u8>> = buses
+            .iter()
+            .map(|b| b.devices.iter().map(|d| d.unit).collect())
+            .collect();
+        assert_eq!(units, [vec![1, 2], vec![1]]);
+        // BUS:UNIT names a bus by its place in the list: bus 2 has no unit 2.
+        let with_fault = |target: &str| {
+            let cli = Cli::try_parse_from([
+                "simulate", "--serial", "/dev/a", "--serial", "/dev/b", "--doors", "0", "--fault",
+                target,
+            ])
+            .expect("parses");
+            serial_fleet(&cli.args, FleetSpec::from(&cli.args))
+        };
+        assert!(with_fault("2:2=garbled").is_err());
+        let buses = with_fault("1:2=garbled").expect("fits");
+        assert_eq!(buses[0].devices[1].faults.len(), 1);
+        assert_eq!(buses[0].devices[1].name.as_deref(), Some("FP-0001"));
     }
 
     #[test]
@@ -576,6 +806,8 @@ mod tests {
             "3=silent@2m..1m",
             "3=clear@1m..2m",
             "3=clear:everything",
+            "3=wrong_unit:x",
+            "3=garbled:1",
             "300=silent",
             "x:3=silent",
             "=silent",

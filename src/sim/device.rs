@@ -78,6 +78,10 @@ pub(crate) struct CommFaults {
     pub(crate) exception: Option<ExceptionCode>,
     /// Replies (including exceptions) sent this late.
     pub(crate) slow: Option<Duration>,
+    /// Serial: reply frames corrupted.
+    pub(crate) garbled: bool,
+    /// Serial: replies sent under another unit id (`Some(None)`: the next one up).
+    pub(crate) wrong_unit: Option<Option<u8>>,
 }
 
 /// A point held at a value by an `out_of_range` fault.
@@ -184,10 +188,14 @@ impl DeviceState {
             FaultChange::Set(Fault::Silent) => self.comm.silent = true,
             FaultChange::Set(Fault::Exception { code }) => self.comm.exception = Some(*code),
             FaultChange::Set(Fault::Slow { delay }) => self.comm.slow = Some(*delay),
+            FaultChange::Set(Fault::Garbled) => self.comm.garbled = true,
+            FaultChange::Set(Fault::WrongUnit { unit }) => self.comm.wrong_unit = Some(*unit),
             FaultChange::Clear(FaultKind::OutOfRange) => self.unpin(layout),
             FaultChange::Clear(FaultKind::Silent) => self.comm.silent = false,
             FaultChange::Clear(FaultKind::Exception) => self.comm.exception = None,
             FaultChange::Clear(FaultKind::Slow) => self.comm.slow = None,
+            FaultChange::Clear(FaultKind::Garbled) => self.comm.garbled = false,
+            FaultChange::Clear(FaultKind::WrongUnit) => self.comm.wrong_unit = None,
             FaultChange::ClearAll => {
                 self.comm = CommFaults::default();
                 self.unpin(layout);

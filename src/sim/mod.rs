@@ -1,8 +1,10 @@
-//! Equipment simulators: Modbus TCP servers that behave like lifts, pumps, fire panels and
-//! access doors, for the `demo` and `simulate` commands, the tests and the benchmarks.
+//! Equipment simulators: Modbus TCP servers, and Modbus RTU slaves on serial lines, that behave
+//! like lifts, pumps, fire panels and access doors, for the `demo` and `simulate` commands, the
+//! tests and the benchmarks.
 //!
-//! Each port serves any number of devices, one per unit id, each with the register map of a
-//! profile (normally a built-in one) and a model that moves its values (`behaviour.rs`).
+//! Each port (a TCP port, or a serial bus: `serial.rs`) serves any number of devices, one per
+//! unit id, each with the register map of a profile (normally a built-in one) and a model that
+//! moves its values (`behaviour.rs`).
 //!
 //! What a device answers, like a real one with a sparse map:
 //! - reads (FC 1-4) of addresses its points use: the current values;
@@ -15,7 +17,9 @@
 //! Faults, scheduled from start ([`ScheduledFault`]) or set through the [`SimHandle`]:
 //! `out_of_range` holds a point at a value (the model carries on underneath and takes over
 //! again when the fault clears), `silent` stops all replies, `exception` answers every request
-//! with an exception, `slow` delays every reply. The wire faults combine; `silent` wins.
+//! with an exception, `slow` delays every reply; on serial buses only, `garbled` corrupts every
+//! reply frame (its CRC no longer matches) and `wrong_unit` answers under another unit id.
+//! The wire faults combine; `silent` wins.
 //!
 //! `set_point` changes what the model owns (a pump's `running`, a lift's `service_mode`) so
 //! the model carries on from there; points the model derives (`full_load`) or does not drive
@@ -35,9 +39,12 @@ pub mod behaviour;
 mod cli;
 mod device;
 mod image;
+pub mod mqtt;
+mod serial;
 mod server;
 
 pub use cli::{FaultArg, FaultTarget, FleetSpec, SimulateArgs, run_simulate};
+pub use serial::{SimBusSpec, start_serial};
 pub use server::{SimHandle, start};
 
 /// The default tick: how often the models move.
@@ -137,6 +144,10 @@ pub enum Fault {
     Exception { code: ExceptionCode },
     /// Every reply sent this late.
     Slow { delay: Duration },
+    /// Serial buses: every reply frame corrupted (a byte flipped, so its CRC fails).
+    Garbled,
+    /// Serial buses: every reply sent under another unit id (`None`: the next one up).
+    WrongUnit { unit: Option<u8> },
 }
 
 impl Fault {
@@ -153,6 +164,8 @@ impl Fault {
             Fault::Silent => FaultKind::Silent,
             Fault::Exception { .. } => FaultKind::Exception,
             Fault::Slow { .. } => FaultKind::Slow,
+            Fault::Garbled => FaultKind::Garbled,
+            Fault::WrongUnit { .. } => FaultKind::WrongUnit,
         }
     }
 }
@@ -165,6 +178,8 @@ pub enum FaultKind {
     Silent,
     Exception,
     Slow,
+    Garbled,
+    WrongUnit,
 }
 
 impl FaultKind {
@@ -174,6 +189,8 @@ impl FaultKind {
             FaultKind::Silent => "silent",
             FaultKind::Exception => "exception",
             FaultKind::Slow => "slow",
+            FaultKind::Garbled => "garbled",
+            FaultKind::WrongUnit => "wrong_unit",
         }
     }
 }
@@ -246,6 +263,8 @@ pub enum SimError {
     InvalidProfile { name: String, message: String },
     #[error("unit {unit} appears twice on {addr}")]
     DuplicateUnit { addr: SocketAddr, unit: u8 },
+    #[error("unit {unit} appears twice on serial bus {path}")]
+    DuplicateUnitOnBus { path: String, unit: u8 },
     #[error("the tick must be longer than zero")]
     ZeroTick,
     #[error("no port {port} in the simulator")]

@@ -21,17 +21,20 @@ use super::{FaultChange, FaultKind, ProfileRef, Registers, SimDeviceInfo, SimErr
 use crate::model::Value;
 use crate::profile::{Profile, RegisterKind, builtin};
 
-/// The devices behind one listening port.
+/// The devices behind one listening port or serial bus.
 #[derive(Debug)]
 pub(crate) struct PortState {
+    /// The bound address; unspecified (0.0.0.0:0) for a serial bus.
     addr: SocketAddr,
-    devices: Vec<Arc<SimDevice>>,
+    /// The serial bus's device path.
+    pub(crate) bus: Option<String>,
+    pub(crate) devices: Vec<Arc<SimDevice>>,
     /// Unit id to index in `devices`.
     by_unit: Box<[Option<u16>; 256]>,
 }
 
 impl PortState {
-    fn device(&self, unit: u8) -> Option<&Arc<SimDevice>> {
+    pub(crate) fn device(&self, unit: u8) -> Option<&Arc<SimDevice>> {
         let i = self.by_unit[usize::from(unit)]?;
         self.devices.get(usize::from(i))
     }
@@ -136,7 +139,7 @@ async fn serve_port(listener: TcpListener, port: Arc<PortState>) {
 }
 
 /// Moves every model once per tick, by the wall time that really passed.
-async fn tick(ports: Vec<Arc<PortState>>, period: Duration) {
+pub(crate) async fn tick(ports: Vec<Arc<PortState>>, period: Duration) {
     let mut interval = tokio::time::interval(period);
     interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
     interval.tick().await;
@@ -156,13 +159,13 @@ async fn tick(ports: Vec<Arc<PortState>>, period: Duration) {
 }
 
 /// A fault change due at a time after start.
-struct Due {
-    at: Duration,
-    device: Arc<SimDevice>,
-    change: FaultChange,
+pub(crate) struct Due {
+    pub(crate) at: Duration,
+    pub(crate) device: Arc<SimDevice>,
+    pub(crate) change: FaultChange,
 }
 
-async fn schedule_faults(mut due: Vec<Due>, started: Instant) {
+pub(crate) async fn schedule_faults(mut due: Vec<Due>, started: Instant) {
     due.sort_by_key(|d| d.at);
     for d in due {
         tokio::time::sleep_until(started + d.at).await;
@@ -176,11 +179,79 @@ async fn schedule_faults(mut due: Vec<Due>, started: Instant) {
     }
 }
 
+/// A thread serving a serial bus (blocking I/O, for exact pacing at the baud rate).
+#[derive(Debug)]
+pub(crate) struct BusThread {
+    pub(crate) stop: Arc<std::sync::atomic::AtomicBool>,
+    pub(crate) thread: Option<std::thread::JoinHandle<()>>,
+}
+
 /// Running simulators. Dropping the handle stops them (the ports close shortly after).
 #[derive(Debug)]
 pub struct SimHandle {
-    ports: Vec<Arc<PortState>>,
-    tasks: Vec<JoinHandle<()>>,
+    pub(crate) ports: Vec<Arc<PortState>>,
+    pub(crate) tasks: Vec<JoinHandle<()>>,
+    pub(crate) threads: Vec<BusThread>,
+}
+
+/// The devices of one port or bus, checked (unit ids unique, profiles known), with their
+/// scheduled faults appended to `due`.
+pub(crate) fn build_port(
+    addr: SocketAddr,
+    bus: Option<String>,
+    specs: &[super::SimDeviceSpec],
+    layouts: &mut Vec<(String, Arc<Layout>)>,
+    due: &mut Vec<Due>,
+) -> Result<PortState, SimError> {
+    let mut by_unit: Box<[Option<u16>; 256]> = Box::new([None; 256]);
+    let mut devices = Vec::with_capacity(specs.len());
+    for (i, d) in specs.iter().enumerate() {
+        let slot = &mut by_unit[usize::from(d.unit)];
+        if slot.is_some() {
+            return Err(match &bus {
+                Some(path) => SimError::DuplicateUnitOnBus {
+                    path: path.clone(),
+                    unit: d.unit,
+                },
+                None => SimError::DuplicateUnit { addr, unit: d.unit },
+            });
+        }
+        // At most 256 devices reach here (one per unit id), so the index fits.
+        *slot = u16::try_from(i).ok();
+        let layout = match &d.profile {
+            ProfileRef::Builtin(name) => match layouts.iter().find(|(n, _)| n == name) {
+                Some((_, l)) => Arc::clone(l),
+                None => {
+                    let l = Arc::new(Layout::new(load_builtin(name)?));
+                    layouts.push((name.clone(), Arc::clone(&l)));
+                    l
+                }
+            },
+            ProfileRef::Custom(profile) => Arc::new(Layout::new((**profile).clone())),
+        };
+        let name = d
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("{}-{}", layout.profile.name, d.unit));
+        let device = Arc::new(SimDevice::new(d.unit, name, Arc::clone(&layout), d.seed));
+        for f in &d.faults {
+            if let FaultChange::Set(super::Fault::OutOfRange { point, value }) = &f.change {
+                layout.check_value(point, value)?;
+            }
+            due.push(Due {
+                at: f.at,
+                device: Arc::clone(&device),
+                change: f.change.clone(),
+            });
+        }
+        devices.push(device);
+    }
+    Ok(PortState {
+        addr,
+        bus,
+        devices,
+        by_unit,
+    })
 }
 
 /// Starts the simulators of `spec`: binds every port first (so an address in use fails the
@@ -204,51 +275,13 @@ pub async fn start(spec: SimSpec) -> Result<SimHandle, SimError> {
             addr: port_spec.listen,
             source,
         })?;
-        let mut by_unit: Box<[Option<u16>; 256]> = Box::new([None; 256]);
-        let mut devices = Vec::with_capacity(port_spec.devices.len());
-        for (i, d) in port_spec.devices.iter().enumerate() {
-            let slot = &mut by_unit[usize::from(d.unit)];
-            if slot.is_some() {
-                return Err(SimError::DuplicateUnit {
-                    addr: port_spec.listen,
-                    unit: d.unit,
-                });
-            }
-            // At most 256 devices reach here (one per unit id), so the index fits.
-            *slot = u16::try_from(i).ok();
-            let layout = match &d.profile {
-                ProfileRef::Builtin(name) => match layouts.iter().find(|(n, _)| n == name) {
-                    Some((_, l)) => Arc::clone(l),
-                    None => {
-                        let l = Arc::new(Layout::new(load_builtin(name)?));
-                        layouts.push((name.clone(), Arc::clone(&l)));
-                        l
-                    }
-                },
-                ProfileRef::Custom(profile) => Arc::new(Layout::new((**profile).clone())),
-            };
-            let name = d
-                .name
-                .clone()
-                .unwrap_or_else(|| format!("{}-{}", layout.profile.name, d.unit));
-            let device = Arc::new(SimDevice::new(d.unit, name, Arc::clone(&layout), d.seed));
-            for f in &d.faults {
-                if let FaultChange::Set(super::Fault::OutOfRange { point, value }) = &f.change {
-                    layout.check_value(point, value)?;
-                }
-                due.push(Due {
-                    at: f.at,
-                    device: Arc::clone(&device),
-                    change: f.change.clone(),
-                });
-            }
-            devices.push(device);
-        }
-        ports.push(Arc::new(PortState {
+        ports.push(Arc::new(build_port(
             addr,
-            devices,
-            by_unit,
-        }));
+            None,
+            &port_spec.devices,
+            &mut layouts,
+            &mut due,
+        )?));
         listeners.push(listener);
     }
     let started = Instant::now();
@@ -267,7 +300,11 @@ pub async fn start(spec: SimSpec) -> Result<SimHandle, SimError> {
     if !later.is_empty() {
         tasks.push(tokio::spawn(schedule_faults(later, started)));
     }
-    Ok(SimHandle { ports, tasks })
+    Ok(SimHandle {
+        ports,
+        tasks,
+        threads: Vec::new(),
+    })
 }
 
 fn load_builtin(name: &str) -> Result<Profile, SimError> {
@@ -291,9 +328,15 @@ fn load_builtin(name: &str) -> Result<Profile, SimError> {
 }
 
 impl SimHandle {
-    /// The bound address of each port, in the order of `SimSpec::ports`.
+    /// The bound address of each port, in the order of `SimSpec::ports` (unspecified for
+    /// serial buses).
     pub fn addrs(&self) -> Vec<SocketAddr> {
         self.ports.iter().map(|p| p.addr).collect()
+    }
+
+    /// The device path of each serial bus (empty for TCP simulators).
+    pub fn buses(&self) -> Vec<String> {
+        self.ports.iter().filter_map(|p| p.bus.clone()).collect()
     }
 
     /// Every simulated device, port by port.
@@ -402,6 +445,18 @@ impl SimHandle {
             // A cancelled task reports `JoinError::Cancelled`: that is the point.
             let _ = t.await;
         }
+        let threads = std::mem::take(&mut self.threads);
+        for t in &threads {
+            t.stop.store(true, Ordering::Relaxed);
+        }
+        let _ = tokio::task::spawn_blocking(move || {
+            for mut t in threads {
+                if let Some(h) = t.thread.take() {
+                    let _ = h.join();
+                }
+            }
+        })
+        .await;
     }
 }
 
@@ -409,6 +464,10 @@ impl Drop for SimHandle {
     fn drop(&mut self) {
         for t in &self.tasks {
             t.abort();
+        }
+        // Bus threads notice within one read timeout and close their ports.
+        for t in &self.threads {
+            t.stop.store(true, Ordering::Relaxed);
         }
     }
 }

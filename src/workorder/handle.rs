@@ -130,6 +130,16 @@ impl StoreHandle {
         self.call(move |s| s.apply(&trigger, &rule_states)).await
     }
 
+    /// [`WorkOrderStore::apply_batch`].
+    pub async fn apply_batch(
+        &self,
+        triggers: Vec<Trigger>,
+        rule_states: Vec<(String, String, serde_json::Value)>,
+    ) -> Result<Vec<WorkOrderEvent>, StoreError> {
+        self.call(move |s| s.apply_batch(&triggers, &rule_states))
+            .await
+    }
+
     /// [`WorkOrderStore::acknowledge`].
     pub async fn acknowledge(
         &self,

@@ -168,66 +168,23 @@ impl WorkOrderStore {
         trigger: &Trigger,
         rule_states: &[(String, String, serde_json::Value)],
     ) -> Result<Vec<WorkOrderEvent>, StoreError> {
+        self.apply_batch(std::slice::from_ref(trigger), rule_states)
+    }
+
+    /// Applies several triggers, in order, and the engine's state rows that go with them, in
+    /// one transaction: either all of them are recorded or none (the engine state never says
+    /// "fired" for a trigger that was not recorded).
+    pub fn apply_batch(
+        &mut self,
+        triggers: &[Trigger],
+        rule_states: &[(String, String, serde_json::Value)],
+    ) -> Result<Vec<WorkOrderEvent>, StoreError> {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let key = trigger.key();
-        let at = trigger.at;
-        let current = find_unresolved(&tx, &key)?;
         let mut events = Vec::new();
-        match (&trigger.change, current) {
-            (
-                TriggerChange::Fire { evidence } | TriggerChange::Occurrence { evidence },
-                Some((mut wo, mut seq)),
-            ) => {
-                wo.occurrences += 1;
-                wo.last_triggered_at = at;
-                if wo.condition == Condition::Cleared {
-                    wo.condition = Condition::Active;
-                    wo.condition_cleared_at = None;
-                }
-                lifecycle::merge_evidence(&mut wo.evidence, &sanitized(evidence));
-                events.push(emit(&tx, &wo, &mut seq, EventKind::Updated, at)?);
-                update_work_order(&tx, &wo, seq)?;
-            }
-            (TriggerChange::Fire { evidence } | TriggerChange::Occurrence { evidence }, None) => {
-                let mut wo = new_work_order(trigger, key, evidence, &self.response_times);
-                wo.id = insert_work_order(&tx, &wo)?;
-                let mut seq = 0;
-                events.push(emit(&tx, &wo, &mut seq, EventKind::Opened, at)?);
-                update_work_order(&tx, &wo, seq)?;
-            }
-            (TriggerChange::Flapping { flapping }, Some((mut wo, mut seq)))
-                if wo.flapping != *flapping =>
-            {
-                wo.flapping = *flapping;
-                let kind = if *flapping {
-                    EventKind::Flapping
-                } else {
-                    EventKind::Updated
-                };
-                events.push(emit(&tx, &wo, &mut seq, kind, at)?);
-                update_work_order(&tx, &wo, seq)?;
-            }
-            (TriggerChange::Clear { evidence }, Some((mut wo, mut seq))) => {
-                if wo.condition == Condition::Active {
-                    wo.condition = Condition::Cleared;
-                    wo.condition_cleared_at = Some(at);
-                    lifecycle::merge_evidence(&mut wo.evidence, &sanitized(evidence));
-                    events.push(emit(&tx, &wo, &mut seq, EventKind::ConditionCleared, at)?);
-                }
-                if trigger.template.auto_resolve {
-                    let t = lifecycle::transition(wo.status, Action::Resolve, false)?;
-                    wo.status = t.to;
-                    wo.resolved_at = Some(at);
-                    events.push(emit(&tx, &wo, &mut seq, t.event, at)?);
-                }
-                if !events.is_empty() {
-                    update_work_order(&tx, &wo, seq)?;
-                }
-            }
-            // Flapping unchanged, or nothing unresolved to flag or clear.
-            (TriggerChange::Flapping { .. } | TriggerChange::Clear { .. }, _) => {}
+        for trigger in triggers {
+            events.extend(apply_one(&tx, trigger, &self.response_times)?);
         }
         put_rule_states(&tx, rule_states)?;
         tx.commit()?;
@@ -377,6 +334,15 @@ impl WorkOrderStore {
     }
 
     /// The asset's work orders that are not yet resolved, newest first.
+    /// Unresolved work orders per asset (for the assets list), counted in SQL.
+    pub fn unresolved_counts_by_asset(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        let mut stmt = self.conn.prepare("SELECT asset, COUNT(*) FROM work_orders WHERE status IN ('open', 'acknowledged') GROUP BY asset")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?.max(0) as u64))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     pub fn unresolved_for_asset(&self, asset: &str) -> Result<Vec<WorkOrder>, StoreError> {
         self.list(&ListFilter {
             status: Some(vec![Status::Open, Status::Acknowledged]),
@@ -721,4 +687,71 @@ fn col_json<T: DeserializeOwned>(r: &Row<'_>, i: usize) -> rusqlite::Result<T> {
 pub(super) fn col_enum<T: DeserializeOwned>(r: &Row<'_>, i: usize) -> rusqlite::Result<T> {
     let s: String = r.get(i)?;
     serde_json::from_value(serde_json::Value::String(s)).map_err(|e| bad_column(i, e))
+}
+
+/// One trigger's work-order change and outbox entries, inside the caller's transaction.
+fn apply_one(
+    tx: &Transaction<'_>,
+    trigger: &Trigger,
+    response_times: &ResponseTimes,
+) -> Result<Vec<WorkOrderEvent>, StoreError> {
+    let key = trigger.key();
+    let at = trigger.at;
+    let current = find_unresolved(tx, &key)?;
+    let mut events = Vec::new();
+    match (&trigger.change, current) {
+        (
+            TriggerChange::Fire { evidence } | TriggerChange::Occurrence { evidence },
+            Some((mut wo, mut seq)),
+        ) => {
+            wo.occurrences += 1;
+            wo.last_triggered_at = at;
+            if wo.condition == Condition::Cleared {
+                wo.condition = Condition::Active;
+                wo.condition_cleared_at = None;
+            }
+            lifecycle::merge_evidence(&mut wo.evidence, &sanitized(evidence));
+            events.push(emit(tx, &wo, &mut seq, EventKind::Updated, at)?);
+            update_work_order(tx, &wo, seq)?;
+        }
+        (TriggerChange::Fire { evidence } | TriggerChange::Occurrence { evidence }, None) => {
+            let mut wo = new_work_order(trigger, key, evidence, response_times);
+            wo.id = insert_work_order(tx, &wo)?;
+            let mut seq = 0;
+            events.push(emit(tx, &wo, &mut seq, EventKind::Opened, at)?);
+            update_work_order(tx, &wo, seq)?;
+        }
+        (TriggerChange::Flapping { flapping }, Some((mut wo, mut seq)))
+            if wo.flapping != *flapping =>
+        {
+            wo.flapping = *flapping;
+            let kind = if *flapping {
+                EventKind::Flapping
+            } else {
+                EventKind::Updated
+            };
+            events.push(emit(tx, &wo, &mut seq, kind, at)?);
+            update_work_order(tx, &wo, seq)?;
+        }
+        (TriggerChange::Clear { evidence }, Some((mut wo, mut seq))) => {
+            if wo.condition == Condition::Active {
+                wo.condition = Condition::Cleared;
+                wo.condition_cleared_at = Some(at);
+                lifecycle::merge_evidence(&mut wo.evidence, &sanitized(evidence));
+                events.push(emit(tx, &wo, &mut seq, EventKind::ConditionCleared, at)?);
+            }
+            if trigger.template.auto_resolve {
+                let t = lifecycle::transition(wo.status, Action::Resolve, false)?;
+                wo.status = t.to;
+                wo.resolved_at = Some(at);
+                events.push(emit(tx, &wo, &mut seq, t.event, at)?);
+            }
+            if !events.is_empty() {
+                update_work_order(tx, &wo, seq)?;
+            }
+        }
+        // Flapping unchanged, or nothing unresolved to flag or clear.
+        (TriggerChange::Flapping { .. } | TriggerChange::Clear { .. }, _) => {}
+    }
+    Ok(events)
 }

@@ -9,6 +9,8 @@
 //! - [`PyModbusServer`]: an independent Modbus TCP server (pymodbus, a separate
 //!   process) serving a sparse register map, logging every request it receives.
 //! - [`Daemon`]: the facilityd binary (or any binary) as a child process.
+//! - [`Mosquitto`]: the MQTT broker, with persistence, stoppable and restartable on its port.
+//! - [`pty::PtyPair`]: two pseudo-terminals joined by socat, a serial line for RTU tests.
 //!
 //! A missing server binary or Python package fails the test with a message saying
 //! how to install it (`./scripts/test.sh` installs everything); nothing is skipped.
@@ -28,6 +30,8 @@ use serde_json::Value;
 use tempfile::TempDir;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{ChildStdin, ChildStdout};
+
+pub mod pty;
 
 /// How often the `wait_*` helpers poll.
 const POLL: Duration = Duration::from_millis(100);
@@ -640,7 +644,11 @@ impl ModbusRequest {
 /// `normal`, `silent` (no answer), `exception:N` (every request answers code N);
 /// `delay_ms` delays each answer. All of these can be changed while it runs (`set_*`).
 /// `"framer": "rtu"` serves RTU frames (with CRC) over TCP instead of Modbus TCP, like a
-/// serial device server (`rtu+tcp://` in facilityd).
+/// serial device server (`rtu+tcp://` in facilityd). `"serial": "/dev/pts/N"` (with
+/// `"baud"`, `"parity"`, `"stopbits"`) serves the units as RTU slaves on that serial line
+/// instead, with pymodbus' serial server: several unit ids on one bus (then `port()` is 0).
+/// RTU modes: `garbled` (one byte of each reply flipped: the CRC fails) and `wrong_unit:N`
+/// (replies sent as unit N).
 ///
 /// Every request frame received is logged once (unit, function code, address, count),
 /// whatever the answer: [`requests`](Self::requests).
@@ -714,11 +722,14 @@ impl PyModbusServer {
             dir,
             control: tokio::sync::Mutex::new((stdin, lines)),
         };
-        assert!(
-            wait_for_tcp(server.addr(), Duration::from_secs(10)).await,
-            "pymodbus server said READY but {} does not accept",
-            server.addr()
-        );
+        // A serial server has no port to knock on: READY means its line is open.
+        if spec.get("serial").is_none() {
+            assert!(
+                wait_for_tcp(server.addr(), Duration::from_secs(10)).await,
+                "pymodbus server said READY but {} does not accept",
+                server.addr()
+            );
+        }
         server
     }
 
@@ -835,7 +846,7 @@ impl PyModbusServer {
         .await
     }
 
-    /// `normal`, `silent` or `exception:N`.
+    /// `normal`, `silent`, `exception:N`, or on RTU framing `garbled`, `wrong_unit:N`.
     pub async fn set_mode(&self, unit: u8, mode: &str) {
         self.command_ok(serde_json::json!({"cmd": "mode", "unit": unit, "mode": mode}))
             .await
@@ -1032,6 +1043,208 @@ impl Drop for Daemon {
         {
             let _ = child.kill();
             let _ = child.wait();
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Mosquitto
+// ---------------------------------------------------------------------------
+
+const MOSQUITTO_MISSING: &str =
+    "mosquitto not found: install it with apt-get install mosquitto (or run ./scripts/test.sh)";
+
+/// A Mosquitto broker on 127.0.0.1:<free port>, with its own config file and a persistent
+/// store in a temporary directory (removed on drop):
+///
+/// ```text
+/// listener PORT 127.0.0.1
+/// allow_anonymous true
+/// persistence true
+/// persistence_location DIR/
+/// max_queued_messages 1000000     (the default 1000 would drop a long outage's backlog)
+/// max_inflight_messages 100
+/// ```
+///
+/// [`stop`](Self::stop) sends SIGTERM and waits (Mosquitto saves its store on the way out), so
+/// [`restart`](Self::restart) on the same port brings back the persistent sessions and the
+/// QoS 1 messages queued for them.
+pub struct Mosquitto {
+    child: Option<Child>,
+    binary: PathBuf,
+    port: u16,
+    dir: TempDir,
+    /// Appended to the config file (more listeners, TLS settings).
+    extra: String,
+}
+
+impl Mosquitto {
+    /// Starts a fresh broker and waits until it accepts connections. Panics with the log's
+    /// tail when it does not come up within 10 s.
+    pub async fn start() -> Self {
+        Self::start_with("").await
+    }
+
+    /// Like [`start`](Self::start), with `extra` appended to the config file (for example a
+    /// second `listener` with `cafile`, `certfile`, `keyfile`).
+    pub async fn start_with(extra: &str) -> Self {
+        let binary = find_binary("mosquitto", &["/usr/sbin/mosquitto", "/usr/bin/mosquitto"])
+            .unwrap_or_else(|| panic!("{MOSQUITTO_MISSING}"));
+        let dir = tempfile::Builder::new()
+            .prefix("facilityd-mosquitto-")
+            .tempdir()
+            .expect("temp dir");
+        let mut m = Self {
+            child: None,
+            binary,
+            port: 0,
+            dir,
+            extra: extra.to_string(),
+        };
+        // free_port() races with other tests; retry on a new port if it was taken.
+        for attempt in 0..3 {
+            m.port = free_port();
+            match m.spawn_and_wait().await {
+                Ok(()) => return m,
+                Err(e) if attempt < 2 => eprintln!("mosquitto did not start ({e}); retrying"),
+                Err(e) => panic!(
+                    "mosquitto did not start: {e}\n--- log tail ---\n{}",
+                    m.log_tail()
+                ),
+            }
+        }
+        unreachable!()
+    }
+
+    fn config_path(&self) -> PathBuf {
+        self.dir.path().join("mosquitto.conf")
+    }
+
+    async fn spawn_and_wait(&mut self) -> Result<(), String> {
+        let conf = format!(
+            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {dir}/\n\
+             max_queued_messages 1000000\nmax_inflight_messages 100\nlog_dest file {log}\n\
+             log_type error\nlog_type warning\nlog_type notice\nlog_type information\n\
+             connection_messages true\n# keep root's rights on the temp dir when run as root\nuser root\n{extra}\n",
+            port = self.port,
+            dir = self.dir.path().display(),
+            log = self.log_path().display(),
+            extra = self.extra,
+        );
+        std::fs::write(self.config_path(), conf).expect("write mosquitto.conf");
+        let child = Command::new(&self.binary)
+            .arg("-c")
+            .arg(self.config_path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("spawn {}: {e}", self.binary.display()))?;
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().expect("try_wait") {
+                self.child = None;
+                return Err(format!("exited with {status}"));
+            }
+            if wait_for_tcp(self.addr(), Duration::from_millis(200)).await {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err("no listener within 10 s".into());
+            }
+        }
+    }
+
+    /// `mqtt://127.0.0.1:PORT`: the `[mqtt] url` for facilityd.
+    pub fn url(&self) -> String {
+        format!("mqtt://127.0.0.1:{}", self.port)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("mosquitto.log")
+    }
+
+    /// A directory for files the broker's config refers to (certificates).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The last 4 KiB of the broker's log.
+    pub fn log_tail(&self) -> String {
+        tail(&self.log_path(), 4096)
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        match self.child.as_mut() {
+            Some(child) => child.try_wait().expect("try_wait").is_none(),
+            None => false,
+        }
+    }
+
+    /// SIGTERM, then wait for the exit (it saves its store). Panics after 30 s. No-op when
+    /// not running.
+    pub async fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        if child.try_wait().expect("try_wait").is_some() {
+            return;
+        }
+        send_signal(&child, libc::SIGTERM);
+        if wait_child(&mut child, Duration::from_secs(30))
+            .await
+            .is_none()
+        {
+            self.child = Some(child);
+            panic!(
+                "mosquitto did not exit within 30 s of SIGTERM\n--- log tail ---\n{}",
+                self.log_tail()
+            );
+        }
+    }
+
+    /// Stops it (SIGTERM) if running and starts it again on the same port with the same
+    /// store: for broker-outage tests. Retries for a few seconds while the port is in
+    /// TIME_WAIT.
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            match self.spawn_and_wait().await {
+                Ok(()) => return,
+                Err(e) if Instant::now() < deadline => {
+                    eprintln!("mosquitto did not restart yet ({e}); retrying");
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                }
+                Err(e) => panic!(
+                    "mosquitto did not restart on port {}: {e}\n--- log tail ---\n{}",
+                    self.port,
+                    self.log_tail()
+                ),
+            }
+        }
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take()
+            && let Ok(None) = child.try_wait()
+        {
+            send_signal(&child, libc::SIGTERM);
+            if wait_child_blocking(&mut child, Duration::from_secs(10)).is_none() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
         }
     }
 }

@@ -90,13 +90,35 @@ impl fmt::Debug for WebhookNotifier {
     }
 }
 
-/// Builds the webhook notifiers of the `notify` items (`(file, index in that file, item)`);
-/// `type = "mqtt"` items are left to the MQTT notifier. Every error is collected, with its file
-/// and key path (`notify[1].url`).
+/// Builds the webhook notifiers of the `notify` items (`(file, index in that file, item)`),
+/// leaving `type = "mqtt"` items out; [`parse_notifiers_with_mqtt`] builds both.
 pub fn parse_notifiers(
     items: &[(String, usize, config::Value)],
     gateway: &str,
     assets: &HashMap<String, Arc<AssetInfo>>,
+) -> Result<Vec<Arc<dyn Notifier>>, Vec<ConfigIssue>> {
+    parse_all(items, gateway, assets, None)
+}
+
+/// Builds the notifiers of the `notify` items (`(file, index in that file, item)`): webhooks
+/// here, `type = "mqtt"` items by [`crate::mqtt::notifier::build`], which publish through the
+/// `[mqtt]` connection (`mqtt`: its port, `None` without an `[mqtt]` section). Every error is
+/// collected, with its file and key path (`notify[1].url`).
+pub fn parse_notifiers_with_mqtt(
+    items: &[(String, usize, config::Value)],
+    gateway: &str,
+    assets: &HashMap<String, Arc<AssetInfo>>,
+    mqtt: Option<&crate::mqtt::MqttPort>,
+) -> Result<Vec<Arc<dyn Notifier>>, Vec<ConfigIssue>> {
+    parse_all(items, gateway, assets, Some(mqtt))
+}
+
+/// `mqtt`: `None` leaves MQTT items out; `Some(port)` builds them (`Some(None)`: no `[mqtt]`).
+fn parse_all(
+    items: &[(String, usize, config::Value)],
+    gateway: &str,
+    assets: &HashMap<String, Arc<AssetInfo>>,
+    mqtt: Option<Option<&crate::mqtt::MqttPort>>,
 ) -> Result<Vec<Arc<dyn Notifier>>, Vec<ConfigIssue>> {
     let mut out: Vec<Arc<dyn Notifier>> = Vec::new();
     let mut errors = Vec::new();
@@ -116,9 +138,24 @@ pub fn parse_notifiers(
             }
             Ok(t) => t.get("type").cloned().map(|v| v.into_string()),
         };
-        match kind {
-            Some(Ok(k)) if k == "webhook" => {}
-            Some(Ok(k)) if k == "mqtt" => continue,
+        let built: Result<Arc<dyn Notifier>, Vec<ConfigIssue>> = match kind {
+            Some(Ok(k)) if k == "webhook" => {
+                build(file, &base, position, value.clone(), gateway, assets)
+                    .map(|n| Arc::new(n) as Arc<dyn Notifier>)
+            }
+            Some(Ok(k)) if k == "mqtt" => match mqtt {
+                None => continue,
+                Some(port) => crate::mqtt::notifier::build(
+                    file,
+                    &base,
+                    position,
+                    value.clone(),
+                    gateway,
+                    assets,
+                    port,
+                )
+                .map(|n| Arc::new(n) as Arc<dyn Notifier>),
+            },
             Some(Ok(k)) => {
                 errors.push(issue(
                     format!("{base}.type"),
@@ -140,18 +177,21 @@ pub fn parse_notifiers(
                 ));
                 continue;
             }
-        }
-        match build(file, &base, position, value.clone(), gateway, assets) {
+        };
+        match built {
             Ok(n) => {
-                if let Some((f, i)) = names.get(&n.name) {
+                if let Some((f, i)) = names.get(n.name()) {
                     errors.push(issue(
                         format!("{base}.id"),
-                        format!("duplicate notifier id {:?}: also {f}: notify[{i}]", n.name),
+                        format!(
+                            "duplicate notifier id {:?}: also {f}: notify[{i}]",
+                            n.name()
+                        ),
                     ));
                     continue;
                 }
-                names.insert(n.name.clone(), (file.clone(), *index));
-                out.push(Arc::new(n));
+                names.insert(n.name().to_string(), (file.clone(), *index));
+                out.push(n);
             }
             Err(mut e) => errors.append(&mut e),
         }
@@ -335,7 +375,7 @@ fn build(
 }
 
 /// The config crate appends its own (garbled) location to some messages; ours is exact.
-fn clean_message(msg: &str) -> String {
+pub(crate) fn clean_message(msg: &str) -> String {
     match msg.find(" for key `") {
         Some(i) => msg[..i].to_string(),
         None => msg.to_string(),
@@ -352,7 +392,7 @@ pub fn signature(secret: &[u8], body: &[u8]) -> String {
 
 /// The asset a work order is about, for `match`: the configured asset, or, for one no longer
 /// configured or the gateway itself, what the record says of it.
-fn asset_of(wo: &WorkOrder) -> AssetInfo {
+pub(crate) fn asset_of(wo: &WorkOrder) -> AssetInfo {
     let device_type = [
         DeviceType::Elevator,
         DeviceType::Pump,
@@ -498,9 +538,8 @@ mod tests {
     }
 
     #[test]
-    fn parses_webhooks_and_skips_mqtt() {
-        let n = parse(
-            r#"
+    fn parses_webhooks_and_hands_mqtt_over() {
+        let toml = r#"
             [[notify]]
             type = "mqtt"
             topic = "x"
@@ -515,12 +554,33 @@ mod tests {
             type = "webhook"
             id = "second"
             url = "http://127.0.0.1:9/hook"
-            "#,
-        )
-        .unwrap();
+            "#;
+        let port = crate::mqtt::MqttPort::default();
+        let n =
+            parse_notifiers_with_mqtt(&items(toml), "gw", &HashMap::new(), Some(&port)).unwrap();
         assert_eq!(
             n.iter().map(|n| n.name()).collect::<Vec<_>>(),
+            ["mqtt:0", "webhook:1", "second"]
+        );
+        // Webhooks only: MQTT items left out.
+        assert_eq!(
+            parse(toml)
+                .unwrap()
+                .iter()
+                .map(|n| n.name())
+                .collect::<Vec<_>>(),
             ["webhook:1", "second"]
+        );
+        // Without [mqtt], an MQTT notifier has no connection to publish through.
+        let e = match parse_notifiers_with_mqtt(&items(toml), "gw", &HashMap::new(), None) {
+            Ok(_) => panic!("expected an error"),
+            Err(e) => e.iter().map(|i| i.to_string()).collect::<Vec<_>>(),
+        };
+        assert_eq!(
+            e,
+            [
+                "f.toml: notify[0]: an MQTT notifier publishes through the [mqtt] connection: configure [mqtt] url"
+            ]
         );
     }
 

@@ -1,0 +1,483 @@
+//! The MQTT connection: one task owns rumqttc's event loop; everyone else publishes through a
+//! cheap [`MqttClient`] handle.
+//!
+//! rumqttc moves nothing unless its event loop is polled, and the polling task must never wait
+//! on the request channel (a full channel would wait for itself). So the owner task only polls
+//! and hands events on without waiting: device messages to the subscriber task (unbounded; the
+//! broker sends at most its in-flight window of unacknowledged QoS 1 messages, and QoS 0 ones
+//! are dropped by the subscriber when telemetry is full), PUBACKs to the [`PublishTracker`].
+//!
+//! What rumqttc leaves to us (crates.md): it reconnects at once on every poll after an error,
+//! so the owner sleeps with exponential backoff and jitter (0.5 s to 30 s, reset on CONNACK);
+//! it does not resubscribe, so every CONNACK resubscribes; with a clean session queued QoS 1
+//! messages are dropped, so the session is persistent (`clean_session = false`, a stable client
+//! id) and acks are manual: the subscriber acknowledges a QoS 1 message once telemetry has it.
+//! Each CONNACK publishes a retained `online` on the status topic; the last will is a retained
+//! `offline`, and a clean shutdown publishes `offline` itself (a DISCONNECT cancels the will).
+
+use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use rand::Rng;
+use rumqttc::{
+    AsyncClient, Event, EventLoop, Incoming, LastWill, MqttOptions, Outgoing, Publish, QoS,
+    Request, SubscribeFilter, SubscribeReasonCode, TlsConfiguration, Transport,
+};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, warn};
+
+use super::MqttStats;
+use super::settings::{MAX_OUTGOING_PACKET, MqttSettings};
+use super::tracker::PublishTracker;
+use crate::modbus::stats::LogLimiter;
+
+/// rumqttc's request channel: publishes, acks, subscriptions waiting for the event loop.
+const REQUEST_CAP: usize = 4096;
+/// Reconnect backoff bounds.
+pub const BACKOFF_MIN: Duration = Duration::from_millis(500);
+pub const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// How long a clean shutdown waits for `offline` and DISCONNECT to go out.
+const GOODBYE: Duration = Duration::from_secs(2);
+/// Device messages waiting for the subscriber beyond which QoS 0 ones are dropped (QoS 1 ones
+/// are bounded by the broker's in-flight window: they are acknowledged only once taken).
+pub const MAX_WAITING_QOS0: usize = 10_000;
+
+/// The device messages the connection hands to the subscriber.
+pub struct IncomingMessages {
+    rx: mpsc::UnboundedReceiver<Publish>,
+    waiting: Arc<AtomicUsize>,
+}
+
+impl IncomingMessages {
+    pub async fn recv(&mut self) -> Option<Publish> {
+        let p = self.rx.recv().await?;
+        self.waiting.fetch_sub(1, Relaxed);
+        Some(p)
+    }
+}
+
+/// Why a publish did not happen.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PublishError {
+    #[error("the MQTT client's queue is full")]
+    Full,
+    #[error("message of {0} bytes is over the client's packet limit")]
+    TooLarge(usize),
+    #[error("invalid topic {0:?}")]
+    InvalidTopic(String),
+    #[error("not confirmed by the broker: {0}")]
+    NotConfirmed(String),
+}
+
+struct Inner {
+    client: AsyncClient,
+    tracker: Mutex<PublishTracker>,
+    stats: Arc<MqttStats>,
+}
+
+/// A handle to the running connection; cheap to clone.
+#[derive(Clone)]
+pub struct MqttClient {
+    inner: Arc<Inner>,
+}
+
+/// Where MQTT notifiers find the running client: set when the gateway starts its connection,
+/// cleared when it stops (a notifier without one reports a retryable failure).
+#[derive(Clone, Default)]
+pub struct MqttPort(Arc<RwLock<Option<MqttClient>>>);
+
+impl std::fmt::Debug for MqttPort {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MqttPort")
+    }
+}
+
+impl MqttPort {
+    pub fn set(&self, client: Option<MqttClient>) {
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = client;
+    }
+    pub fn get(&self) -> Option<MqttClient> {
+        self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+fn lock(m: &Mutex<PublishTracker>) -> std::sync::MutexGuard<'_, PublishTracker> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl MqttClient {
+    pub fn stats(&self) -> &Arc<MqttStats> {
+        &self.inner.stats
+    }
+
+    /// Queues a publish without waiting (telemetry, status): `Full` when rumqttc's channel is.
+    pub fn try_publish(
+        &self,
+        topic: &str,
+        qos1: bool,
+        retain: bool,
+        payload: Vec<u8>,
+    ) -> Result<(), PublishError> {
+        self.enqueue(topic, qos1, retain, payload, None)
+            .map_err(|(e, _)| e)
+    }
+
+    fn enqueue(
+        &self,
+        topic: &str,
+        qos1: bool,
+        retain: bool,
+        payload: Vec<u8>,
+        waiter: Option<super::tracker::Waiter>,
+    ) -> Result<(), (PublishError, Option<super::tracker::Waiter>)> {
+        // rumqttc fails the whole connection on an outgoing packet over its limit, and then
+        // re-sends it after every reconnect: never hand it one.
+        let size = topic.len() + payload.len() + 16;
+        if size > MAX_OUTGOING_PACKET {
+            return Err((PublishError::TooLarge(size), waiter));
+        }
+        let qos = if qos1 {
+            QoS::AtLeastOnce
+        } else {
+            QoS::AtMostOnce
+        };
+        if topic.is_empty() || !rumqttc::valid_topic(topic) {
+            return Err((PublishError::InvalidTopic(topic.to_string()), waiter));
+        }
+        // Enqueue and hand over under one lock: the tracker's queue is in rumqttc's order.
+        let mut t = lock(&self.inner.tracker);
+        t.enqueue(qos1, waiter);
+        match self.inner.client.try_publish(topic, qos, retain, payload) {
+            Ok(()) => Ok(()),
+            Err(_) => Err((PublishError::Full, t.unqueue_last())),
+        }
+    }
+
+    /// Publishes with QoS 1 and returns once the broker acknowledged it (PUBACK), or with an
+    /// error after `timeout`. A message not confirmed may still arrive later (a duplicate of
+    /// the retry), which at-least-once delivery allows.
+    pub async fn publish_confirmed(
+        &self,
+        topic: &str,
+        retain: bool,
+        payload: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<(), PublishError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let (tx, rx) = oneshot::channel();
+        let mut waiter = Some(tx);
+        loop {
+            match self.enqueue(topic, true, retain, payload.clone(), waiter.take()) {
+                Ok(()) => break,
+                Err((PublishError::Full, w)) => {
+                    if tokio::time::Instant::now() >= deadline {
+                        return Err(PublishError::Full);
+                    }
+                    waiter = w;
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err((e, _)) => return Err(e),
+            }
+        }
+        match tokio::time::timeout_at(deadline, rx).await {
+            Ok(Ok(Ok(()))) => Ok(()),
+            Ok(Ok(Err(e))) => Err(PublishError::NotConfirmed(e)),
+            Ok(Err(_)) => Err(PublishError::NotConfirmed("the connection stopped".into())),
+            Err(_) => Err(PublishError::NotConfirmed(format!(
+                "no PUBACK within {}",
+                humantime::format_duration(timeout)
+            ))),
+        }
+    }
+
+    /// Acknowledges a device message (manual acks; QoS 0 needs none).
+    pub async fn ack(&self, p: &Publish) {
+        if p.qos != QoS::AtMostOnce {
+            let _ = self.inner.client.ack(p).await;
+        }
+    }
+}
+
+/// Exponential backoff with jitter (50-100 % of the doubled step).
+#[derive(Debug)]
+pub struct Backoff {
+    failures: u32,
+}
+
+impl Backoff {
+    pub fn new() -> Self {
+        Backoff { failures: 0 }
+    }
+    pub fn reset(&mut self) {
+        self.failures = 0;
+    }
+    pub fn next_wait(&mut self) -> Duration {
+        let base = BACKOFF_MIN
+            .saturating_mul(1u32 << self.failures.min(16))
+            .min(BACKOFF_MAX);
+        self.failures = self.failures.saturating_add(1);
+        base.mul_f64(rand::rng().random_range(0.5..=1.0))
+    }
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The owner of the event loop, ready to run.
+pub struct Connection {
+    eventloop: EventLoop,
+    client: MqttClient,
+    incoming: mpsc::UnboundedSender<Publish>,
+    waiting: Arc<AtomicUsize>,
+    filters: Vec<String>,
+    status_topic: String,
+    url: String,
+}
+
+fn tls_transport(s: &MqttSettings) -> Result<Option<Transport>, String> {
+    let Some(tls) = &s.tls else { return Ok(None) };
+    let mut b = native_tls::TlsConnector::builder();
+    if let Some(ca) = &tls.ca {
+        let cert = native_tls::Certificate::from_pem(ca).map_err(|e| format!("ca_file: {e}"))?;
+        b.add_root_certificate(cert);
+    }
+    if let Some((cert, key)) = &tls.identity {
+        let id = native_tls::Identity::from_pkcs8(cert, key.0.as_bytes())
+            .map_err(|e| format!("cert_file/key_file: {e}"))?;
+        b.identity(id);
+    }
+    let connector = b.build().map_err(|e| format!("TLS: {e}"))?;
+    Ok(Some(Transport::tls_with_config(
+        TlsConfiguration::NativeConnector(connector),
+    )))
+}
+
+/// Builds the client and its connection (not yet connected): the handle for publishers, the
+/// connection for [`Connection::run`], and the stream of device messages for the subscriber.
+pub fn connect(
+    s: &MqttSettings,
+    stats: Arc<MqttStats>,
+) -> Result<(MqttClient, Connection, IncomingMessages), String> {
+    let mut o = MqttOptions::new(s.client_id.clone(), s.host.clone(), s.port);
+    o.set_keep_alive(s.keep_alive);
+    o.set_clean_session(false);
+    o.set_manual_acks(true);
+    o.set_max_packet_size(s.max_incoming_packet(), MAX_OUTGOING_PACKET);
+    o.set_last_will(LastWill::new(
+        s.status_topic.clone(),
+        "offline",
+        QoS::AtLeastOnce,
+        true,
+    ));
+    if let Some(user) = &s.username {
+        let password = s.password.as_ref().map(|p| p.0.clone()).unwrap_or_default();
+        o.set_credentials(user.clone(), password);
+    }
+    if let Some(t) = tls_transport(s)? {
+        o.set_transport(t);
+    }
+    let (client, eventloop) = AsyncClient::new(o, REQUEST_CAP);
+    let client = MqttClient {
+        inner: Arc::new(Inner {
+            client,
+            tracker: Mutex::new(PublishTracker::default()),
+            stats,
+        }),
+    };
+    let (tx, rx) = mpsc::unbounded_channel();
+    let waiting = Arc::new(AtomicUsize::new(0));
+    Ok((
+        client.clone(),
+        Connection {
+            eventloop,
+            client,
+            incoming: tx,
+            waiting: waiting.clone(),
+            filters: s.routing.router.filters(),
+            status_topic: s.status_topic.clone(),
+            url: s.url.clone(),
+        },
+        IncomingMessages { rx, waiting },
+    ))
+}
+
+/// Publishes rumqttc moved out of its channel but has not written (packet id still 0): they
+/// are dropped when the broker has no session for us.
+fn unsent_in_pending(el: &EventLoop) -> usize {
+    el.pending
+        .iter()
+        .filter(|r| matches!(r, Request::Publish(p) if p.pkid == 0))
+        .count()
+}
+
+impl Connection {
+    /// Polls the event loop until `stop`, then publishes `offline` and disconnects.
+    pub async fn run(mut self, stop: CancellationToken) {
+        let stats = self.client.inner.stats.clone();
+        let mut backoff = Backoff::new();
+        let mut log = LogLimiter::new(Duration::from_secs(30));
+        let mut connected = false;
+        let mut need_subscribe = false;
+        let mut need_online = false;
+        loop {
+            let unsent = if self.eventloop.network.is_none() {
+                unsent_in_pending(&self.eventloop)
+            } else {
+                0
+            };
+            let event = tokio::select! {
+                biased;
+                _ = stop.cancelled() => break,
+                e = self.eventloop.poll() => e,
+            };
+            match event {
+                Ok(Event::Incoming(Incoming::ConnAck(ack))) => {
+                    connected = true;
+                    backoff.reset();
+                    stats.connected.store(true, Relaxed);
+                    stats.connects.fetch_add(1, Relaxed);
+                    lock(&self.client.inner.tracker).on_session(ack.session_present, unsent);
+                    info!(broker = %self.url, session_present = ack.session_present,
+                        subscriptions = self.filters.len(), "MQTT connected");
+                    need_subscribe = !self.filters.is_empty();
+                    need_online = true;
+                }
+                Ok(Event::Incoming(Incoming::Publish(p))) => {
+                    stats.received.fetch_add(1, Relaxed);
+                    if p.qos == QoS::AtMostOnce && self.waiting.load(Relaxed) >= MAX_WAITING_QOS0 {
+                        stats.dropped.fetch_add(1, Relaxed);
+                    } else {
+                        // Never waits. Once the subscriber has stopped (shutdown) the message
+                        // is simply not acknowledged: the broker delivers it again next time.
+                        self.waiting.fetch_add(1, Relaxed);
+                        if self.incoming.send(p).is_err() {
+                            self.waiting.fetch_sub(1, Relaxed);
+                        }
+                    }
+                }
+                Ok(Event::Incoming(Incoming::PubAck(a))) => {
+                    lock(&self.client.inner.tracker).on_puback(a.pkid);
+                }
+                Ok(Event::Incoming(Incoming::SubAck(s))) => {
+                    for (i, code) in s.return_codes.iter().enumerate() {
+                        if matches!(code, SubscribeReasonCode::Failure) {
+                            let filter = self.filters.get(i).map_or("?", String::as_str);
+                            error!(
+                                filter,
+                                "the broker refused the subscription (check its ACL)"
+                            );
+                        }
+                    }
+                }
+                Ok(Event::Outgoing(Outgoing::Publish(pkid))) => {
+                    lock(&self.client.inner.tracker).on_outgoing_publish(pkid);
+                }
+                Ok(Event::Outgoing(Outgoing::AwaitAck(pkid))) => {
+                    lock(&self.client.inner.tracker).on_await_ack(pkid);
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    stats.connection_errors.fetch_add(1, Relaxed);
+                    stats.connected.store(false, Relaxed);
+                    let wait = backoff.next_wait();
+                    if connected {
+                        warn!(broker = %self.url, error = %e, retry_in_ms = wait.as_millis() as u64, "MQTT connection lost");
+                    } else if let Some(held) = log.allow() {
+                        warn!(broker = %self.url, error = %e, retry_in_ms = wait.as_millis() as u64,
+                            suppressed = held, "cannot connect to the MQTT broker");
+                    }
+                    connected = false;
+                    need_subscribe = false;
+                    need_online = false;
+                    tokio::select! {
+                        _ = stop.cancelled() => break,
+                        _ = tokio::time::sleep(wait) => {}
+                    }
+                    continue;
+                }
+            }
+            if need_subscribe {
+                let filters = self
+                    .filters
+                    .iter()
+                    .map(|f| SubscribeFilter::new(f.clone(), QoS::AtLeastOnce));
+                match self.client.inner.client.try_subscribe_many(filters) {
+                    Ok(()) => need_subscribe = false,
+                    Err(_) => debug!("request queue full; subscribing after the next event"),
+                }
+            }
+            if need_online
+                && self
+                    .client
+                    .try_publish(&self.status_topic, true, true, b"online".to_vec())
+                    .is_ok()
+            {
+                need_online = false;
+                stats.published_status.fetch_add(1, Relaxed);
+            }
+        }
+        self.goodbye(connected).await;
+        stats.connected.store(false, Relaxed);
+    }
+
+    /// `offline` (retained) and DISCONNECT, polled out for at most [`GOODBYE`].
+    async fn goodbye(&mut self, connected: bool) {
+        if !connected {
+            return;
+        }
+        if self
+            .client
+            .try_publish(&self.status_topic, true, true, b"offline".to_vec())
+            .is_ok()
+        {
+            self.client
+                .inner
+                .stats
+                .published_status
+                .fetch_add(1, Relaxed);
+        }
+        let _ = self.client.inner.client.try_disconnect();
+        let done = async {
+            loop {
+                match self.eventloop.poll().await {
+                    Ok(Event::Outgoing(Outgoing::Disconnect)) | Err(_) => return,
+                    Ok(Event::Outgoing(Outgoing::Publish(pkid))) => {
+                        lock(&self.client.inner.tracker).on_outgoing_publish(pkid)
+                    }
+                    Ok(_) => {}
+                }
+            }
+        };
+        if tokio::time::timeout(GOODBYE, done).await.is_err() {
+            warn!("MQTT: could not say goodbye within 2 s (the broker publishes the last will)");
+        } else {
+            info!("MQTT disconnected");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_with_jitter_and_resets() {
+        let mut b = Backoff::new();
+        let first = b.next_wait();
+        assert!(first >= BACKOFF_MIN / 2 && first <= BACKOFF_MIN);
+        let mut last = first;
+        for _ in 0..20 {
+            last = b.next_wait();
+            assert!(last <= BACKOFF_MAX);
+        }
+        assert!(last >= BACKOFF_MAX / 2);
+        b.reset();
+        assert!(b.next_wait() <= BACKOFF_MIN);
+    }
+}

@@ -1,0 +1,268 @@
+//! `[[notify]] type = "mqtt"`: each work-order event published as the webhook's JSON
+//! ([`event_body`]) to a topic template, QoS 1, through the gateway's one MQTT connection
+//! (DESIGN §3, §4).
+//!
+//! `deliver` returns Ok only after the broker's PUBACK for that very message (see
+//! [`super::tracker`]), so the outbox marks an event delivered only once the broker has it:
+//! at least once, in order per work order, across broker outages (a delivery not confirmed
+//! within `timeout` is retried with the outbox's backoff, with the same idempotency key).
+//!
+//! ```toml
+//! [[notify]]
+//! type = "mqtt"
+//! id = "cmms-bus"                                # default mqtt:<N>
+//! topic = "facilityd/{site}/work-orders/{asset}"
+//! events = ["opened", "resolved", "closed"]      # default: all
+//! retain = false
+//! timeout = "10s"                                # wait for the PUBACK
+//! match = { building = "A" }
+//! ```
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::client::{MqttPort, PublishError};
+use super::topic::PubTemplate;
+use crate::config::ConfigIssue;
+use crate::config::units::Duration as ConfigDuration;
+use crate::rules::matcher::AssetMatch;
+use crate::rules::types::AssetInfo;
+use crate::workorder::notify::webhook::{asset_of, clean_message};
+use crate::workorder::notify::{DeliveryError, Notifier, event_body};
+use crate::workorder::types::{EventKind, WorkOrderEvent};
+
+/// Placeholders of a notifier topic.
+pub const PLACEHOLDERS: [&str; 11] = [
+    "asset",
+    "name",
+    "site",
+    "building",
+    "floor",
+    "device_type",
+    "gateway",
+    "rule",
+    "priority",
+    "kind",
+    "event",
+];
+
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `[[notify]]` with `type = "mqtt"`, as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttNotifyConfig {
+    /// `mqtt`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Names the notifier's delivery queue (default `mqtt:<N>`, N its position in `notify`).
+    pub id: Option<String>,
+    /// Topic template, e.g. `facilityd/{site}/work-orders/{asset}`.
+    pub topic: String,
+    /// Which events to publish (default: all).
+    pub events: Option<Vec<String>>,
+    /// Retain the last event of each topic (default false).
+    pub retain: Option<bool>,
+    /// How long to wait for the broker's PUBACK before retrying (default 10s).
+    pub timeout: Option<ConfigDuration>,
+    #[serde(rename = "match")]
+    pub asset_match: Option<AssetMatch>,
+}
+
+pub struct MqttNotifier {
+    name: String,
+    topic: PubTemplate,
+    events: Option<HashSet<EventKind>>,
+    asset_match: Option<AssetMatch>,
+    assets: HashMap<String, Arc<AssetInfo>>,
+    gateway: String,
+    retain: bool,
+    timeout: Duration,
+    port: MqttPort,
+}
+
+/// Builds one MQTT notifier (`base` is its key path, `notify[2]`). `port` is `None` when no
+/// `[mqtt]` section is configured, which is an error for an MQTT notifier.
+pub fn build(
+    file: &str,
+    base: &str,
+    position: usize,
+    value: config::Value,
+    gateway: &str,
+    assets: &HashMap<String, Arc<AssetInfo>>,
+    port: Option<&MqttPort>,
+) -> Result<MqttNotifier, Vec<ConfigIssue>> {
+    let issue = |path: &str, message: String| ConfigIssue {
+        file: file.to_string(),
+        path: if path.is_empty() {
+            base.to_string()
+        } else {
+            format!("{base}.{path}")
+        },
+        message,
+    };
+    let cfg: MqttNotifyConfig = serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let path = if path == "." { String::new() } else { path };
+        vec![issue(&path, clean_message(&e.inner().to_string()))]
+    })?;
+    let mut errors = Vec::new();
+    let Some(port) = port else {
+        return Err(vec![issue(
+            "",
+            "an MQTT notifier publishes through the [mqtt] connection: configure [mqtt] url".into(),
+        )]);
+    };
+    let name = match &cfg.id {
+        Some(id) if id.trim().is_empty() => {
+            errors.push(issue("id", "must not be empty".into()));
+            String::new()
+        }
+        Some(id) => id.clone(),
+        None => format!("mqtt:{position}"),
+    };
+    let topic = match PubTemplate::parse(&cfg.topic, &PLACEHOLDERS) {
+        Ok(t) => Some(t),
+        Err(e) => {
+            errors.push(issue("topic", e));
+            None
+        }
+    };
+    let events = match &cfg.events {
+        None => None,
+        Some(list) if list.is_empty() => {
+            errors.push(issue(
+                "events",
+                "an empty list sends nothing: leave `events` out to send every event".into(),
+            ));
+            None
+        }
+        Some(list) => {
+            let mut set = HashSet::new();
+            for (i, name) in list.iter().enumerate() {
+                match EventKind::ALL.iter().find(|k| k.as_str() == name) {
+                    Some(k) => {
+                        set.insert(*k);
+                    }
+                    None => errors.push(issue(
+                        &format!("events[{i}]"),
+                        format!(
+                            "unknown event {name:?}: expected one of {}",
+                            EventKind::ALL.map(EventKind::as_str).join(", ")
+                        ),
+                    )),
+                }
+            }
+            Some(set)
+        }
+    };
+    let timeout = cfg.timeout.map_or(DEFAULT_TIMEOUT, |d| d.0);
+    if timeout.is_zero() {
+        errors.push(issue("timeout", "must be more than zero".into()));
+    }
+    if let Some(m) = &cfg.asset_match
+        && let Err(e) = m.validate()
+    {
+        errors.push(issue("match", e));
+    }
+    match topic {
+        Some(topic) if errors.is_empty() => Ok(MqttNotifier {
+            name,
+            topic,
+            events,
+            asset_match: cfg.asset_match,
+            assets: assets.clone(),
+            gateway: gateway.to_string(),
+            retain: cfg.retain.unwrap_or(false),
+            timeout,
+            port: port.clone(),
+        }),
+        _ => Err(errors),
+    }
+}
+
+impl MqttNotifier {
+    /// The topic of one event.
+    pub fn topic(&self, event: &WorkOrderEvent) -> String {
+        let wo = &event.work_order;
+        let asset = self.assets.get(&wo.asset);
+        self.topic.render(|name| match name {
+            "asset" => Some(wo.asset.clone()),
+            "name" => asset.and_then(|a| a.name.clone()),
+            "site" => wo.site.clone(),
+            "building" => wo.building.clone(),
+            "floor" => wo.floor.clone(),
+            "device_type" => Some(wo.device_type.clone()),
+            "gateway" => Some(self.gateway.clone()),
+            "rule" => Some(wo.rule.clone()),
+            "priority" => Some(wo.priority.as_str().to_string()),
+            "kind" => Some(wo.kind.as_str().to_string()),
+            "event" => Some(event.event.as_str().to_string()),
+            _ => None,
+        })
+    }
+
+    async fn publish(&self, event: &WorkOrderEvent) -> Result<(), DeliveryError> {
+        let Some(client) = self.port.get() else {
+            return Err(DeliveryError::Retryable(
+                "the MQTT client is not running".into(),
+            ));
+        };
+        let topic = self.topic(event);
+        let body = event_body(event, &self.gateway);
+        let stats = client.stats().clone();
+        match client
+            .publish_confirmed(&topic, self.retain, body, self.timeout)
+            .await
+        {
+            Ok(()) => {
+                stats.published_work_orders.fetch_add(1, Relaxed);
+                Ok(())
+            }
+            Err(e) => {
+                stats.work_order_failures.fetch_add(1, Relaxed);
+                Err(match e {
+                    // Neither gets better by retrying.
+                    PublishError::TooLarge(_) | PublishError::InvalidTopic(_) => {
+                        DeliveryError::Permanent(format!("topic {topic:?}: {e}"))
+                    }
+                    e => DeliveryError::Retryable(format!("topic {topic:?}: {e}")),
+                })
+            }
+        }
+    }
+}
+
+impl Notifier for MqttNotifier {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn wants(&self, event: &WorkOrderEvent) -> bool {
+        if let Some(events) = &self.events
+            && !events.contains(&event.event)
+        {
+            return false;
+        }
+        match &self.asset_match {
+            None => true,
+            Some(m) => match self.assets.get(&event.work_order.asset) {
+                Some(a) => m.matches(a),
+                None => m.matches(&asset_of(&event.work_order)),
+            },
+        }
+    }
+
+    fn deliver<'a>(
+        &'a self,
+        event: &'a WorkOrderEvent,
+    ) -> Pin<Box<dyn Future<Output = Result<(), DeliveryError>> + Send + 'a>> {
+        Box::pin(self.publish(event))
+    }
+}

@@ -1,0 +1,285 @@
+//! Device messages to readings (DESIGN §1, §7): route the topic to its device, read the
+//! payload, hand the reading to telemetry, and only then acknowledge a QoS 1 message, so a
+//! crash before that leaves it with the broker, which delivers it again.
+//!
+//! Bad input never stops the others: an oversized payload, a topic for no device, malformed
+//! JSON or a value of the wrong type is counted per cause (/metrics), logged at most once per
+//! 10 s per cause, and acknowledged (it would never read better the next time).
+//!
+//! A QoS 1 message waits for room in the telemetry channel (back-pressure up to the broker);
+//! a QoS 0 message finding it full is dropped and counted, as QoS 0 allows.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use rumqttc::{Publish, QoS};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use super::MqttStats;
+use super::client::{IncomingMessages, MqttClient};
+use super::payload::{Cause, PayloadMap};
+use super::settings::Routing;
+use super::topic::Unrouted;
+use crate::config::{Device, DeviceSource};
+use crate::modbus::stats::{DeviceStats, LogLimiter};
+use crate::model::{DeviceStatus, Reading, Record, now_ns};
+
+/// Per MQTT device: payload errors since the last `device_status` line.
+pub type DeviceErrors = Arc<Vec<AtomicU64>>;
+
+pub struct Subscriber {
+    pub client: MqttClient,
+    pub routing: Arc<Routing>,
+    pub device_stats: Vec<Arc<DeviceStats>>,
+    pub device_errors: DeviceErrors,
+    pub stats: Arc<MqttStats>,
+    pub max_payload_bytes: usize,
+    pub tx: mpsc::Sender<Record>,
+}
+
+struct Logs {
+    by_cause: [LogLimiter; 5],
+}
+
+impl Logs {
+    fn new() -> Self {
+        Logs {
+            by_cause: std::array::from_fn(|_| LogLimiter::new(Duration::from_secs(10))),
+        }
+    }
+    fn allow(&mut self, c: Cause) -> Option<u64> {
+        let i = Cause::ALL.iter().position(|x| *x == c).unwrap_or(0);
+        self.by_cause[i].allow()
+    }
+}
+
+impl Subscriber {
+    /// Handles messages until `stop` or the connection ends.
+    pub async fn run(self, mut rx: IncomingMessages, stop: CancellationToken) {
+        let mut logs = Logs::new();
+        loop {
+            let p = tokio::select! {
+                biased;
+                _ = stop.cancelled() => return,
+                p = rx.recv() => match p { Some(p) => p, None => return },
+            };
+            let taken = tokio::select! {
+                biased;
+                _ = stop.cancelled() => return,
+                t = self.take(&p, &mut logs) => t,
+            };
+            if !taken {
+                return;
+            }
+            self.client.ack(&p).await;
+        }
+    }
+
+    fn reject(&self, logs: &mut Logs, cause: Cause, topic: &str, detail: &str) {
+        self.stats.count(cause, 1);
+        if let Some(held) = logs.allow(cause) {
+            warn!(
+                cause = cause.as_str(),
+                topic,
+                detail,
+                suppressed = held,
+                "MQTT message not taken"
+            );
+        }
+    }
+
+    /// Turns one message into readings and hands them to telemetry. `false` when telemetry has
+    /// closed (shutdown): the message is then left unacknowledged.
+    async fn take(&self, p: &Publish, logs: &mut Logs) -> bool {
+        let received = now_ns();
+        if p.payload.len() > self.max_payload_bytes {
+            let detail = format!(
+                "{} bytes, over max_payload_bytes = {}",
+                p.payload.len(),
+                self.max_payload_bytes
+            );
+            self.reject(logs, Cause::Oversized, &p.topic, &detail);
+            return true;
+        }
+        let deliveries = match self.routing.router.route(&p.topic) {
+            Ok(d) => d,
+            Err(why) => {
+                let detail = match why {
+                    Unrouted::NoTemplate => "no subscription template matches".to_string(),
+                    Unrouted::UnknownAsset(a) => format!("no device {a:?} for this topic"),
+                    Unrouted::Mismatch { asset, capture } => format!(
+                        "{{{}}} differs from device {asset:?}'s own value",
+                        capture.name()
+                    ),
+                };
+                self.reject(logs, Cause::UnknownTopic, &p.topic, &detail);
+                return true;
+            }
+        };
+        let mut accepted = false;
+        for d in deliveries {
+            let Some(Some(map)) = self.routing.maps.get(d.device) else {
+                continue;
+            };
+            let point = match d.point {
+                None => None,
+                Some(name) => match map.point_named(name) {
+                    Some(i) => Some(i),
+                    None => {
+                        let detail = format!("no point {name:?} in the device's profile");
+                        self.reject(logs, Cause::UnknownTopic, &p.topic, &detail);
+                        continue;
+                    }
+                },
+            };
+            let reading =
+                match self.read(d.device, map, &p.payload, point, received, &p.topic, logs) {
+                    Some(r) => r,
+                    None => continue,
+                };
+            let record = Record::Reading(reading);
+            if p.qos == QoS::AtMostOnce {
+                match self.tx.try_send(record) {
+                    Ok(()) => accepted = true,
+                    Err(mpsc::error::TrySendError::Full(_)) => {
+                        self.stats.dropped.fetch_add(1, Relaxed);
+                    }
+                    Err(mpsc::error::TrySendError::Closed(_)) => return false,
+                }
+            } else if self.tx.send(record).await.is_ok() {
+                accepted = true;
+            } else {
+                return false;
+            }
+        }
+        if accepted {
+            self.stats.accepted.fetch_add(1, Relaxed);
+        }
+        true
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn read(
+        &self,
+        device: usize,
+        map: &PayloadMap,
+        payload: &[u8],
+        point: Option<usize>,
+        received: i64,
+        topic: &str,
+        logs: &mut Logs,
+    ) -> Option<Reading> {
+        let errors = self.device_errors.get(device);
+        let stats = self.device_stats.get(device);
+        let decoded = match map.decode(payload, point, received) {
+            Ok(d) => d,
+            Err(cause) => {
+                self.reject(logs, cause, topic, "the payload cannot be read");
+                if let Some(e) = errors {
+                    e.fetch_add(1, Relaxed);
+                }
+                return None;
+            }
+        };
+        if decoded.wrong_type > 0 {
+            self.stats
+                .count(Cause::WrongType, u64::from(decoded.wrong_type));
+            if let Some(held) = logs.allow(Cause::WrongType) {
+                warn!(
+                    cause = "wrong_type",
+                    topic,
+                    values = decoded.wrong_type,
+                    suppressed = held,
+                    "MQTT values of the wrong type left out"
+                );
+            }
+        }
+        if decoded.bad_timestamp {
+            self.stats.count(Cause::BadTimestamp, 1);
+            if let Some(held) = logs.allow(Cause::BadTimestamp) {
+                warn!(
+                    cause = "bad_timestamp",
+                    topic,
+                    suppressed = held,
+                    "MQTT payload timestamp missing or unreadable; the time of receipt is used"
+                );
+            }
+        }
+        if let Some(s) = stats {
+            DeviceStats::add(&s.bad_values, u64::from(decoded.bad_values));
+            DeviceStats::add(&s.unmapped, u64::from(decoded.unmapped));
+        }
+        if let Some(e) = errors {
+            e.fetch_add(u64::from(decoded.wrong_type), Relaxed);
+        }
+        if decoded.values.is_empty() {
+            debug!(topic, "MQTT message with no value for the device's points");
+            return None;
+        }
+        if let Some(s) = stats {
+            s.last_good_ns.fetch_max(decoded.timestamp_ns, Relaxed);
+        }
+        Some(Reading {
+            device,
+            timestamp_ns: decoded.timestamp_ns,
+            values: decoded.values,
+        })
+    }
+}
+
+/// Writes `device_status` for each MQTT device every `interval`: `online` while the broker
+/// connection is up (the broker is the device's link; an asset's own silence is the `offline`
+/// rule's business), `errors` = payload errors since the last line, `poll_ms` 0.
+pub async fn run_status(
+    devices: Vec<Arc<Device>>,
+    device_stats: Vec<Arc<DeviceStats>>,
+    device_errors: DeviceErrors,
+    stats: Arc<MqttStats>,
+    tx: mpsc::Sender<Record>,
+    stop: CancellationToken,
+) {
+    let mqtt: Vec<usize> = devices
+        .iter()
+        .enumerate()
+        .filter(|(_, d)| matches!(d.source, DeviceSource::Mqtt { .. }))
+        .map(|(i, _)| i)
+        .collect();
+    if mqtt.is_empty() {
+        return;
+    }
+    let start = tokio::time::Instant::now();
+    let mut due: Vec<tokio::time::Instant> = mqtt.iter().map(|_| start).collect();
+    loop {
+        let next = due.iter().min().copied().unwrap_or(start);
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep_until(next) => {}
+        }
+        let now = tokio::time::Instant::now();
+        let online = stats.connected.load(Relaxed);
+        for (k, &i) in mqtt.iter().enumerate() {
+            if due[k] > now {
+                continue;
+            }
+            let interval = devices[i].interval;
+            due[k] = now + interval;
+            if let Some(s) = device_stats.get(i) {
+                s.online.store(online, Relaxed);
+            }
+            let errors = device_errors.get(i).map_or(0, |e| e.swap(0, Relaxed));
+            let status = Record::Status(DeviceStatus {
+                device: i,
+                timestamp_ns: now_ns(),
+                online,
+                poll_ms: 0.0,
+                errors,
+            });
+            if tx.try_send(status).is_err() {
+                debug!("telemetry full: device_status of an MQTT device skipped");
+            }
+        }
+    }
+}
