@@ -6,7 +6,9 @@
 # `cargo test --all-targets ARGS...` and exits with its status:
 #   - Debian packages: victoria-metrics (the database in tests), mosquitto (the
 #     MQTT broker in tests), socat (serial-port pairs), libssl-dev and pkg-config
-#     (native-tls); `apt-get update` once, then `apt-get install`, as root (or sudo);
+#     (native-tls), systemd (`systemd-analyze security --offline=yes` scores
+#     systemd/facilityd.service in tests/systemd.rs); `apt-get update` once, then
+#     `apt-get install`, as root (or sudo);
 #   - a Python venv at target/test-venv with pymodbus (the independent Modbus
 #     server, tests/fixtures/pymodbus_server.py) and pyserial (its serial RTU
 #     server, for the RS-485 tests over socat ptys), exported to the tests as
@@ -19,7 +21,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 PYMODBUS_VERSION=3.8.6
 PYSERIAL_VERSION=3.5
 VENV=target/test-venv
-APT_PACKAGES=(victoria-metrics mosquitto socat libssl-dev pkg-config)
+APT_PACKAGES=(victoria-metrics mosquitto socat libssl-dev pkg-config systemd)
 
 say() { printf '==> test.sh: %s\n' "$*" >&2; }
 

@@ -335,7 +335,13 @@ pub async fn run(path: &Path) -> anyhow::Result<()> {
     let gw = crate::runtime::Gateway::new(settings);
     let stop = shutdown_on_signals();
     ignore_sighup();
-    gw.run(stop, Default::default()).await
+    // Under systemd (Type=notify): READY=1, the watchdog, STOPPING=1. Nothing without NOTIFY_SOCKET.
+    let notifier = crate::service::start(&gw, stop.clone());
+    let result = gw.run(stop, Default::default()).await;
+    if let Some(n) = notifier {
+        n.stopped();
+    }
+    result
 }
 
 /// The config path: `-c FILE`, else /etc/facilityd/facilityd.toml. (Not an environment

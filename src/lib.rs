@@ -15,6 +15,7 @@ pub mod mqtt;
 pub mod profile;
 pub mod rules;
 pub mod runtime;
+pub mod service;
 pub mod sim;
 pub mod telemetry;
 pub mod wo_client;

@@ -179,6 +179,16 @@ pub(crate) fn build(loaded: Loaded) -> Result<Settings, ConfigError> {
         ),
         timezone: cfg.gateway.timezone.clone().unwrap_or_else(|| "UTC".into()),
     };
+    if crate::profile::unwritable_name(&gateway.id) {
+        issues.err(
+            &main_file,
+            "gateway.id",
+            format!(
+                "expected an id without backslashes or control characters, found {:?}",
+                gateway.id
+            ),
+        );
+    }
     let http_listen = cfg
         .http
         .listen
@@ -541,7 +551,7 @@ fn default_gateway_id() -> String {
 }
 
 fn valid_tag(s: &str) -> bool {
-    !s.is_empty() && !s.contains(['\n', '\\']) && !s.starts_with('_')
+    !s.is_empty() && !crate::profile::unwritable_name(s) && !s.starts_with('_')
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -556,7 +566,7 @@ fn build_device(
     issues: &mut Issues,
 ) -> Option<Device> {
     let before = issues.errors.len();
-    if d.id.trim().is_empty() || d.id.contains(['\n', '/', '\\']) {
+    if d.id.trim().is_empty() || d.id.contains('/') || crate::profile::unwritable_name(&d.id) {
         issues.err(
             file,
             format!("{at}.id"),
@@ -567,7 +577,7 @@ fn build_device(
         );
     }
     for (k, v) in &d.tags {
-        if !valid_tag(k) || v.is_empty() || v.contains(['\n', '\\']) {
+        if !valid_tag(k) || v.is_empty() || crate::profile::unwritable_name(v) {
             issues.err(file, format!("{at}.tags.{k}"), "expected a non-empty tag key (not starting with '_') and a non-empty value, without newlines or backslashes");
         }
         if matches!(
@@ -588,7 +598,7 @@ fn build_device(
         ("floor", &d.floor),
     ] {
         if let Some(v) = v
-            && (v.is_empty() || v.contains(['\n', '\\']))
+            && (v.is_empty() || crate::profile::unwritable_name(v))
         {
             issues.err(
                 file,

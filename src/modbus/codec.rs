@@ -54,12 +54,17 @@ fn wire_words(bytes: &[u8], order: ByteOrder) -> Vec<u16> {
 
 /// Decodes the raw value of a register point from exactly `spec.count` words.
 pub fn decode_words(spec: &RegisterSpec, words: &[u16]) -> Option<Raw> {
-    if words.len() != usize::from(spec.count) {
+    // A count too small for the type (or a bit past 15) is a spec the config rejects; here it
+    // is `None` rather than an out-of-bounds panic.
+    if words.len() != usize::from(spec.count) || spec.count < spec.data_type.registers(spec.count) {
         return None;
     }
     let b = value_bytes(words, spec.order);
     Some(match spec.data_type {
-        DataType::Bool => Raw::Bool((words[0] >> spec.bit.unwrap_or(0)) & 1 == 1),
+        DataType::Bool => {
+            let bit = u32::from(spec.bit.unwrap_or(0));
+            Raw::Bool((words.first()?.checked_shr(bit)?) & 1 == 1)
+        }
         DataType::U16 => Raw::Int(i128::from(u16::from_be_bytes([b[0], b[1]]))),
         DataType::I16 => Raw::Int(i128::from(i16::from_be_bytes([b[0], b[1]]))),
         DataType::U32 => Raw::Int(i128::from(u32::from_be_bytes(b[..4].try_into().ok()?))),
@@ -120,8 +125,11 @@ pub fn apply(transform: &Transform, data_type: Option<DataType>, raw: Raw) -> De
             }
             if transform.integer {
                 // Whole-number scale and offset: exact integer arithmetic, no float rounding.
-                let v = i * transform.scale as i128 + transform.offset as i128;
-                let Ok(v) = i64::try_from(v) else {
+                // Checked: a huge whole-number scale (`scale = 1e20` on a u64) must not overflow.
+                let v = i
+                    .checked_mul(transform.scale as i128)
+                    .and_then(|v| v.checked_add(transform.offset as i128));
+                let Some(Ok(v)) = v.map(i64::try_from) else {
                     return Decoded::Bad(Quality::OutOfRange);
                 };
                 if transform.min.is_some_and(|lo| (v as f64) < lo)

@@ -11,6 +11,13 @@ use serde::Deserialize;
 
 pub mod builtin;
 
+/// A name that line protocol cannot carry faithfully: a backslash (InfluxDB keeps `\\`
+/// literally in names, and a trailing one escapes the separator after it) or a control
+/// character (tabs and line breaks split lines and fields; NUL is rejected).
+pub fn unwritable_name(s: &str) -> bool {
+    s.chars().any(|c| c == '\\' || c.is_control())
+}
+
 /// The equipment family of a device; selects the default measurement and the default rules.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -351,24 +358,24 @@ impl ProfileConfig {
             );
         }
         if let Some(m) = &self.measurement
-            && (m.trim().is_empty() || m.contains(['\n', '\\']))
+            && (m.trim().is_empty() || m.starts_with('#') || unwritable_name(m))
         {
             err(
                 &mut issues,
                 "measurement".into(),
-                "expected a non-empty measurement name without backslashes or newlines".into(),
+                "expected a non-empty measurement name not starting with # and without backslashes or control characters".into(),
             );
         }
         let mut modicon_like = 0usize;
         let mut modbus_points = 0usize;
         for (i, pc) in self.points.iter().enumerate() {
             let at = |key: &str| format!("points[{i}].{key}");
-            if pc.name.trim().is_empty() || pc.name.contains(['\n', '\\']) {
+            if pc.name.trim().is_empty() || unwritable_name(&pc.name) {
                 err(
                     &mut issues,
                     at("name"),
                     format!(
-                        "expected a non-empty point name without backslashes or newlines, found {:?}",
+                        "expected a non-empty point name without backslashes or control characters, found {:?}",
                         pc.name
                     ),
                 );

@@ -20,8 +20,9 @@ fn escape(s: &str, specials: &[char], out: &mut String) {
         } else if specials.contains(&c) {
             out.push('\\');
             out.push(c);
-        } else if c == '\n' || c == '\r' {
-            out.push(' ');
+        } else if c.is_control() {
+            // Not representable (the config rejects them in names): an escaped space.
+            out.push_str("\\ ");
         } else {
             out.push(c);
         }
@@ -201,7 +202,11 @@ impl LineEncoder {
         let _ = writeln!(
             out,
             "{} online={},poll_ms={:?},errors={}i {}",
-            d.status_prefix, s.online, poll_ms, s.errors, s.timestamp_ns
+            d.status_prefix,
+            s.online,
+            poll_ms,
+            s.errors.min(i64::MAX as u64),
+            s.timestamp_ns
         );
         true
     }

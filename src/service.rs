@@ -1,0 +1,244 @@
+//! systemd integration for `facilityd run` under `Type=notify` (see systemd/facilityd.service).
+//!
+//! - `READY=1` once the gateway is ready ([`Gateway::ready`]: config loaded, stores open, the API
+//!   listening), so `systemctl start` returns, and units ordered after facilityd start, only then.
+//! - `STOPPING=1` as soon as shutdown begins (SIGTERM), and at the latest when `run` returns.
+//! - `WATCHDOG=1` every half `WATCHDOG_USEC` (`WatchdogSec=` in the unit), but only while the
+//!   daemon is alive; see [`Liveness`] for what that means.
+//!
+//! All of it is off when `NOTIFY_SOCKET` is unset (not started by systemd with `Type=notify`):
+//! no task is spawned and nothing is sent. The watchdog is off without `WATCHDOG_USEC`, or when
+//! `WATCHDOG_PID` names another process.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::time::Duration;
+
+use sd_notify::NotifyState;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::DeviceSource;
+use crate::runtime::Gateway;
+
+/// How often readiness is checked before `READY=1`.
+const READY_POLL: Duration = Duration::from_millis(50);
+/// The shortest stall a poller is allowed before the watchdog stops being fed.
+const MIN_STALL: Duration = Duration::from_secs(60);
+/// A poller is stalled after this many of its longest schedule periods without a poll.
+const STALL_PERIODS: u32 = 4;
+
+/// The notifications of one `facilityd run`. Dropping it does not send anything; call
+/// [`Notifier::stopped`] when the gateway has returned.
+pub struct Notifier {
+    task: JoinHandle<()>,
+    stopping_sent: Arc<AtomicBool>,
+}
+
+/// Starts the notifications for `gw` when run by systemd (`NOTIFY_SOCKET` set), else `None`.
+/// `stop` is the shutdown token `gw.run` is given: when it fires, `STOPPING=1` is sent and the
+/// watchdog is no longer fed (shutdown takes seconds, `WatchdogSec=` is 30 s).
+pub fn start(gw: &Gateway, stop: CancellationToken) -> Option<Notifier> {
+    std::env::var_os("NOTIFY_SOCKET")?;
+    let watchdog = sd_notify::watchdog_enabled().filter(|d| !d.is_zero());
+    let stopping_sent = Arc::new(AtomicBool::new(false));
+    let task = tokio::spawn(notify_loop(
+        gw.clone(),
+        stop,
+        watchdog,
+        stopping_sent.clone(),
+    ));
+    Some(Notifier {
+        task,
+        stopping_sent,
+    })
+}
+
+impl Notifier {
+    /// The gateway has returned: stop the watchdog and make sure `STOPPING=1` was sent.
+    pub fn stopped(self) {
+        self.task.abort();
+        send_stopping(&self.stopping_sent);
+    }
+}
+
+fn send(state: &[NotifyState]) {
+    if let Err(e) = sd_notify::notify(state) {
+        tracing::warn!(error = %e, "cannot notify systemd (NOTIFY_SOCKET)");
+    }
+}
+
+fn send_stopping(sent: &AtomicBool) {
+    if !sent.swap(true, Relaxed) {
+        send(&[
+            NotifyState::Stopping,
+            NotifyState::Status("shutting down: flushing telemetry"),
+        ]);
+    }
+}
+
+async fn notify_loop(
+    gw: Gateway,
+    stop: CancellationToken,
+    watchdog: Option<Duration>,
+    stopping_sent: Arc<AtomicBool>,
+) {
+    // READY=1 once the gateway says so (or never, when it stops or fails first).
+    let ready = async {
+        while !gw.ready.load(Relaxed) {
+            tokio::time::sleep(READY_POLL).await;
+        }
+    };
+    tokio::select! {
+        _ = stop.cancelled() => {
+            send_stopping(&stopping_sent);
+            return;
+        }
+        _ = ready => {}
+    }
+    let status = format!(
+        "running: {} devices, API on {}",
+        gw.settings.devices.len(),
+        gw.api_addr
+            .get()
+            .map_or_else(|| gw.settings.http_listen.clone(), |a| a.to_string())
+    );
+    send(&[NotifyState::Ready, NotifyState::Status(&status)]);
+    tracing::info!("notified systemd: ready");
+
+    let Some(watchdog) = watchdog else {
+        stop.cancelled().await;
+        send_stopping(&stopping_sent);
+        return;
+    };
+    tracing::info!(
+        interval = %humantime::format_duration(watchdog),
+        "systemd watchdog enabled"
+    );
+    let mut live = Liveness::new(&gw);
+    let mut tick = tokio::time::interval(watchdog / 2);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut stalled_logged = false;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => {
+                send_stopping(&stopping_sent);
+                return;
+            }
+            _ = tick.tick() => {}
+        }
+        match live.check(Instant::now()) {
+            Ok(()) => {
+                stalled_logged = false;
+                send(&[NotifyState::Watchdog]);
+            }
+            Err(device) => {
+                if !stalled_logged {
+                    tracing::error!(
+                        device = %device,
+                        "the poller of this device has not polled for too long: no longer feeding the systemd watchdog (systemd will restart facilityd)"
+                    );
+                    stalled_logged = true;
+                }
+            }
+        }
+    }
+}
+
+/// What "alive" means for the watchdog.
+///
+/// 1. The tokio runtime answers: this check runs as a task on it, so a runtime whose workers
+///    are all blocked (or whose timer driver is stuck) never gets here and the watchdog starves.
+/// 2. Every Modbus poller keeps polling: each device's `polls` counter ([`DeviceStats`]) must
+///    advance within `max(60 s, 4 x max(interval, probe_interval))`. The counter advances on
+///    every due cycle, answered or not, including while the link is down (reconnects are
+///    backed off without blocking the loop) and on the slow probe schedule of a silent device,
+///    so a dead device or an unplugged adapter does not stop it; a link task that hangs or died
+///    does. An overloaded bus runs late but still advances.
+///
+/// MQTT devices have no poll counter (they report when they like) and are not watched; the
+/// rule engine, telemetry forwarder and API run on the same runtime as this check.
+///
+/// [`DeviceStats`]: crate::modbus::stats::DeviceStats
+struct Liveness {
+    /// Per Modbus device: its id, counter, allowed stall, last value and when it changed.
+    devices: Vec<Watched>,
+}
+
+struct Watched {
+    id: String,
+    stats: Arc<crate::modbus::stats::DeviceStats>,
+    stall: Duration,
+    last: u64,
+    since: Instant,
+}
+
+impl Liveness {
+    fn new(gw: &Gateway) -> Self {
+        let now = Instant::now();
+        let devices = gw
+            .settings
+            .devices
+            .iter()
+            .zip(&gw.device_stats)
+            .filter_map(|(d, stats)| match &d.source {
+                DeviceSource::Modbus(m) => Some(Watched {
+                    id: d.id.to_string(),
+                    stats: stats.clone(),
+                    stall: (d.interval.max(m.probe_interval) * STALL_PERIODS).max(MIN_STALL),
+                    last: stats.polls.load(Relaxed),
+                    since: now,
+                }),
+                _ => None,
+            })
+            .collect();
+        Liveness { devices }
+    }
+
+    /// Ok when alive, else the id of a device whose poller stalled.
+    fn check(&mut self, now: Instant) -> Result<(), String> {
+        let mut stalled = None;
+        for w in &mut self.devices {
+            let polls = w.stats.polls.load(Relaxed);
+            if polls != w.last {
+                w.last = polls;
+                w.since = now;
+            } else if now.duration_since(w.since) > w.stall && stalled.is_none() {
+                stalled = Some(w.id.clone());
+            }
+        }
+        stalled.map_or(Ok(()), Err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::modbus::stats::DeviceStats;
+
+    #[test]
+    fn a_poller_that_stops_polling_is_reported_after_its_stall_window() {
+        let stats = Arc::new(DeviceStats::default());
+        let t0 = Instant::now();
+        let mut live = Liveness {
+            devices: vec![Watched {
+                id: "PU-1".into(),
+                stats: stats.clone(),
+                stall: Duration::from_secs(60),
+                last: 0,
+                since: t0,
+            }],
+        };
+        assert_eq!(live.check(t0 + Duration::from_secs(59)), Ok(()));
+        stats.polls.fetch_add(1, Relaxed);
+        assert_eq!(live.check(t0 + Duration::from_secs(100)), Ok(()));
+        assert_eq!(live.check(t0 + Duration::from_secs(160)), Ok(()));
+        assert_eq!(
+            live.check(t0 + Duration::from_secs(161)),
+            Err("PU-1".into())
+        );
+        stats.polls.fetch_add(1, Relaxed);
+        assert_eq!(live.check(t0 + Duration::from_secs(162)), Ok(()));
+    }
+}
