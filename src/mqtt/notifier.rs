@@ -18,6 +18,7 @@
 //! match = { building = "A" }
 //! ```
 
+use crate::workorder::notify::parse_events;
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
@@ -134,32 +135,11 @@ pub fn build(
             None
         }
     };
-    let events = match &cfg.events {
-        None => None,
-        Some(list) if list.is_empty() => {
-            errors.push(issue(
-                "events",
-                "an empty list sends nothing: leave `events` out to send every event".into(),
-            ));
+    let events = match parse_events(cfg.events.as_deref()) {
+        Ok(e) => e,
+        Err((path, message)) => {
+            errors.push(issue(&path, message));
             None
-        }
-        Some(list) => {
-            let mut set = HashSet::new();
-            for (i, name) in list.iter().enumerate() {
-                match EventKind::ALL.iter().find(|k| k.as_str() == name) {
-                    Some(k) => {
-                        set.insert(*k);
-                    }
-                    None => errors.push(issue(
-                        &format!("events[{i}]"),
-                        format!(
-                            "unknown event {name:?}: expected one of {}",
-                            EventKind::ALL.map(EventKind::as_str).join(", ")
-                        ),
-                    )),
-                }
-            }
-            Some(set)
         }
     };
     let timeout = cfg.timeout.map_or(DEFAULT_TIMEOUT, |d| d.0);

@@ -21,7 +21,7 @@ use tracing::{debug, error, warn};
 
 use super::handle::StoreHandle;
 use super::store::StoreError;
-use super::types::{WorkOrder, WorkOrderEvent};
+use super::types::{EventKind, WorkOrder, WorkOrderEvent};
 
 /// Why a delivery failed, sorted by what the loop does about it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -234,6 +234,38 @@ async fn pause(stop: &CancellationToken, d: Duration) -> bool {
         _ = stop.cancelled() => true,
         _ = tokio::time::sleep(d) => false,
     }
+}
+
+/// A notifier's `events` list: `None` (every event) when absent, or the set; an error as
+/// (key path relative to the notifier, message).
+pub fn parse_events(
+    list: Option<&[String]>,
+) -> Result<Option<std::collections::HashSet<EventKind>>, (String, String)> {
+    let Some(list) = list else { return Ok(None) };
+    if list.is_empty() {
+        return Err((
+            "events".into(),
+            "an empty list sends nothing: leave `events` out to send every event".into(),
+        ));
+    }
+    let mut set = std::collections::HashSet::new();
+    for (i, name) in list.iter().enumerate() {
+        match EventKind::ALL.iter().find(|k| k.as_str() == name) {
+            Some(k) => {
+                set.insert(*k);
+            }
+            None => {
+                return Err((
+                    format!("events[{i}]"),
+                    format!(
+                        "unknown event {name:?}: expected one of {}",
+                        EventKind::ALL.map(EventKind::as_str).join(", ")
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(Some(set))
 }
 
 #[cfg(test)]

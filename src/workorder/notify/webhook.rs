@@ -8,6 +8,7 @@
 //!
 //! The HTTP stack is reqwest 0.11 with native-tls, the one the InfluxDB writer already pulls in.
 
+use super::parse_events;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::future::Future;
@@ -261,32 +262,11 @@ fn build(
         }
     };
 
-    let events = match &cfg.events {
-        None => None,
-        Some(list) if list.is_empty() => {
-            errors.push(issue(
-                "events",
-                "an empty list sends nothing: leave `events` out to send every event".into(),
-            ));
+    let events = match parse_events(cfg.events.as_deref()) {
+        Ok(e) => e,
+        Err((path, message)) => {
+            errors.push(issue(&path, message));
             None
-        }
-        Some(list) => {
-            let mut set = HashSet::new();
-            for (i, name) in list.iter().enumerate() {
-                match EventKind::ALL.iter().find(|k| k.as_str() == name) {
-                    Some(k) => {
-                        set.insert(*k);
-                    }
-                    None => errors.push(issue(
-                        &format!("events[{i}]"),
-                        format!(
-                            "unknown event {name:?}: expected one of {}",
-                            EventKind::ALL.map(EventKind::as_str).join(", ")
-                        ),
-                    )),
-                }
-            }
-            Some(set)
         }
     };
 
