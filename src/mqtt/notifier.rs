@@ -18,8 +18,8 @@
 //! match = { building = "A" }
 //! ```
 
-use crate::workorder::notify::parse_events;
-use std::collections::{HashMap, HashSet};
+use crate::workorder::notify::{EventFilter, parse_events};
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -34,9 +34,9 @@ use crate::config::ConfigIssue;
 use crate::config::units::Duration as ConfigDuration;
 use crate::rules::matcher::AssetMatch;
 use crate::rules::types::AssetInfo;
-use crate::workorder::notify::webhook::{asset_of, clean_message};
+use crate::workorder::notify::webhook::clean_message;
 use crate::workorder::notify::{DeliveryError, Notifier, event_body};
-use crate::workorder::types::{EventKind, WorkOrderEvent};
+use crate::workorder::types::WorkOrderEvent;
 
 /// Placeholders of a notifier topic.
 pub const PLACEHOLDERS: [&str; 11] = [
@@ -79,9 +79,7 @@ pub struct MqttNotifyConfig {
 pub struct MqttNotifier {
     name: String,
     topic: PubTemplate,
-    events: Option<HashSet<EventKind>>,
-    asset_match: Option<AssetMatch>,
-    assets: HashMap<String, Arc<AssetInfo>>,
+    filter: EventFilter,
     gateway: String,
     retain: bool,
     timeout: Duration,
@@ -155,9 +153,11 @@ pub fn build(
         Some(topic) if errors.is_empty() => Ok(MqttNotifier {
             name,
             topic,
-            events,
-            asset_match: cfg.asset_match,
-            assets: assets.clone(),
+            filter: EventFilter {
+                events,
+                asset_match: cfg.asset_match,
+                assets: assets.clone(),
+            },
             gateway: gateway.to_string(),
             retain: cfg.retain.unwrap_or(false),
             timeout,
@@ -171,7 +171,7 @@ impl MqttNotifier {
     /// The topic of one event.
     pub fn topic(&self, event: &WorkOrderEvent) -> String {
         let wo = &event.work_order;
-        let asset = self.assets.get(&wo.asset);
+        let asset = self.filter.assets.get(&wo.asset);
         self.topic.render(|name| match name {
             "asset" => Some(wo.asset.clone()),
             "name" => asset.and_then(|a| a.name.clone()),
@@ -225,18 +225,7 @@ impl Notifier for MqttNotifier {
     }
 
     fn wants(&self, event: &WorkOrderEvent) -> bool {
-        if let Some(events) = &self.events
-            && !events.contains(&event.event)
-        {
-            return false;
-        }
-        match &self.asset_match {
-            None => true,
-            Some(m) => match self.assets.get(&event.work_order.asset) {
-                Some(a) => m.matches(a),
-                None => m.matches(&asset_of(&event.work_order)),
-            },
-        }
+        self.filter.wants(event)
     }
 
     fn deliver<'a>(

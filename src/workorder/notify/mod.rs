@@ -22,6 +22,7 @@ use tracing::{debug, error, warn};
 use super::handle::StoreHandle;
 use super::store::StoreError;
 use super::types::{EventKind, WorkOrder, WorkOrderEvent};
+use crate::rules::types::AssetInfo;
 
 /// Why a delivery failed, sorted by what the loop does about it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -266,6 +267,58 @@ pub fn parse_events(
         }
     }
     Ok(Some(set))
+}
+
+/// The `events` and `match` filters every notifier has.
+#[derive(Debug, Clone, Default)]
+pub struct EventFilter {
+    /// `None`: every event.
+    pub events: Option<std::collections::HashSet<EventKind>>,
+    pub asset_match: Option<crate::rules::matcher::AssetMatch>,
+    /// The configured assets, for `match` on profile and tags.
+    pub assets: std::collections::HashMap<String, Arc<AssetInfo>>,
+}
+
+impl EventFilter {
+    pub fn wants(&self, event: &WorkOrderEvent) -> bool {
+        if let Some(events) = &self.events
+            && !events.contains(&event.event)
+        {
+            return false;
+        }
+        match &self.asset_match {
+            None => true,
+            Some(m) => match self.assets.get(&event.work_order.asset) {
+                Some(a) => m.matches(a),
+                None => m.matches(&asset_of(&event.work_order)),
+            },
+        }
+    }
+}
+
+/// The asset a work order is about, for `match`: the configured asset, or, for one no longer
+/// configured or the gateway itself, what the record says of it.
+fn asset_of(wo: &WorkOrder) -> AssetInfo {
+    let device_type = [
+        crate::profile::DeviceType::Elevator,
+        crate::profile::DeviceType::Pump,
+        crate::profile::DeviceType::FirePanel,
+        crate::profile::DeviceType::AccessDoor,
+    ]
+    .into_iter()
+    .find(|d| d.as_str() == wo.device_type)
+    .unwrap_or(crate::profile::DeviceType::Other);
+    AssetInfo {
+        id: wo.asset.as_str().into(),
+        name: None,
+        site: wo.site.clone(),
+        building: wo.building.clone(),
+        floor: wo.floor.clone(),
+        device_type,
+        profile: String::new(),
+        tags: std::collections::BTreeMap::new(),
+        points: Vec::new(),
+    }
 }
 
 #[cfg(test)]

@@ -8,8 +8,8 @@
 //!
 //! The HTTP stack is reqwest 0.11 with native-tls, the one the InfluxDB writer already pulls in.
 
-use super::parse_events;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use super::{EventFilter, parse_events};
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
@@ -24,10 +24,9 @@ use sha2::Sha256;
 use super::{DeliveryError, Notifier, event_body};
 use crate::config::units::Duration as ConfigDuration;
 use crate::config::{ConfigIssue, Secret};
-use crate::profile::DeviceType;
 use crate::rules::matcher::AssetMatch;
 use crate::rules::types::AssetInfo;
-use crate::workorder::types::{EventKind, WorkOrder, WorkOrderEvent};
+use crate::workorder::types::WorkOrderEvent;
 
 /// `[[notify]]` with `type = "webhook"`, as written.
 #[derive(Debug, Clone, Deserialize)]
@@ -72,9 +71,7 @@ const ERROR_BODY_BYTES: usize = 512;
 pub struct WebhookNotifier {
     name: String,
     url: reqwest011::Url,
-    events: Option<HashSet<EventKind>>,
-    asset_match: Option<AssetMatch>,
-    assets: HashMap<String, Arc<AssetInfo>>,
+    filter: EventFilter,
     secret: Option<Secret>,
     headers: HeaderMap,
     gateway: String,
@@ -85,7 +82,7 @@ impl fmt::Debug for WebhookNotifier {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("WebhookNotifier")
             .field("name", &self.name)
-            .field("events", &self.events)
+            .field("events", &self.filter.events)
             .field("signed", &self.secret.is_some())
             .finish_non_exhaustive()
     }
@@ -342,9 +339,11 @@ fn build(
         (Some(url), Some(client)) if errors.is_empty() => Ok(WebhookNotifier {
             name,
             url,
-            events,
-            asset_match: cfg.asset_match,
-            assets: assets.clone(),
+            filter: EventFilter {
+                events,
+                asset_match: cfg.asset_match,
+                assets: assets.clone(),
+            },
             secret,
             headers,
             gateway: gateway.to_string(),
@@ -368,31 +367,6 @@ pub fn signature(secret: &[u8], body: &[u8]) -> String {
     let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC accepts any key length");
     mac.update(body);
     format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
-}
-
-/// The asset a work order is about, for `match`: the configured asset, or, for one no longer
-/// configured or the gateway itself, what the record says of it.
-pub(crate) fn asset_of(wo: &WorkOrder) -> AssetInfo {
-    let device_type = [
-        DeviceType::Elevator,
-        DeviceType::Pump,
-        DeviceType::FirePanel,
-        DeviceType::AccessDoor,
-    ]
-    .into_iter()
-    .find(|d| d.as_str() == wo.device_type)
-    .unwrap_or(DeviceType::Other);
-    AssetInfo {
-        id: wo.asset.as_str().into(),
-        name: None,
-        site: wo.site.clone(),
-        building: wo.building.clone(),
-        floor: wo.floor.clone(),
-        device_type,
-        profile: String::new(),
-        tags: BTreeMap::new(),
-        points: Vec::new(),
-    }
 }
 
 impl WebhookNotifier {
@@ -461,18 +435,7 @@ impl Notifier for WebhookNotifier {
     }
 
     fn wants(&self, event: &WorkOrderEvent) -> bool {
-        if let Some(events) = &self.events
-            && !events.contains(&event.event)
-        {
-            return false;
-        }
-        match &self.asset_match {
-            None => true,
-            Some(m) => match self.assets.get(&event.work_order.asset) {
-                Some(a) => m.matches(a),
-                None => m.matches(&asset_of(&event.work_order)),
-            },
-        }
+        self.filter.wants(event)
     }
 
     fn deliver<'a>(
