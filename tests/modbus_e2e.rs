@@ -8,11 +8,8 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use facilityd::modbus::stats::DeviceStats;
-use facilityd::profile::DataType;
 use facilityd::runtime::Gateway;
-use facilityd::sim::{
-    Fault, Registers, ScheduledFault, SimDeviceSpec, SimHandle, SimPortSpec, SimSpec,
-};
+use facilityd::sim::{Fault, ScheduledFault, SimDeviceSpec, SimPortSpec, SimSpec};
 use serde_json::json;
 use support::{Daemon, ExportedSeries, PyModbusServer, VictoriaMetrics, find_series};
 use tokio_util::sync::CancellationToken;
@@ -62,55 +59,6 @@ fn spawn_gateway(
         async move { gw.run(stop, Default::default()).await }
     });
     (gw, stop, task)
-}
-
-/// The value the database must hold for a point, computed from the simulator's raw
-/// registers with plain arithmetic (not the gateway's decoder). `None`: not written
-/// (sentinel) or not comparable (strings are stored as 0 by VictoriaMetrics).
-fn expected_from_registers(
-    sim: &SimHandle,
-    port: usize,
-    unit: u8,
-    p: &facilityd::profile::Point,
-) -> Option<Option<f64>> {
-    let r = p.register.as_ref()?;
-    let regs = sim
-        .registers(port, unit, r.kind, r.address, r.count)
-        .unwrap();
-    let raw: f64 = match (regs, r.data_type) {
-        (Registers::Bits(b), _) => return Some(Some(if b[0] { 1.0 } else { 0.0 })),
-        (Registers::Words(w), DataType::Bool) => {
-            return Some(Some(f64::from((w[0] >> r.bit.unwrap()) & 1)));
-        }
-        (Registers::Words(w), DataType::U16) => {
-            if p.transform.na == Some(i64::from(w[0])) {
-                return Some(None);
-            }
-            f64::from(w[0])
-        }
-        (Registers::Words(w), DataType::I16) => {
-            let v = w[0] as i16;
-            if p.transform.na == Some(i64::from(v)) {
-                return Some(None);
-            }
-            f64::from(v)
-        }
-        (Registers::Words(w), DataType::U32) => {
-            f64::from((u32::from(w[0]) << 16) | u32::from(w[1]))
-        }
-        (_, t) => panic!("test does not model {t:?}"),
-    };
-    if p.transform.map.is_some() {
-        return None; // a string field: VictoriaMetrics stores 0
-    }
-    Some(Some(raw * p.transform.scale + p.transform.offset))
-}
-
-/// Equal as VictoriaMetrics can tell: it keeps floats as decimals of about 15 significant
-/// digits (0.30000000000000004 comes back as 0.3), so the last bits of a scaled float may go.
-/// Integers, bools and unscaled values stay exact.
-fn same(got: f64, want: f64) -> bool {
-    got == want || (got - want).abs() <= 1e-12 * want.abs().max(1.0)
 }
 
 fn series_of<'a>(
@@ -192,13 +140,13 @@ async fn simulated_fleet_lands_in_victoriametrics_exactly_with_tags() {
         assert_eq!(&*d.id, *id);
         for p in &d.profile.points {
             let s = series_of(&all, &d.profile.measurement, &p.name, id);
-            match expected_from_registers(&sim, *port, *unit, p) {
+            match support::expected_from_registers(&sim, *port, *unit, p) {
                 Some(Some(want)) => {
                     let s =
                         s.unwrap_or_else(|| panic!("{id}.{} missing from the database", p.name));
                     for (_, got) in s.points() {
                         assert!(
-                            same(got, want),
+                            support::same(got, want),
                             "{id}.{}: database holds {got}, device registers say {want}",
                             p.name
                         );
@@ -621,7 +569,7 @@ modbus = {{ url = "{url}", unit = 2, timeout = "500ms" }}
             let s = find_series(&all, &format!("elevator_{field}"), &[("asset", asset)])
                 .unwrap_or_else(|| panic!("{asset}.{field} missing"));
             assert!(
-                s.values.iter().all(|x| same(*x, *v)),
+                s.values.iter().all(|x| support::same(*x, *v)),
                 "{asset}.{field}: database {:?}, device {v}",
                 s.values
             );

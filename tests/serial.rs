@@ -11,9 +11,8 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use facilityd::modbus::stats::DeviceStats;
-use facilityd::profile::DataType;
 use facilityd::runtime::Gateway;
-use facilityd::sim::{Fault, Registers, SimBusSpec, SimDeviceSpec, SimHandle};
+use facilityd::sim::{Fault, SimBusSpec, SimDeviceSpec, SimHandle};
 use serde_json::json;
 use support::pty::PtyPair;
 use support::{Daemon, ExportedSeries, PyModbusServer, VictoriaMetrics, find_series};
@@ -70,45 +69,6 @@ async fn rtu_sim(pty: &PtyPair, baud: u32, devices: Vec<SimDeviceSpec>) -> SimHa
     )
     .await
     .expect("serial simulators start")
-}
-
-/// The value the database must hold for a point, from the simulator's raw registers with plain
-/// arithmetic. `None`: not comparable (enum strings are stored as 0 by VictoriaMetrics);
-/// `Some(None)`: a not-available sentinel, never written.
-fn expected(sim: &SimHandle, unit: u8, p: &facilityd::profile::Point) -> Option<Option<f64>> {
-    let r = p.register.as_ref()?;
-    let regs = sim.registers(0, unit, r.kind, r.address, r.count).unwrap();
-    let raw: f64 = match (regs, r.data_type) {
-        (Registers::Bits(b), _) => return Some(Some(if b[0] { 1.0 } else { 0.0 })),
-        (Registers::Words(w), DataType::Bool) => {
-            return Some(Some(f64::from((w[0] >> r.bit.unwrap()) & 1)));
-        }
-        (Registers::Words(w), DataType::U16) => {
-            if p.transform.na == Some(i64::from(w[0])) {
-                return Some(None);
-            }
-            f64::from(w[0])
-        }
-        (Registers::Words(w), DataType::I16) => {
-            let v = w[0] as i16;
-            if p.transform.na == Some(i64::from(v)) {
-                return Some(None);
-            }
-            f64::from(v)
-        }
-        (Registers::Words(w), DataType::U32) => {
-            f64::from((u32::from(w[0]) << 16) | u32::from(w[1]))
-        }
-        (_, t) => panic!("test does not model {t:?}"),
-    };
-    if p.transform.map.is_some() {
-        return None;
-    }
-    Some(Some(raw * p.transform.scale + p.transform.offset))
-}
-
-fn same(got: f64, want: f64) -> bool {
-    got == want || (got - want).abs() <= 1e-12 * want.abs().max(1.0)
 }
 
 fn series<'a>(
@@ -193,12 +153,12 @@ async fn three_devices_on_one_bus_land_exactly_and_a_silent_one_keeps_the_others
         let unit = (i + 1) as u8;
         for p in &d.profile.points {
             let s = series(&all, &d.profile.measurement, &p.name, id);
-            match expected(&sim, unit, p) {
+            match support::expected_from_registers(&sim, 0, unit, p) {
                 Some(Some(want)) => {
                     let s = s.unwrap_or_else(|| panic!("{id}.{} missing", p.name));
                     for (_, got) in s.points() {
                         assert!(
-                            same(got, want),
+                            support::same(got, want),
                             "{id}.{}: {got} in the database, {want} in the device",
                             p.name
                         );
@@ -475,7 +435,7 @@ points = [
             let s =
                 series(&all, "pump", field, id).unwrap_or_else(|| panic!("{id}.{field} missing"));
             assert!(
-                s.values.iter().all(|got| same(*got, v)),
+                s.values.iter().all(|got| support::same(*got, v)),
                 "{id}.{field}: {:?}, want {v}",
                 s.values
             );

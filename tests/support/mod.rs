@@ -1248,3 +1248,56 @@ impl Drop for Mosquitto {
         }
     }
 }
+
+// ---------------------------------------------------------------------------
+// Expected values
+// ---------------------------------------------------------------------------
+
+/// The value the database must hold for a point, computed from the simulator's raw
+/// registers with plain arithmetic (not the gateway's decoder). `None`: not written
+/// (sentinel) or not comparable (strings are stored as 0 by VictoriaMetrics).
+pub fn expected_from_registers(
+    sim: &facilityd::sim::SimHandle,
+    port: usize,
+    unit: u8,
+    p: &facilityd::profile::Point,
+) -> Option<Option<f64>> {
+    let r = p.register.as_ref()?;
+    let regs = sim
+        .registers(port, unit, r.kind, r.address, r.count)
+        .unwrap();
+    let raw: f64 = match (regs, r.data_type) {
+        (facilityd::sim::Registers::Bits(b), _) => return Some(Some(if b[0] { 1.0 } else { 0.0 })),
+        (facilityd::sim::Registers::Words(w), facilityd::profile::DataType::Bool) => {
+            return Some(Some(f64::from((w[0] >> r.bit.unwrap()) & 1)));
+        }
+        (facilityd::sim::Registers::Words(w), facilityd::profile::DataType::U16) => {
+            if p.transform.na == Some(i64::from(w[0])) {
+                return Some(None);
+            }
+            f64::from(w[0])
+        }
+        (facilityd::sim::Registers::Words(w), facilityd::profile::DataType::I16) => {
+            let v = w[0] as i16;
+            if p.transform.na == Some(i64::from(v)) {
+                return Some(None);
+            }
+            f64::from(v)
+        }
+        (facilityd::sim::Registers::Words(w), facilityd::profile::DataType::U32) => {
+            f64::from((u32::from(w[0]) << 16) | u32::from(w[1]))
+        }
+        (_, t) => panic!("test does not model {t:?}"),
+    };
+    if p.transform.map.is_some() {
+        return None; // a string field: VictoriaMetrics stores 0
+    }
+    Some(Some(raw * p.transform.scale + p.transform.offset))
+}
+
+/// Equal as VictoriaMetrics can tell: it keeps floats as decimals of about 15 significant
+/// digits (0.30000000000000004 comes back as 0.3), so the last bits of a scaled float may go.
+/// Integers, bools and unscaled values stay exact.
+pub fn same(got: f64, want: f64) -> bool {
+    got == want || (got - want).abs() <= 1e-12 * want.abs().max(1.0)
+}
