@@ -9,13 +9,11 @@ use std::time::{Duration, Instant};
 
 use axum::http::{HeaderMap, StatusCode};
 use facilityd::model::Value;
-use facilityd::runtime::Gateway;
 use facilityd::sim::{Fault, SimDeviceSpec, SimHandle, SimPortSpec, SimSpec};
 use hmac::{Hmac, Mac};
 use serde_json::{Value as Json, json};
 use sha2::Sha256;
 use support::{Daemon, PyModbusServer, free_port};
-use tokio_util::sync::CancellationToken;
 
 /// A webhook receiver: records every request; answers 503 while `down`.
 #[derive(Clone, Default)]
@@ -56,22 +54,6 @@ impl Receiver {
     }
 }
 
-struct Running {
-    gw: Gateway,
-    stop: CancellationToken,
-    task: tokio::task::JoinHandle<anyhow::Result<()>>,
-}
-
-impl Running {
-    async fn stop(self) {
-        self.stop.cancel();
-        self.task.await.unwrap().unwrap();
-    }
-    fn api(&self) -> String {
-        format!("http://{}", self.gw.api_addr.get().expect("API bound"))
-    }
-}
-
 fn write_config(dir: &std::path::Path, body: &str) -> std::path::PathBuf {
     write_config_on(dir, body, "127.0.0.1:0")
 }
@@ -87,26 +69,6 @@ fn write_config_on(dir: &std::path::Path, body: &str, listen: &str) -> std::path
     let path = dir.join("facilityd.toml");
     std::fs::write(&path, text).unwrap();
     path
-}
-
-async fn start_gateway(path: &std::path::Path) -> Running {
-    let settings = facilityd::config::load_with_env(path, Default::default())
-        .unwrap_or_else(|e| panic!("{e}"));
-    let gw = Gateway::new(settings);
-    let stop = CancellationToken::new();
-    let task = tokio::spawn({
-        let (gw, stop) = (gw.clone(), stop.clone());
-        async move { gw.run(stop, Default::default()).await }
-    });
-    let t0 = Instant::now();
-    while !gw.ready.load(Ordering::SeqCst) {
-        assert!(
-            t0.elapsed() < Duration::from_secs(10),
-            "gateway did not become ready"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    Running { gw, stop, task }
 }
 
 async fn get(url: &str) -> Json {
@@ -169,7 +131,7 @@ async fn simulator_fault_opens_one_work_order_and_one_signed_webhook_per_event()
             dir.path().join("hook-secret").display().to_string()
         ),
     );
-    let gw = start_gateway(&cfg).await;
+    let gw = support::start_gateway(&cfg).await;
     let api = gw.api();
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert!(
@@ -272,7 +234,7 @@ async fn a_flapping_input_yields_one_work_order_with_growing_occurrences() {
             s.addrs()[0]
         ),
     );
-    let gw = start_gateway(&cfg).await;
+    let gw = support::start_gateway(&cfg).await;
     let api = gw.api();
     // The fault bit toggles about every poll for 4 s: a condition that changes on most
     // evaluations, which the flap guard must hold as one work order.
@@ -317,7 +279,7 @@ async fn webhook_outage_delays_but_loses_nothing_in_order() {
             s.addrs()[0]
         ),
     );
-    let gw = start_gateway(&cfg).await;
+    let gw = support::start_gateway(&cfg).await;
     for _ in 0..3 {
         s.set_point(0, 1, "trapped_alarm", Value::Bool(true))
             .unwrap();
@@ -397,7 +359,7 @@ async fn offline_device_gets_one_work_order_and_no_secondary_ones() {
     s.set_point(0, 1, "discharge_pressure_bar", Value::Float(3.0))
         .unwrap();
     s.set_point(0, 1, "running", Value::Bool(true)).unwrap();
-    let gw = start_gateway(&cfg).await;
+    let gw = support::start_gateway(&cfg).await;
     let api = gw.api();
     tokio::time::sleep(Duration::from_millis(500)).await;
     s.set_fault(0, 1, Some(Fault::Silent)).unwrap();
@@ -550,7 +512,7 @@ async fn third_party_threshold_crossing_opens_one_work_order_with_evidence() {
             server.url()
         ),
     );
-    let gw = start_gateway(&cfg).await;
+    let gw = support::start_gateway(&cfg).await;
     let api = gw.api();
     tokio::time::sleep(Duration::from_millis(800)).await;
     for raw in [712u16, 735, 748] {

@@ -10,7 +10,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
-use facilityd::runtime::Gateway;
 use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, QoS};
 use serde_json::{Value as Json, json};
 use support::{ExportedSeries, Mosquitto, VictoriaMetrics, find_series};
@@ -137,20 +136,7 @@ impl Drop for TestClient {
     }
 }
 
-struct Running {
-    gw: Gateway,
-    stop: CancellationToken,
-    task: tokio::task::JoinHandle<anyhow::Result<()>>,
-}
-
-impl Running {
-    async fn stop(self) {
-        self.stop.cancel();
-        self.task.await.unwrap().unwrap();
-    }
-    fn api(&self) -> String {
-        format!("http://{}", self.gw.api_addr.get().expect("API bound"))
-    }
+impl support::Running {
     async fn metrics(&self) -> String {
         reqwest011::get(format!("{}/metrics", self.api()))
             .await
@@ -198,26 +184,6 @@ fn influx(vm: &VictoriaMetrics) -> String {
         "[influxdb]\nurl = \"{}\"\norg = \"o\"\nbucket = \"b\"\ntoken = \"t\"\nflush_interval = \"100ms\"\n",
         vm.url()
     )
-}
-
-async fn start_gateway(path: &std::path::Path) -> Running {
-    let settings = facilityd::config::load_with_env(path, Default::default())
-        .unwrap_or_else(|e| panic!("{e}"));
-    let gw = Gateway::new(settings);
-    let stop = CancellationToken::new();
-    let task = tokio::spawn({
-        let (gw, stop) = (gw.clone(), stop.clone());
-        async move { gw.run(stop, Default::default()).await }
-    });
-    let t0 = Instant::now();
-    while !gw.ready.load(Ordering::SeqCst) {
-        assert!(
-            t0.elapsed() < Duration::from_secs(10),
-            "gateway did not become ready"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    Running { gw, stop, task }
 }
 
 /// Whole milliseconds an hour ago (VictoriaMetrics keeps ms).
@@ -311,7 +277,7 @@ mqtt = {{ topic = "tasmota/{{asset}}/stat/{{point}}" }}
             url = broker.url()
         ),
     );
-    let gw = start_gateway(&path).await;
+    let gw = support::start_gateway(&path).await;
     gw.wait_connected().await;
     let pubr = TestClient::connect(broker.port(), "t-pub-1", true, &[]).await;
 
@@ -472,7 +438,7 @@ async fn qos1_messages_published_while_stopped_arrive_after_restart() {
         ),
     );
     // First run: the session and its subscription are created.
-    let gw = start_gateway(&path).await;
+    let gw = support::start_gateway(&path).await;
     gw.wait_connected().await;
     gw.stop().await;
 
@@ -489,7 +455,7 @@ async fn qos1_messages_published_while_stopped_arrive_after_restart() {
     }
     pubr.wait_acks(n as u64, Duration::from_secs(20)).await;
 
-    let gw = start_gateway(&path).await;
+    let gw = support::start_gateway(&path).await;
     let want =
         |s: &[ExportedSeries]| series_points(s, "elevator_car_floor", "LIFT-1").len() == n as usize;
     let series = vm
@@ -527,7 +493,7 @@ async fn broker_restart_under_load_loses_no_qos1_message() {
             broker.url()
         ),
     );
-    let gw = start_gateway(&path).await;
+    let gw = support::start_gateway(&path).await;
     gw.wait_connected().await;
     // The publisher keeps its session too, so what it queued during the outage goes out after.
     let pubr = TestClient::connect(broker.port(), "t-pub-3", false, &[]).await;
@@ -600,7 +566,7 @@ async fn bad_payloads_are_counted_and_do_not_disturb_the_rest() {
             broker.url()
         ),
     );
-    let gw = start_gateway(&path).await;
+    let gw = support::start_gateway(&path).await;
     gw.wait_connected().await;
     let pubr = TestClient::connect(broker.port(), "t-pub-4", true, &[]).await;
     let base = past_ms(0);
@@ -818,7 +784,7 @@ topic = "facilityd/{{site}}/work-orders/{{asset}}"
         &["facilityd/+/work-orders/#"],
     )
     .await;
-    let gw = start_gateway(&path).await;
+    let gw = support::start_gateway(&path).await;
     gw.wait_connected().await;
     let acs = TestClient::connect(broker.port(), "t-acs", true, &[]).await;
 
@@ -934,7 +900,7 @@ timeout = "2s"
         ),
     );
     let sub = TestClient::connect(broker.port(), "t-wo-sub", false, &["facilityd/#"]).await;
-    let gw = start_gateway(&path).await;
+    let gw = support::start_gateway(&path).await;
     gw.wait_connected().await;
     let lift = TestClient::connect(broker.port(), "t-lift", false, &[]).await;
     lift.publish(
@@ -1010,7 +976,7 @@ async fn status_topic_says_online_and_offline() {
     let broker = Mosquitto::start().await;
     let dir = tempfile::tempdir().unwrap();
     let path = write_config(dir.path(), &format!("[mqtt]\nurl = \"{}\"\n", broker.url()));
-    let gw = start_gateway(&path).await;
+    let gw = support::start_gateway(&path).await;
     gw.wait_connected().await;
     let watch = TestClient::connect(
         broker.port(),
@@ -1193,7 +1159,7 @@ async fn telemetry_is_republished_per_device() {
         &["facilityd/gw-mqtt/telemetry/#"],
     )
     .await;
-    let gw = start_gateway(&path).await;
+    let gw = support::start_gateway(&path).await;
     gw.wait_connected().await;
     let pubr = TestClient::connect(broker.port(), "t-pub-5", true, &[]).await;
     let t = past_ms(0);
@@ -1330,7 +1296,7 @@ async fn mqtts_with_ca_and_client_certificate() {
              [[devices]]\nid = \"LIFT-1\"\nprofile = \"lift_monitor_mqtt\"\nbuilding = \"A\"\nmqtt = {{}}\n"
         ),
     );
-    let gw = start_gateway(&path).await;
+    let gw = support::start_gateway(&path).await;
     gw.wait_connected().await;
     let pubr = TestClient::connect(broker.port(), "t-pub-tls", true, &[]).await;
     pubr.publish(
@@ -1363,7 +1329,7 @@ async fn mqtts_with_ca_and_client_certificate() {
         dir.path(),
         &format!("[mqtt]\nurl = \"mqtts://127.0.0.1:{tls_port}\"\nca_file = \"{ca_file}\"\n"),
     );
-    let gw = start_gateway(&path).await;
+    let gw = support::start_gateway(&path).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(gw.metric("facilityd_mqtt_connected").await, 0.0);
     assert!(gw.metric("facilityd_mqtt_connection_errors_total").await >= 1.0);

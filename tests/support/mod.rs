@@ -1301,3 +1301,48 @@ pub fn expected_from_registers(
 pub fn same(got: f64, want: f64) -> bool {
     got == want || (got - want).abs() <= 1e-12 * want.abs().max(1.0)
 }
+
+// ---------------------------------------------------------------------------
+// The gateway in this process
+// ---------------------------------------------------------------------------
+
+/// A gateway running in the test's process (`facilityd::runtime::Gateway::run`).
+pub struct Running {
+    pub gw: facilityd::runtime::Gateway,
+    pub stop: tokio_util::sync::CancellationToken,
+    pub task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Running {
+    /// Stops it and asserts it ended cleanly.
+    pub async fn stop(self) {
+        self.stop.cancel();
+        self.task.await.unwrap().unwrap();
+    }
+
+    /// Base URL of its HTTP API.
+    pub fn api(&self) -> String {
+        format!("http://{}", self.gw.api_addr.get().expect("API bound"))
+    }
+}
+
+/// Loads `path` and runs the gateway until [`Running::stop`]; returns once it is ready.
+pub async fn start_gateway(path: &std::path::Path) -> Running {
+    let settings = facilityd::config::load_with_env(path, Default::default())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let gw = facilityd::runtime::Gateway::new(settings);
+    let stop = tokio_util::sync::CancellationToken::new();
+    let task = tokio::spawn({
+        let (gw, stop) = (gw.clone(), stop.clone());
+        async move { gw.run(stop, Default::default()).await }
+    });
+    let t0 = Instant::now();
+    while !gw.ready.load(std::sync::atomic::Ordering::SeqCst) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "gateway did not become ready"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Running { gw, stop, task }
+}
