@@ -761,9 +761,9 @@ fn render(gw: &Gateway, capture: &CaptureWriter, to_db: bool, elapsed: Duration)
     if to_db {
         let _ = writeln!(
             out,
-            "telemetry: {} lines written to the database, {} queued bytes, {} write errors",
+            "telemetry: {} lines written to the database, {} lines waiting in the log, {} write errors",
             t.lines_written.load(Relaxed),
-            t.queue_bytes.load(Relaxed),
+            gw.log_stats.backlog_lines.load(Relaxed),
             t.write_errors.load(Relaxed)
         );
     } else {

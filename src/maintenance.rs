@@ -15,8 +15,12 @@ use tracing::{error, info, warn};
 use crate::modbus::stats::LogLimiter;
 use crate::model::{Reading, Record};
 use crate::rules::engine::RuleEngine;
-use crate::rules::types::Trigger;
+use crate::rules::types::{
+    AssetInfo, Priority, Trigger, TriggerChange, WorkOrderKind, WorkOrderTemplate,
+};
 use crate::telemetry::line::encode_work_order_event;
+use crate::telemetry::log::LogStats;
+use crate::telemetry::pipeline::GatewayFaults;
 use crate::workorder::handle::StoreHandle;
 use crate::workorder::store::ListFilter;
 use crate::workorder::types::{EventKind, Status, WorkOrderEvent};
@@ -63,6 +67,100 @@ pub struct Maintenance {
     carry: BTreeMap<(String, String), serde_json::Value>,
     failures: u32,
     log: LogLimiter,
+    /// The gateway's own faults, watched every tick.
+    gateway: Option<GatewayWatch>,
+}
+
+/// The gateway's own faults (DESIGN §4): work orders on the asset named by `gateway.id`.
+struct GatewayWatch {
+    asset: Arc<AssetInfo>,
+    faults: Arc<GatewayFaults>,
+    log: Arc<LogStats>,
+    /// Per fault: whether it may have an open work order. Starts `true`, so that the first
+    /// evidence that all is well resolves one left open by an earlier run.
+    active: [bool; 2],
+}
+
+/// Rule ids of the gateway's own work orders.
+pub const RULE_DATABASE_REFUSED: &str = "gateway_database_refused";
+pub const RULE_LOG_DISK: &str = "gateway_log_disk";
+
+/// The gateway as an asset of its own work orders.
+pub fn gateway_asset(s: &crate::config::Settings) -> Arc<AssetInfo> {
+    Arc::new(AssetInfo {
+        id: s.gateway.id.as_str().into(),
+        name: Some(format!("facilityd gateway {}", s.gateway.id)),
+        site: s.gateway.site.clone(),
+        building: None,
+        floor: None,
+        device_type: crate::profile::DeviceType::Other,
+        profile: "gateway".into(),
+        tags: Default::default(),
+        points: Vec::new(),
+    })
+}
+
+impl GatewayWatch {
+    /// Fire or clear triggers for the faults whose state changed.
+    fn check(&mut self, now: chrono::DateTime<chrono::Utc>, out: &mut Vec<Trigger>) {
+        let refused = self.faults.database_refused();
+        let db = match &refused {
+            Some(_) => Some(true),
+            None if self.faults.database_ok() => Some(false),
+            None => None,
+        };
+        let disk_failing = self.log.disk_failing.load(Relaxed) == 1;
+        let disk = if disk_failing {
+            Some(true)
+        } else if self.log.fsyncs.load(Relaxed) > 0 {
+            Some(false)
+        } else {
+            None
+        };
+        let faults = [
+            (
+                RULE_DATABASE_REFUSED,
+                db,
+                "Database refuses telemetry writes".to_string(),
+                format!(
+                    "The time-series database refuses facilityd's writes ({}). Telemetry is kept in the local log until it is fixed; check the [influxdb] token, org and bucket.",
+                    refused.as_deref().unwrap_or("HTTP 401/403/404")
+                ),
+            ),
+            (
+                RULE_LOG_DISK,
+                disk,
+                "Telemetry log disk refuses writes".to_string(),
+                "The disk under state_dir refuses writes to the telemetry log (full or failing). Telemetry waits in memory and is dropped, counted, when that fills; polling goes on.".to_string(),
+            ),
+        ];
+        for (i, (rule, state, title, description)) in faults.into_iter().enumerate() {
+            let Some(on) = state else { continue };
+            if on == self.active[i] {
+                continue;
+            }
+            self.active[i] = on;
+            let evidence = crate::rules::types::Evidence::default();
+            out.push(Trigger {
+                asset: self.asset.clone(),
+                rule: rule.into(),
+                at: now,
+                change: if on {
+                    TriggerChange::Fire { evidence }
+                } else {
+                    TriggerChange::Clear { evidence }
+                },
+                template: WorkOrderTemplate {
+                    kind: WorkOrderKind::Corrective,
+                    priority: Priority::High,
+                    title,
+                    description: Some(description),
+                    auto_resolve: true,
+                    meter: false,
+                },
+            });
+        }
+    }
 }
 
 impl Maintenance {
@@ -81,7 +179,24 @@ impl Maintenance {
             carry: BTreeMap::new(),
             failures: 0,
             log: LogLimiter::new(Duration::from_secs(10)),
+            gateway: None,
         }
+    }
+
+    /// Raise work orders for the gateway's own faults (database refusing us, log disk failing).
+    pub fn with_gateway_faults(
+        mut self,
+        asset: Arc<AssetInfo>,
+        faults: Arc<GatewayFaults>,
+        log: Arc<LogStats>,
+    ) -> Self {
+        self.gateway = Some(GatewayWatch {
+            asset,
+            faults,
+            log,
+            active: [true; 2],
+        });
+        self
     }
 
     /// Runs until `stop`; saves the engine's state before returning.
@@ -112,6 +227,9 @@ impl Maintenance {
                 // Timers first: a steady stream of readings must not starve them.
                 _ = tick.tick() => {
                     self.engine.tick(chrono::Utc::now(), &mut triggers);
+                    if let Some(g) = &mut self.gateway {
+                        g.check(chrono::Utc::now(), &mut triggers);
+                    }
                     self.publish_engine_stats();
                     self.pending.append(&mut triggers);
                     self.commit().await;

@@ -91,6 +91,28 @@ pub enum Record {
     Status(DeviceStatus),
     /// A line of line protocol already encoded (work-order annotations), newline-terminated.
     Line(String),
+    /// Fires once every record sent before it is synced in the telemetry log (accepted): an
+    /// MQTT QoS 1 message is acknowledged then.
+    Ack(Ack),
+}
+
+/// A one-time signal from the telemetry log that records are accepted. Dropped unfired (the
+/// batch was lost, or the gateway stopped first), its receiver sees an error.
+#[derive(Debug, Clone)]
+pub struct Ack(Arc<std::sync::Mutex<Option<tokio::sync::oneshot::Sender<()>>>>);
+
+impl Ack {
+    pub fn new() -> (Ack, tokio::sync::oneshot::Receiver<()>) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        (Ack(Arc::new(std::sync::Mutex::new(Some(tx)))), rx)
+    }
+
+    pub fn fire(&self) {
+        let tx = self.0.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(tx) = tx {
+            let _ = tx.send(());
+        }
+    }
 }
 
 /// The current time in nanoseconds since the Unix epoch.

@@ -10,7 +10,7 @@ use anyhow::Context as _;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info, warn};
+use tracing::{error, info};
 
 use crate::api::workorders::WorkOrderApi;
 use crate::api::{ApiState, check_listen, router};
@@ -29,7 +29,8 @@ use crate::mqtt::republish::Republisher;
 use crate::mqtt::subscriber::{Subscriber, run_status};
 use crate::telemetry::influx::{InfluxWriter, LineWriter};
 use crate::telemetry::line::LineEncoder;
-use crate::telemetry::pipeline::{BatchQueue, Batcher, Forwarder, TelemetryStats};
+use crate::telemetry::log::{LogConfig, LogStats, TelemetryLog};
+use crate::telemetry::pipeline::{Batcher, Forwarder, GatewayFaults, TelemetryStats};
 
 /// Capacity of the poller-to-telemetry channel, in records.
 const RECORD_CHANNEL: usize = 65_536;
@@ -86,7 +87,7 @@ impl LatestValues {
                     }
                 }
             }
-            Record::Line(_) => {}
+            Record::Line(_) | Record::Ack(_) => {}
         }
     }
 
@@ -115,7 +116,15 @@ pub struct Gateway {
     pub api_addr: Arc<OnceLock<SocketAddr>>,
     /// Config loaded and stores open.
     pub ready: Arc<AtomicBool>,
+    /// The on-disk telemetry log's counters, and the log once it is open.
+    pub log_stats: Arc<LogStats>,
+    pub log: Arc<OnceLock<Arc<TelemetryLog>>>,
+    /// The gateway's own faults, raised as work orders on its own asset.
+    pub faults: Arc<GatewayFaults>,
 }
+
+/// Where lines the database rejects go, under `state_dir`.
+pub const DEAD_LETTER_FILE: &str = "dead-letter.lp";
 
 /// Options the caller can set on top of the configuration.
 #[derive(Default)]
@@ -151,6 +160,9 @@ impl Gateway {
             latest,
             api_addr: Arc::new(OnceLock::new()),
             ready: Arc::new(AtomicBool::new(false)),
+            log_stats: Arc::new(LogStats::default()),
+            log: Arc::new(OnceLock::new()),
+            faults: Arc::new(GatewayFaults::default()),
         }
     }
 
@@ -177,6 +189,38 @@ impl Gateway {
                     work_order_db(s).display()
                 )
             })?;
+        let writer: Option<Arc<dyn LineWriter>> = match opts.writer {
+            Some(w) => Some(w),
+            None => match &s.influxdb {
+                Some(ix) => Some(Arc::new(InfluxWriter::new(ix).map_err(anyhow::Error::msg)?)),
+                None => None,
+            },
+        };
+        let log_cfg = LogConfig {
+            dir: s.gateway.state_dir.join("telemetry"),
+            max_bytes: s.storage.log_max_bytes,
+            fsync_interval: s.storage.fsync_interval,
+            retention: s.storage.history_retention,
+            forwarding: writer.is_some(),
+        };
+        let log_dir = log_cfg.dir.clone();
+        let log_stats = self.log_stats.clone();
+        let (log, recovery) =
+            tokio::task::spawn_blocking(move || TelemetryLog::open(log_cfg, log_stats))
+                .await
+                .map_err(|e| anyhow::anyhow!("log thread: {e}"))?
+                .with_context(|| format!("cannot open the telemetry log {}", log_dir.display()))?;
+        info!(
+            dir = %log_dir.display(),
+            segments = recovery.segments,
+            backlog_lines = recovery.backlog_lines,
+            cut_tails = recovery.cuts.len(),
+            "telemetry log open"
+        );
+        let appender = log
+            .start_writer()
+            .with_context(|| format!("cannot write the telemetry log {}", log_dir.display()))?;
+        let _ = self.log.set(log.clone());
         let names: Vec<String> = s.notifiers.0.iter().map(|n| n.name().to_string()).collect();
         store
             .register_notifiers(names)
@@ -267,15 +311,19 @@ impl Gateway {
             tx: tx.clone(),
             dropped: self.telemetry.records_dropped.clone(),
         };
-        let telemetry_on = opts.writer.is_some() || s.influxdb.is_some();
 
         // The maintenance loop.
         let (readings_tx, readings_rx) = mpsc::channel::<Reading>(RULE_CHANNEL);
         let maintenance = Maintenance::new(
             RuleEngine::new(s.rules.clone(), s.assets.clone()),
             store.clone(),
-            telemetry_on.then(|| tx.clone()),
+            Some(tx.clone()),
             self.maintenance.clone(),
+        )
+        .with_gateway_faults(
+            crate::maintenance::gateway_asset(s),
+            self.faults.clone(),
+            self.log_stats.clone(),
         );
         drop(tx);
         let maintenance_stop = CancellationToken::new();
@@ -328,11 +376,6 @@ impl Gateway {
         }
         drop(sink);
 
-        let writer: Option<Arc<dyn LineWriter>> = match (opts.writer, &s.influxdb) {
-            (Some(w), _) => Some(w),
-            (None, Some(ix)) => Some(Arc::new(InfluxWriter::new(ix).map_err(anyhow::Error::msg)?)),
-            (None, None) => None,
-        };
         // Telemetry republished over MQTT (`publish_telemetry`), fed beside the rule engine.
         let mut republisher = None;
         let republish_tx = match (
@@ -369,40 +412,36 @@ impl Gateway {
             }
         };
         let forward_stop = CancellationToken::new();
-        let mut forwarder = None;
-        let batcher = match writer {
+        let forward_drain = CancellationToken::new();
+        let ix = s.influxdb.as_ref();
+        let batch_size = ix.map_or(5000, |i| i.batch_size);
+        let forwarder = match writer {
             Some(writer) => {
-                let ix = s.influxdb.as_ref();
-                let queue = BatchQueue::new(
-                    ix.map_or(64 << 20, |i| i.queue_max_bytes),
-                    self.telemetry.clone(),
-                );
-                let batcher = Batcher {
-                    encoder: LineEncoder::new(&s.gateway.id, &s.devices),
-                    batch_size: ix.map_or(5000, |i| i.batch_size),
-                    flush_interval: ix.map_or(Duration::from_secs(1), |i| i.flush_interval),
-                    queue: queue.clone(),
-                };
                 let fw = Forwarder {
                     writer,
-                    queue,
+                    log: log.clone(),
                     stats: self.telemetry.clone(),
-                    dead_letter: s.gateway.state_dir.join("dead-letter.lp"),
+                    batch_size,
+                    dead_letter: s.gateway.state_dir.join(DEAD_LETTER_FILE),
+                    faults: self.faults.clone(),
                 };
-                forwarder = Some(tokio::spawn(fw.run(forward_stop.clone())));
-                tokio::spawn(batcher.run(rx, observe))
+                Some(tokio::spawn(
+                    fw.run(forward_stop.clone(), forward_drain.clone()),
+                ))
             }
             None => {
-                info!("no [influxdb] configured: telemetry is not written to a database");
-                tokio::spawn(async move {
-                    let mut rx = rx;
-                    let observe = observe;
-                    while let Some(r) = rx.recv().await {
-                        observe(&r);
-                    }
-                })
+                info!("no [influxdb] configured: telemetry stays in the local log (history API)");
+                None
             }
         };
+        let batcher = Batcher {
+            encoder: LineEncoder::new(&s.gateway.id, &s.devices),
+            batch_size,
+            flush_interval: ix.map_or(Duration::from_secs(1), |i| i.flush_interval),
+            log: appender.clone(),
+            stats: self.telemetry.clone(),
+        };
+        let mut batcher = tokio::spawn(batcher.run(rx, observe));
         self.ready.store(true, Relaxed);
         info!(
             devices = s.devices.len(),
@@ -426,15 +465,31 @@ impl Gateway {
         while subscribers.join_next().await.is_some() {}
         maintenance_stop.cancel();
         let _ = tokio::time::timeout_at(deadline, maintenance_task).await;
-        let _ = tokio::time::timeout_at(deadline, batcher).await;
-        if let Some(fw) = forwarder
-            && tokio::time::timeout_at(deadline, fw).await.is_err()
+        if tokio::time::timeout_at(deadline, &mut batcher)
+            .await
+            .is_err()
+        {
+            batcher.abort();
+            let _ = batcher.await;
+        }
+        // Every accepted batch is synced before the writer stops.
+        let closing = tokio::task::spawn_blocking(move || appender.close_and_join());
+        if tokio::time::timeout(Duration::from_secs(3), closing)
+            .await
+            .is_err()
+        {
+            error!("the telemetry log writer did not stop in time (a stuck disk?)");
+        }
+        forward_drain.cancel();
+        if let Some(mut fw) = forwarder
+            && tokio::time::timeout_at(deadline, &mut fw).await.is_err()
         {
             forward_stop.cancel();
-            let left = self.telemetry.queue_bytes.load(Relaxed);
-            warn!(
-                unwritten_bytes = left,
-                "shutdown timeout: telemetry left unwritten"
+            let _ = fw.await;
+            let left = self.log_stats.backlog_lines.load(Relaxed);
+            info!(
+                backlog_lines = left,
+                "shutdown: telemetry not yet written stays in the log for the next start"
             );
         }
         notify_stop.cancel();
@@ -454,6 +509,7 @@ impl Gateway {
             written = self.telemetry.lines_written.load(Relaxed),
             dropped = self.telemetry.lines_dropped.load(Relaxed)
                 + self.telemetry.records_dropped.load(Relaxed),
+            backlog_lines = self.log_stats.backlog_lines.load(Relaxed),
             "stopped"
         );
         Ok(())

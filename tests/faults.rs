@@ -13,7 +13,8 @@ use facilityd::model::Value;
 use facilityd::runtime::Gateway;
 use facilityd::sim::{SimDeviceSpec, SimPortSpec, SimSpec};
 use facilityd::telemetry::influx::InfluxWriter;
-use facilityd::telemetry::pipeline::{Batch, BatchQueue, Forwarder, TelemetryStats};
+use facilityd::telemetry::log::{Class, LogAppender, LogConfig, LogStats, Part, TelemetryLog};
+use facilityd::telemetry::pipeline::{Batch, Forwarder, GatewayFaults, TelemetryStats};
 use serde_json::json;
 use support::PyModbusServer;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -233,10 +234,17 @@ async fn scripted_http(
     (url, log)
 }
 
+/// A forwarder reading a fresh log under `dir/name`, writing to `url`; 10 lines per write.
 fn forwarder(
     url: &str,
     dir: &std::path::Path,
-) -> (Forwarder, Arc<BatchQueue>, Arc<TelemetryStats>) {
+    name: &str,
+) -> (
+    Forwarder,
+    LogAppender,
+    Arc<TelemetryStats>,
+    Arc<GatewayFaults>,
+) {
     let s = settings(
         dir,
         &format!(
@@ -245,16 +253,31 @@ fn forwarder(
     );
     let writer = Arc::new(InfluxWriter::new(s.influxdb.as_ref().unwrap()).unwrap());
     let stats = Arc::new(TelemetryStats::default());
-    let queue = BatchQueue::new(1 << 20, stats.clone());
+    let (log, _) = TelemetryLog::open(
+        LogConfig {
+            dir: dir.join(name),
+            max_bytes: 1 << 20,
+            fsync_interval: Duration::from_millis(10),
+            retention: Duration::from_secs(3600),
+            forwarding: true,
+        },
+        Arc::new(LogStats::default()),
+    )
+    .unwrap();
+    let appender = log.start_writer().unwrap();
+    let faults = Arc::new(GatewayFaults::default());
     (
         Forwarder {
             writer,
-            queue: queue.clone(),
+            log,
             stats: stats.clone(),
+            batch_size: 10,
             dead_letter: dir.join("dead-letter.lp"),
+            faults: faults.clone(),
         },
-        queue,
+        appender,
         stats,
+        faults,
     )
 }
 
@@ -274,11 +297,30 @@ fn lines(range: std::ops::Range<usize>) -> Batch {
     }
 }
 
-async fn drain(fw: Forwarder, queue: &BatchQueue) {
-    queue.close();
-    tokio::time::timeout(Duration::from_secs(20), fw.run(CancellationToken::new()))
+async fn push(app: &LogAppender, b: Batch) {
+    let part = Part {
+        class: Class::Bulk,
+        body: b.body,
+        lines: b.lines as u32,
+        min_ts: 0,
+        max_ts: 0,
+    };
+    app.append(vec![part], Vec::new()).await.unwrap();
+}
+
+/// Closes the log (everything synced) and runs the forwarder until it has written it all.
+async fn drain(fw: Forwarder, app: LogAppender) {
+    tokio::task::spawn_blocking(move || app.close_and_join())
         .await
-        .expect("forwarder did not drain the queue");
+        .unwrap();
+    let drain = CancellationToken::new();
+    drain.cancel();
+    tokio::time::timeout(
+        Duration::from_secs(20),
+        fw.run(CancellationToken::new(), drain),
+    )
+    .await
+    .expect("forwarder did not drain the log");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -291,10 +333,10 @@ async fn database_errors_are_retried_split_or_dead_lettered_never_dropped() {
     })
     .await;
     let dir = tempfile::tempdir().unwrap();
-    let (fw, queue, stats) = forwarder(&url, dir.path());
-    queue.push(lines(0..10));
-    queue.push(lines(10..20));
-    drain(fw, &queue).await;
+    let (fw, app, stats, _) = forwarder(&url, dir.path(), "a");
+    push(&app, lines(0..10)).await;
+    push(&app, lines(10..20)).await;
+    drain(fw, app).await;
     let got = log.lock().unwrap().clone();
     let delivered: String = got
         .iter()
@@ -311,9 +353,9 @@ async fn database_errors_are_retried_split_or_dead_lettered_never_dropped() {
     // 413 for anything over 4 lines: batches are halved until they fit, nothing lost or doubled.
     let (url, log) =
         scripted_http(|_, body| if body.lines().count() > 4 { 413 } else { 204 }).await;
-    let (fw, queue, stats) = forwarder(&url, dir.path());
-    queue.push(lines(0..13));
-    drain(fw, &queue).await;
+    let (fw, app, stats, _) = forwarder(&url, dir.path(), "b");
+    push(&app, lines(0..13)).await;
+    drain(fw, app).await;
     let delivered: String = log
         .lock()
         .unwrap()
@@ -324,27 +366,59 @@ async fn database_errors_are_retried_split_or_dead_lettered_never_dropped() {
     assert_eq!(delivered, lines(0..13).body);
     assert_eq!(stats.lines_written.load(Relaxed), 13);
 
-    // 400: the batch goes to the dead-letter file; the next one is still written.
+    // 400: the batch is bisected down to the line the database refuses, which goes to the
+    // dead-letter file; every other line is written, and the next batch too.
     let (url, log) = scripted_http(|_, body| if body.contains("v=3i") { 400 } else { 204 }).await;
-    let (fw, queue, stats) = forwarder(&url, dir.path());
-    queue.push(lines(0..5));
-    queue.push(lines(5..8));
-    drain(fw, &queue).await;
+    let (fw, app, stats, _) = forwarder(&url, dir.path(), "c");
+    push(&app, lines(0..5)).await;
+    push(&app, lines(5..8)).await;
+    drain(fw, app).await;
     assert_eq!(
         std::fs::read_to_string(dir.path().join("dead-letter.lp")).unwrap(),
-        lines(0..5).body
+        lines(3..4).body
     );
-    assert_eq!(stats.lines_dead_lettered.load(Relaxed), 5);
-    assert_eq!(
-        log.lock().unwrap().last().unwrap(),
-        &(204, lines(5..8).body)
-    );
+    assert_eq!(stats.lines_dead_lettered.load(Relaxed), 1);
+    let mut written: Vec<String> = log
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(c, _)| *c == 204)
+        .flat_map(|(_, b)| b.lines().map(String::from).collect::<Vec<_>>())
+        .collect();
+    written.sort();
+    let mut expected: Vec<String> = lines(0..8)
+        .body
+        .lines()
+        .filter(|l| !l.contains("v=3i"))
+        .map(String::from)
+        .collect();
+    expected.sort();
+    assert_eq!(written, expected);
 
-    // 401 (a wrong token): kept and retried, not dropped; written once the token works.
+    // 401 (a wrong token): kept and retried, not dropped, and the gateway's own fault is up
+    // while it lasts; written once the token works, and the fault clears.
     let (url, log) = scripted_http(|n, _| if n < 3 { 401 } else { 204 }).await;
-    let (fw, queue, stats) = forwarder(&url, dir.path());
-    queue.push(lines(0..3));
-    drain(fw, &queue).await;
+    let (fw, app, stats, faults) = forwarder(&url, dir.path(), "d");
+    push(&app, lines(0..3)).await;
+    let seen = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watch = {
+        let (faults, seen) = (faults.clone(), seen.clone());
+        tokio::spawn(async move {
+            loop {
+                if faults.database_refused().is_some_and(|w| w.contains("401")) {
+                    seen.store(true, Relaxed);
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+    };
+    drain(fw, app).await;
+    watch.abort();
+    assert!(
+        seen.load(Relaxed),
+        "HTTP 401 did not raise the gateway fault"
+    );
+    assert!(faults.database_refused().is_none() && faults.database_ok());
     assert_eq!(
         log.lock()
             .unwrap()

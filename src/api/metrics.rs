@@ -175,7 +175,7 @@ pub fn render(gw: &Gateway, extra: &str) -> String {
         &mut out,
         "facilityd_telemetry_lines_total",
         "counter",
-        "Telemetry lines by outcome: accepted into the queue, written, dropped (queue full), dead-lettered (rejected by the database).",
+        "Telemetry lines by outcome: accepted into the log, written to the database, dropped (the log writer was gone at shutdown), dead-lettered (rejected by the database).",
     );
     for (state, v) in [
         ("accepted", &t.lines_accepted),
@@ -211,28 +211,7 @@ pub fn render(gw: &Gateway, extra: &str) -> String {
         "facilityd_telemetry_write_errors_total {}",
         t.write_errors.load(Relaxed)
     );
-    family(
-        &mut out,
-        "facilityd_telemetry_queue_bytes",
-        "gauge",
-        "Telemetry waiting to be written, in bytes.",
-    );
-    let _ = writeln!(
-        out,
-        "facilityd_telemetry_queue_bytes {}",
-        t.queue_bytes.load(Relaxed)
-    );
-    family(
-        &mut out,
-        "facilityd_telemetry_queue_batches",
-        "gauge",
-        "Telemetry batches waiting to be written.",
-    );
-    let _ = writeln!(
-        out,
-        "facilityd_telemetry_queue_batches {}",
-        t.queue_batches.load(Relaxed)
-    );
+    log_metrics(&mut out, gw);
     let m = &gw.maintenance;
     let rule_counters: [(&str, &str, &std::sync::atomic::AtomicU64); 9] = [
         (
@@ -309,4 +288,157 @@ pub fn render(gw: &Gateway, extra: &str) -> String {
     );
     out.push_str(extra);
     out
+}
+
+/// The on-disk telemetry log: size, backlog, forwarding, drops, recovery (DESIGN §7).
+fn log_metrics(out: &mut String, gw: &Gateway) {
+    let l = &gw.log_stats;
+    let gauges: [(&str, &str, u64); 6] = [
+        (
+            "facilityd_log_bytes",
+            "Bytes of the on-disk telemetry log (forwarded history included).",
+            l.bytes.load(Relaxed),
+        ),
+        (
+            "facilityd_log_segments",
+            "Segment files of the telemetry log.",
+            l.segments.load(Relaxed),
+        ),
+        (
+            "facilityd_log_backlog_bytes",
+            "Bytes of the log not yet written to the database.",
+            l.backlog_bytes.load(Relaxed),
+        ),
+        (
+            "facilityd_log_backlog_lines",
+            "Lines of the log not yet written to the database.",
+            l.backlog_lines.load(Relaxed),
+        ),
+        (
+            "facilityd_log_disk_failing",
+            "1 while the disk refuses writes to the telemetry log.",
+            l.disk_failing.load(Relaxed),
+        ),
+        (
+            "facilityd_gateway_database_refused",
+            "1 while the database refuses our writes (HTTP 401, 403, 404).",
+            gw.faults.database_refused().is_some() as u64,
+        ),
+    ];
+    for (name, help, v) in gauges {
+        family(out, name, "gauge", help);
+        let _ = writeln!(out, "{name} {v}");
+    }
+    let age = gw
+        .log
+        .get()
+        .and_then(|log| log.oldest_backlog_age())
+        .map_or(0.0, |d| d.as_secs_f64());
+    family(
+        out,
+        "facilityd_log_backlog_oldest_seconds",
+        "gauge",
+        "Age of the oldest line not yet written to the database (0 when none).",
+    );
+    let _ = writeln!(out, "facilityd_log_backlog_oldest_seconds {age}");
+    family(
+        out,
+        "facilityd_log_forward_rate",
+        "gauge",
+        "Lines per second written from the log to the database, over the last seconds.",
+    );
+    let _ = writeln!(out, "facilityd_log_forward_rate {}", l.forward_rate());
+    let counters: [(&str, &str, u64); 5] = [
+        (
+            "facilityd_log_appended_lines_total",
+            "Lines appended to the telemetry log.",
+            l.appended_lines.load(Relaxed),
+        ),
+        (
+            "facilityd_log_forwarded_lines_total",
+            "Lines forwarded from the log to the database.",
+            l.forwarded_lines.load(Relaxed),
+        ),
+        (
+            "facilityd_log_fsyncs_total",
+            "Group commits (syncs) of the telemetry log.",
+            l.fsyncs.load(Relaxed),
+        ),
+        (
+            "facilityd_log_write_errors_total",
+            "Writes and syncs of the telemetry log the disk refused.",
+            l.write_errors.load(Relaxed),
+        ),
+        (
+            "facilityd_log_recovery_cuts_total",
+            "Torn or corrupt segment tails cut at start-up.",
+            l.recovery_cuts.load(Relaxed),
+        ),
+    ];
+    for (name, help, v) in counters {
+        family(out, name, "counter", help);
+        let _ = writeln!(out, "{name} {v}");
+    }
+    family(
+        out,
+        "facilityd_log_recovery_cut_bytes_total",
+        "counter",
+        "Bytes cut from torn or corrupt segment tails at start-up.",
+    );
+    let _ = writeln!(
+        out,
+        "facilityd_log_recovery_cut_bytes_total {}",
+        l.recovery_cut_bytes.load(Relaxed)
+    );
+    family(
+        out,
+        "facilityd_log_dropped_lines_total",
+        "counter",
+        "Unforwarded lines lost: bulk and priority (the log bound was hit; bulk goes first), disk (the disk refused them too long), corrupt (damaged on disk).",
+    );
+    for (reason, v) in [
+        ("bulk", &l.dropped_bulk_lines),
+        ("priority", &l.dropped_priority_lines),
+        ("disk", &l.dropped_disk_lines),
+        ("corrupt", &l.dropped_corrupt_lines),
+    ] {
+        let _ = writeln!(
+            out,
+            "facilityd_log_dropped_lines_total{{reason=\"{reason}\"}} {}",
+            v.load(Relaxed)
+        );
+    }
+    family(
+        out,
+        "facilityd_log_history_removed_bytes_total",
+        "counter",
+        "Forwarded history removed from the log: to stay under log_max_bytes (bound), or after history_retention (retention).",
+    );
+    for (reason, v) in [
+        ("bound", &l.history_evicted_bytes),
+        ("retention", &l.history_expired_bytes),
+    ] {
+        let _ = writeln!(
+            out,
+            "facilityd_log_history_removed_bytes_total{{reason=\"{reason}\"}} {}",
+            v.load(Relaxed)
+        );
+    }
+    let file = gw
+        .settings
+        .gateway
+        .state_dir
+        .join(crate::runtime::DEAD_LETTER_FILE);
+    family(
+        out,
+        "facilityd_telemetry_dead_letter_lines_total",
+        "counter",
+        "Lines the database rejected (HTTP 400, or a single line too large), kept in the named file.",
+    );
+    let _ = writeln!(
+        out,
+        "facilityd_telemetry_dead_letter_lines_total{{file=\"{}\"}} {}",
+        escape_label(&file.display().to_string()),
+        gw.telemetry.lines_dead_lettered.load(Relaxed)
+    );
 }

@@ -115,7 +115,8 @@ pub fn router(state: ApiState) -> axum::Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_route))
         .route("/api/v1/assets", get(assets))
-        .route("/api/v1/assets/{id}/points", get(points));
+        .route("/api/v1/assets/{id}/points", get(points))
+        .route("/api/v1/assets/{id}/history", get(history));
     r = workorders::routes(r);
     r.fallback(|| async { ApiError::not_found("no such route") })
         .with_state(state)
@@ -127,10 +128,24 @@ async fn healthz() -> impl IntoResponse {
 
 async fn readyz(State(s): State<ApiState>) -> Response {
     let t = &s.gw.telemetry;
+    let l = &s.gw.log_stats;
+    let oldest =
+        s.gw.log
+            .get()
+            .and_then(|log| log.oldest_backlog_age())
+            .map_or(0.0, |d| d.as_secs_f64());
     let detail = json!({
         "config": true,
         "stores": s.ready.load(Relaxed),
-        "telemetry_queue_bytes": t.queue_bytes.load(Relaxed),
+        "telemetry_log": {
+            "bytes": l.bytes.load(Relaxed),
+            "backlog_bytes": l.backlog_bytes.load(Relaxed),
+            "backlog_lines": l.backlog_lines.load(Relaxed),
+            "backlog_oldest_seconds": oldest,
+            "forward_rate_lines_per_second": l.forward_rate(),
+            "disk_failing": l.disk_failing.load(Relaxed) == 1,
+        },
+        "database_refused": s.gw.faults.database_refused(),
         "telemetry_write_errors": t.write_errors.load(Relaxed),
     });
     if s.ready.load(Relaxed) {
@@ -245,4 +260,96 @@ async fn points(
     Ok(Json(
         json!({ "asset": &*d.id, "online": latest.online, "points": points }),
     ))
+}
+
+#[derive(serde::Deserialize)]
+struct HistoryQuery {
+    point: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+    limit: Option<usize>,
+}
+
+/// Default and largest number of samples one history answer carries.
+const HISTORY_LIMIT: usize = 10_000;
+const HISTORY_MAX: usize = 100_000;
+
+/// `from`/`to`: RFC 3339, or a duration back from now (`15m`, `2h`, `7d`).
+fn parse_time(v: &str, key: &str) -> Result<i64, ApiError> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(v) {
+        return t
+            .timestamp_nanos_opt()
+            .ok_or_else(|| ApiError::bad_request(format!("{key}: out of range")));
+    }
+    if let Ok(d) = humantime::parse_duration(v) {
+        let ago = chrono::Duration::from_std(d)
+            .map_err(|_| ApiError::bad_request(format!("{key}: out of range")))?;
+        return (Utc::now() - ago)
+            .timestamp_nanos_opt()
+            .ok_or_else(|| ApiError::bad_request(format!("{key}: out of range")));
+    }
+    Err(ApiError::bad_request(format!(
+        "{key}: expected an RFC 3339 time (2026-11-27T08:00:00Z) or a duration back from now (15m, 2h, 7d), found {v:?}"
+    )))
+}
+
+async fn history(
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+    axum::extract::Query(q): axum::extract::Query<HistoryQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let Some(device) = s.gw.settings.devices.iter().find(|d| *d.id == *id) else {
+        return Err(ApiError::not_found(format!("no asset {id:?}")));
+    };
+    if let Some(p) = &q.point
+        && !device.profile.points.iter().any(|pt| *pt.name == **p)
+        && !["online", "poll_ms", "errors"].contains(&p.as_str())
+    {
+        return Err(ApiError::not_found(format!(
+            "asset {id:?} has no point {p:?}"
+        )));
+    }
+    let to = match &q.to {
+        Some(v) => parse_time(v, "to")?,
+        None => crate::model::now_ns(),
+    };
+    let from = match &q.from {
+        Some(v) => parse_time(v, "from")?,
+        None => to.saturating_sub(3_600_000_000_000),
+    };
+    if from > to {
+        return Err(ApiError::bad_request("from is after to"));
+    }
+    let limit = q.limit.unwrap_or(HISTORY_LIMIT).clamp(1, HISTORY_MAX);
+    let Some(log) = s.gw.log.get().cloned() else {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the telemetry log is not open yet",
+        ));
+    };
+    let asset = id.clone();
+    let point = q.point.clone();
+    let (samples, truncated) =
+        tokio::task::spawn_blocking(move || log.history(&asset, point.as_deref(), from, to, limit))
+            .await
+            .map_err(|e| ApiError::internal(format!("history: {e}")))?
+            .map_err(|e| ApiError::internal(format!("cannot read the telemetry log: {e}")))?;
+    let samples: Vec<serde_json::Value> = samples
+        .into_iter()
+        .map(|h| {
+            json!({
+                "time": DateTime::from_timestamp_nanos(h.time_ns).to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+                "point": h.point,
+                "value": h.value,
+            })
+        })
+        .collect();
+    Ok(Json(json!({
+        "asset": id,
+        "point": q.point,
+        "from": DateTime::from_timestamp_nanos(from).to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+        "to": DateTime::from_timestamp_nanos(to).to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+        "samples": samples,
+        "truncated": truncated,
+    })))
 }

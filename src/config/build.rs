@@ -40,8 +40,18 @@ pub struct InfluxSettings {
     pub batch_size: usize,
     pub flush_interval: Duration,
     pub timeout: Duration,
-    pub queue_max_bytes: u64,
 }
+
+/// `[storage]`, resolved.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StorageSettings {
+    pub log_max_bytes: u64,
+    pub history_retention: Duration,
+    pub fsync_interval: Duration,
+}
+
+/// The smallest log bound accepted: a few segments of the smallest size.
+pub const MIN_LOG_BYTES: u64 = 64 << 10;
 
 /// How a Modbus device is reached.
 #[derive(Debug, Clone, PartialEq)]
@@ -111,6 +121,7 @@ pub struct Settings {
     /// Webhook and MQTT notifiers.
     pub notifiers: Notifiers,
     pub response_times: ResponseTimes,
+    pub storage: StorageSettings,
     /// Warnings, already formatted with file and key path.
     pub warnings: Vec<String>,
 }
@@ -258,7 +269,6 @@ pub(crate) fn build(loaded: Loaded) -> Result<Settings, ConfigError> {
             batch_size,
             flush_interval,
             timeout: ix.timeout.map_or(Duration::from_secs(10), |d| d.0),
-            queue_max_bytes: ix.queue_max_bytes.map_or(64 << 20, |b| b.0),
         })
     });
 
@@ -444,6 +454,34 @@ pub(crate) fn build(loaded: Loaded) -> Result<Settings, ConfigError> {
         }
     }
 
+    let st = &cfg.storage;
+    let storage = StorageSettings {
+        log_max_bytes: st.log_max_bytes.map_or(1 << 30, |b| b.0),
+        history_retention: st
+            .history_retention
+            .map_or(Duration::from_secs(7 * 86_400), |d| d.0),
+        fsync_interval: st
+            .fsync_interval
+            .map_or(Duration::from_millis(100), |d| d.0),
+    };
+    if storage.log_max_bytes < MIN_LOG_BYTES {
+        issues.err(
+            &main_file,
+            "storage.log_max_bytes",
+            format!(
+                "expected at least 64KiB, found {} bytes",
+                storage.log_max_bytes
+            ),
+        );
+    }
+    if storage.fsync_interval > Duration::from_secs(10) {
+        issues.err(
+            &main_file,
+            "storage.fsync_interval",
+            "expected at most 10s: telemetry counts as accepted only once synced",
+        );
+    }
+
     if !issues.errors.is_empty() {
         return Err(ConfigError(issues.errors));
     }
@@ -460,6 +498,7 @@ pub(crate) fn build(loaded: Loaded) -> Result<Settings, ConfigError> {
         rules,
         notifiers,
         response_times,
+        storage,
         warnings: issues.warnings,
     })
 }

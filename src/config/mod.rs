@@ -8,7 +8,8 @@ pub mod schema;
 pub mod units;
 
 pub use build::{
-    Device, DeviceSource, Gateway, InfluxSettings, ModbusSource, Notifiers, Settings, asset_info,
+    Device, DeviceSource, Gateway, InfluxSettings, ModbusSource, Notifiers, Settings,
+    StorageSettings, asset_info,
 };
 pub use load::{load, load_with_env};
 pub use schema::Secret;

@@ -89,8 +89,6 @@ pub struct InfluxSection {
     pub flush_interval: Option<Duration>,
     /// Timeout of one write request (default 10s).
     pub timeout: Option<Duration>,
-    /// Bound of the in-memory queue of unwritten telemetry (default 64MiB).
-    pub queue_max_bytes: Option<ByteSize>,
 }
 
 /// `[mqtt]`: the broker that MQTT devices publish to, and MQTT notifiers and telemetry publish
@@ -133,8 +131,11 @@ pub struct PublishTelemetryConfig {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StorageSection {
+    /// Bound of the on-disk telemetry log (default 1GiB).
     pub log_max_bytes: Option<ByteSize>,
+    /// How long forwarded telemetry stays queryable locally (default 7d).
     pub history_retention: Option<Duration>,
+    /// Group commit: how often appended telemetry is synced (default 100ms; 0 syncs every batch).
     pub fsync_interval: Option<Duration>,
 }
 

@@ -38,6 +38,8 @@ pub struct MqttStats {
     pub accepted: AtomicU64,
     /// QoS 0 messages dropped because telemetry was full (QoS 1 ones wait instead).
     pub dropped: AtomicU64,
+    /// QoS 1 messages left unacknowledged because the log lost their readings (they come again).
+    pub unacked: AtomicU64,
     pub malformed: AtomicU64,
     pub wrong_type: AtomicU64,
     pub oversized: AtomicU64,
@@ -110,6 +112,7 @@ impl MqttStats {
                 ("{result=\"received\"}", get(&self.received)),
                 ("{result=\"accepted\"}", get(&self.accepted)),
                 ("{result=\"dropped\"}", get(&self.dropped)),
+                ("{result=\"unacked\"}", get(&self.unacked)),
             ],
         );
         let causes: Vec<(String, u64)> = Cause::ALL

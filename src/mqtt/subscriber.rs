@@ -1,6 +1,9 @@
 //! Device messages to readings (DESIGN §1, §7): route the topic to its device, read the
-//! payload, hand the reading to telemetry, and only then acknowledge a QoS 1 message, so a
-//! crash before that leaves it with the broker, which delivers it again.
+//! payload, hand the reading to telemetry, and acknowledge a QoS 1 message only once the
+//! telemetry log has synced its readings (a [`Record::Ack`] follows them down the pipeline),
+//! so a crash before that leaves it with the broker, which delivers it again. Acknowledgements
+//! go out in the order the messages came, from a task of their own, so that the subscriber
+//! goes on reading while the log's group commit is under way.
 //!
 //! Bad input never stops the others: an oversized payload, a topic for no device, malformed
 //! JSON or a value of the wrong type is counted per cause (/metrics), logged at most once per
@@ -14,7 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use rumqttc::{Publish, QoS};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
@@ -25,7 +28,39 @@ use super::settings::Routing;
 use super::topic::Unrouted;
 use crate::config::{Device, DeviceSource};
 use crate::modbus::stats::{DeviceStats, LogLimiter};
-use crate::model::{DeviceStatus, Reading, Record, now_ns};
+use crate::model::{Ack, DeviceStatus, Reading, Record, now_ns};
+
+/// How long a stopping subscriber waits for the log to sync what it has taken.
+const ACK_GRACE: Duration = Duration::from_secs(3);
+
+/// What became of a message.
+enum Taken {
+    /// Telemetry has closed (shutdown): leave the message unacknowledged.
+    Closed,
+    /// Nothing for telemetry (bad input, counted; or QoS 0): acknowledge in turn.
+    Nothing,
+    /// Readings handed to telemetry: acknowledge once the log has synced them.
+    Records,
+}
+
+/// Acknowledges messages in the order they came, each once its readings are synced. A message
+/// whose readings were lost (the log writer gone) is left unacknowledged: the broker keeps it
+/// for the persistent session and delivers it again.
+async fn run_acks(
+    client: MqttClient,
+    mut rx: mpsc::Receiver<(Publish, Option<oneshot::Receiver<()>>)>,
+    stats: Arc<MqttStats>,
+) {
+    while let Some((p, wait)) = rx.recv().await {
+        if let Some(done) = wait
+            && done.await.is_err()
+        {
+            stats.unacked.fetch_add(1, Relaxed);
+            continue;
+        }
+        client.ack(&p).await;
+    }
+}
 
 /// Per MQTT device: payload errors since the last `device_status` line.
 pub type DeviceErrors = Arc<Vec<AtomicU64>>;
@@ -60,22 +95,37 @@ impl Subscriber {
     /// Handles messages until `stop` or the connection ends.
     pub async fn run(self, mut rx: IncomingMessages, stop: CancellationToken) {
         let mut logs = Logs::new();
+        let (ack_tx, ack_rx) = mpsc::channel::<(Publish, Option<oneshot::Receiver<()>>)>(4096);
+        let acker = tokio::spawn(run_acks(self.client.clone(), ack_rx, self.stats.clone()));
         loop {
             let p = tokio::select! {
                 biased;
-                _ = stop.cancelled() => return,
-                p = rx.recv() => match p { Some(p) => p, None => return },
+                _ = stop.cancelled() => break,
+                p = rx.recv() => match p { Some(p) => p, None => break },
             };
             let taken = tokio::select! {
                 biased;
-                _ = stop.cancelled() => return,
+                _ = stop.cancelled() => break,
                 t = self.take(&p, &mut logs) => t,
             };
-            if !taken {
-                return;
+            let wait = match taken {
+                Taken::Closed => break,
+                Taken::Nothing => None,
+                Taken::Records => {
+                    let (ack, done) = Ack::new();
+                    if self.tx.send(Record::Ack(ack)).await.is_err() {
+                        break;
+                    }
+                    Some(done)
+                }
+            };
+            if p.qos != QoS::AtMostOnce && ack_tx.send((p, wait)).await.is_err() {
+                break;
             }
-            self.client.ack(&p).await;
         }
+        // Acknowledge what the log syncs in the next moments; the rest comes again.
+        drop(ack_tx);
+        let _ = tokio::time::timeout(ACK_GRACE, acker).await;
     }
 
     fn reject(&self, logs: &mut Logs, cause: Cause, topic: &str, detail: &str) {
@@ -91,9 +141,8 @@ impl Subscriber {
         }
     }
 
-    /// Turns one message into readings and hands them to telemetry. `false` when telemetry has
-    /// closed (shutdown): the message is then left unacknowledged.
-    async fn take(&self, p: &Publish, logs: &mut Logs) -> bool {
+    /// Turns one message into readings and hands them to telemetry.
+    async fn take(&self, p: &Publish, logs: &mut Logs) -> Taken {
         let received = now_ns();
         if p.payload.len() > self.max_payload_bytes {
             let detail = format!(
@@ -102,7 +151,7 @@ impl Subscriber {
                 self.max_payload_bytes
             );
             self.reject(logs, Cause::Oversized, &p.topic, &detail);
-            return true;
+            return Taken::Nothing;
         }
         let deliveries = match self.routing.router.route(&p.topic) {
             Ok(d) => d,
@@ -116,7 +165,7 @@ impl Subscriber {
                     ),
                 };
                 self.reject(logs, Cause::UnknownTopic, &p.topic, &detail);
-                return true;
+                return Taken::Nothing;
             }
         };
         let mut accepted = false;
@@ -147,18 +196,23 @@ impl Subscriber {
                     Err(mpsc::error::TrySendError::Full(_)) => {
                         self.stats.dropped.fetch_add(1, Relaxed);
                     }
-                    Err(mpsc::error::TrySendError::Closed(_)) => return false,
+                    Err(mpsc::error::TrySendError::Closed(_)) => return Taken::Closed,
                 }
             } else if self.tx.send(record).await.is_ok() {
                 accepted = true;
             } else {
-                return false;
+                return Taken::Closed;
             }
         }
-        if accepted {
-            self.stats.accepted.fetch_add(1, Relaxed);
+        if !accepted {
+            return Taken::Nothing;
         }
-        true
+        self.stats.accepted.fetch_add(1, Relaxed);
+        if p.qos == QoS::AtMostOnce {
+            Taken::Nothing
+        } else {
+            Taken::Records
+        }
     }
 
     #[allow(clippy::too_many_arguments)]

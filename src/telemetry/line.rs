@@ -79,6 +79,8 @@ struct DeviceLines {
     status_prefix: String,
     /// Escaped field key of each profile point.
     fields: Vec<String>,
+    /// Per profile point: an alarm, state or event point (kept longest when the log is full).
+    priority: Vec<bool>,
 }
 
 /// Encodes records of the configured devices.
@@ -138,10 +140,24 @@ impl LineEncoder {
                         f
                     })
                     .collect();
+                let priority = d
+                    .profile
+                    .points
+                    .iter()
+                    .map(|p| {
+                        matches!(
+                            p.kind,
+                            crate::profile::PointKind::Alarm
+                                | crate::profile::PointKind::State
+                                | crate::profile::PointKind::Event
+                        )
+                    })
+                    .collect();
                 DeviceLines {
                     reading_prefix,
                     status_prefix,
                     fields,
+                    priority,
                 }
             })
             .collect();
@@ -152,16 +168,38 @@ impl LineEncoder {
     /// false and appends nothing when the record has no writable field.
     pub fn encode(&self, record: &Record, out: &mut String) -> bool {
         match record {
-            Record::Reading(r) => self.encode_reading(r, out),
+            Record::Reading(r) => self.encode_reading(r, out, None),
             Record::Status(s) => self.encode_status(s, out),
             Record::Line(l) => {
                 out.push_str(l);
                 true
             }
+            Record::Ack(_) => false,
         }
     }
 
-    fn encode_reading(&self, r: &Reading, out: &mut String) -> bool {
+    /// Like [`LineEncoder::encode`], but sorts by what the telemetry log drops last: gauges
+    /// and counters go to `bulk`; alarm, state and event points, device status and work-order
+    /// lines to `priority`. A reading with both becomes two lines with the same series and
+    /// time (the database merges their fields into one point). Returns the lines appended
+    /// to each.
+    pub fn encode_split(
+        &self,
+        record: &Record,
+        bulk: &mut String,
+        priority: &mut String,
+    ) -> (u32, u32) {
+        match record {
+            Record::Reading(r) => (
+                self.encode_reading(r, bulk, Some(false)) as u32,
+                self.encode_reading(r, priority, Some(true)) as u32,
+            ),
+            other => (0, self.encode(other, priority) as u32),
+        }
+    }
+
+    /// `only`: just the points whose priority flag equals it.
+    fn encode_reading(&self, r: &Reading, out: &mut String, only: Option<bool>) -> bool {
         let Some(d) = self.devices.get(r.device) else {
             return false;
         };
@@ -172,6 +210,9 @@ impl LineEncoder {
             let Some(key) = d.fields.get(*i) else {
                 continue;
             };
+            if only.is_some_and(|p| d.priority.get(*i).copied().unwrap_or(false) != p) {
+                continue;
+            }
             let field_mark = out.len();
             out.push(sep);
             out.push_str(key);

@@ -2,4 +2,5 @@
 
 pub mod influx;
 pub mod line;
+pub mod log;
 pub mod pipeline;

@@ -1,12 +1,12 @@
-//! From records to the database: encode, batch by size and time, queue, forward with retry.
+//! From records to the database: encode, batch, append to the on-disk log, forward.
 //!
 //! Pollers hand records over a bounded channel and never wait: a full channel drops and counts
-//! (see `RecordSink`). The [`Batcher`] turns records into line protocol and cuts batches of
-//! `batch_size` lines or `flush_interval` age into the [`BatchQueue`], bounded in bytes; when
-//! it is full the oldest batch is dropped and counted. The [`Forwarder`] writes batches in
-//! order with exponential backoff and jitter. The queue is the seam where the durable on-disk
-//! log goes: "accepted" is `BatchQueue::push`, "forwarded" is `BatchQueue::pop_front` after a
-//! successful write.
+//! (see `RecordSink`). The [`Batcher`] turns records into line protocol, sorted into bulk and
+//! priority lines (see `LineEncoder::encode_split`), and cuts batches of `batch_size` lines or
+//! `flush_interval` age into the [`TelemetryLog`](super::log::TelemetryLog); a batch holding an
+//! MQTT acknowledgement is cut within [`ACK_DELAY`]. Appended and synced is "accepted". The
+//! [`Forwarder`] reads the log from its cursor and writes to the database in order, moving the
+//! cursor only after a 2xx; it never slows the batcher or the pollers.
 
 use std::collections::VecDeque;
 use std::io::Write as _;
@@ -16,32 +16,65 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rand::Rng;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep, sleep_until};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use super::influx::{LineWriter, WriteError};
 use super::line::LineEncoder;
+use super::log::{Chunk, Class, LogAppender, Part, TelemetryLog};
 use crate::modbus::stats::LogLimiter;
-use crate::model::Record;
+use crate::model::{Ack, Record};
 
-/// Counters of the telemetry path.
+/// How soon a batch that holds an MQTT QoS 1 acknowledgement is cut.
+pub const ACK_DELAY: Duration = Duration::from_millis(20);
+
+/// Counters of the telemetry path (the log keeps its own, `LogStats`).
 #[derive(Debug, Default)]
 pub struct TelemetryStats {
     /// Records dropped because the poller-to-batcher channel was full.
     pub records_dropped: Arc<AtomicU64>,
+    /// Lines handed to the log.
     pub lines_accepted: AtomicU64,
     pub lines_written: AtomicU64,
     pub batches_written: AtomicU64,
     pub write_errors: AtomicU64,
-    /// Lines dropped because the queue was full.
-    pub lines_dropped: AtomicU64,
-    /// Lines the database rejected (HTTP 400), kept in the dead-letter file.
+    /// Lines the database rejected (HTTP 400, or one line too large for 413), kept in the
+    /// dead-letter file.
     pub lines_dead_lettered: AtomicU64,
-    /// Gauges: queued bytes and batches.
-    pub queue_bytes: AtomicU64,
-    pub queue_batches: AtomicU64,
+    /// Lines lost because the log writer was gone (only at shutdown).
+    pub lines_dropped: AtomicU64,
+}
+
+/// Faults of the gateway itself, raised as work orders on the gateway's own asset (DESIGN §4).
+#[derive(Debug, Default)]
+pub struct GatewayFaults {
+    /// The database refuses our writes (HTTP 401, 403, 404): what it said.
+    pub database_refused: Mutex<Option<String>>,
+    /// A write has succeeded since start-up.
+    pub database_written: std::sync::atomic::AtomicBool,
+}
+
+impl GatewayFaults {
+    pub fn set_database_refused(&self, why: Option<String>) {
+        *self
+            .database_refused
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = why;
+    }
+
+    /// The database has taken a write since start-up (and refuses none now).
+    pub fn database_ok(&self) -> bool {
+        self.database_written.load(Relaxed) && self.database_refused().is_none()
+    }
+
+    pub fn database_refused(&self) -> Option<String> {
+        self.database_refused
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
 }
 
 /// A batch of newline-terminated lines.
@@ -52,7 +85,7 @@ pub struct Batch {
 }
 
 impl Batch {
-    /// Splits a batch in two halves at a line boundary (for HTTP 413).
+    /// Splits a batch in two halves at a line boundary (for HTTP 413 and 400).
     pub fn split(self) -> (Batch, Option<Batch>) {
         if self.lines < 2 {
             return (self, None);
@@ -77,139 +110,88 @@ impl Batch {
     }
 }
 
-/// Unwritten batches, bounded in bytes.
-pub struct BatchQueue {
-    inner: Mutex<VecDeque<Batch>>,
-    max_bytes: u64,
-    notify: Notify,
-    stats: Arc<TelemetryStats>,
-    closed: std::sync::atomic::AtomicBool,
+/// Lines of one class being gathered.
+#[derive(Default)]
+struct Pending {
+    body: String,
+    lines: u32,
+    min_ts: i64,
+    max_ts: i64,
 }
 
-impl BatchQueue {
-    pub fn new(max_bytes: u64, stats: Arc<TelemetryStats>) -> Arc<Self> {
-        Arc::new(BatchQueue {
-            inner: Mutex::new(VecDeque::new()),
-            max_bytes,
-            notify: Notify::new(),
-            stats,
-            closed: false.into(),
-        })
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Batch>> {
-        // A panic elsewhere while holding the lock leaves a queue that is still consistent.
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Accepts a batch; drops the oldest batches (counted) when over the bound.
-    pub fn push(&self, batch: Batch) {
-        let mut q = self.lock();
-        self.stats
-            .lines_accepted
-            .fetch_add(batch.lines as u64, Relaxed);
-        self.stats
-            .queue_bytes
-            .fetch_add(batch.body.len() as u64, Relaxed);
-        q.push_back(batch);
-        let mut dropped = 0usize;
-        while self.stats.queue_bytes.load(Relaxed) > self.max_bytes && q.len() > 1 {
-            if let Some(old) = q.pop_front() {
-                self.stats
-                    .queue_bytes
-                    .fetch_sub(old.body.len() as u64, Relaxed);
-                dropped += old.lines;
-            }
+impl Pending {
+    fn note(&mut self, added: u32, ts: i64) {
+        if added == 0 {
+            return;
         }
-        self.stats.queue_batches.store(q.len() as u64, Relaxed);
-        drop(q);
-        if dropped > 0 {
-            self.stats.lines_dropped.fetch_add(dropped as u64, Relaxed);
-            warn!(
-                lines = dropped,
-                max_bytes = self.max_bytes,
-                "telemetry queue full: dropped the oldest lines"
-            );
+        if self.lines == 0 {
+            self.min_ts = ts;
+            self.max_ts = ts;
+        } else {
+            self.min_ts = self.min_ts.min(ts);
+            self.max_ts = self.max_ts.max(ts);
         }
-        self.notify.notify_one();
+        self.lines += added;
     }
 
-    /// The oldest batch, without removing it.
-    pub fn front(&self) -> Option<Batch> {
-        self.lock().front().cloned()
-    }
-
-    /// Replaces the front batch by the given ones (after a 413 split).
-    pub fn replace_front(&self, parts: Vec<Batch>) {
-        let mut q = self.lock();
-        if let Some(old) = q.pop_front() {
-            self.stats
-                .queue_bytes
-                .fetch_sub(old.body.len() as u64, Relaxed);
+    fn take(&mut self, class: Class) -> Option<Part> {
+        if self.lines == 0 {
+            return None;
         }
-        for b in parts.into_iter().rev() {
-            self.stats
-                .queue_bytes
-                .fetch_add(b.body.len() as u64, Relaxed);
-            q.push_front(b);
-        }
-        self.stats.queue_batches.store(q.len() as u64, Relaxed);
-    }
-
-    /// Removes the front batch once it is written.
-    pub fn pop_front(&self) {
-        let mut q = self.lock();
-        if let Some(old) = q.pop_front() {
-            self.stats
-                .queue_bytes
-                .fetch_sub(old.body.len() as u64, Relaxed);
-        }
-        self.stats.queue_batches.store(q.len() as u64, Relaxed);
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.lock().is_empty()
-    }
-
-    /// No more batches will come.
-    pub fn close(&self) {
-        self.closed.store(true, Relaxed);
-        self.notify.notify_one();
-    }
-
-    pub fn is_closed(&self) -> bool {
-        self.closed.load(Relaxed)
-    }
-
-    async fn wait(&self) {
-        self.notify.notified().await
+        let cap = self.body.capacity().min(4 << 20);
+        let part = Part {
+            class,
+            body: std::mem::replace(&mut self.body, String::with_capacity(cap)),
+            lines: self.lines,
+            min_ts: self.min_ts,
+            max_ts: self.max_ts,
+        };
+        self.lines = 0;
+        Some(part)
     }
 }
 
-/// Encodes records and cuts batches.
+fn record_time(r: &Record) -> i64 {
+    match r {
+        Record::Reading(r) => r.timestamp_ns,
+        Record::Status(s) => s.timestamp_ns,
+        // A work-order line ends in its timestamp.
+        Record::Line(l) => l
+            .trim_end()
+            .rsplit(' ')
+            .next()
+            .and_then(|t| t.parse().ok())
+            .unwrap_or_else(crate::model::now_ns),
+        Record::Ack(_) => crate::model::now_ns(),
+    }
+}
+
+/// Encodes records and cuts batches into the log.
 pub struct Batcher {
     pub encoder: LineEncoder,
     pub batch_size: usize,
     pub flush_interval: Duration,
-    pub queue: Arc<BatchQueue>,
+    pub log: LogAppender,
+    pub stats: Arc<TelemetryStats>,
 }
 
 impl Batcher {
-    /// Runs until the record channel closes, then flushes and closes the queue.
+    /// Runs until the record channel closes, then flushes and closes its log handle.
     pub async fn run(
         self,
         mut rx: mpsc::Receiver<Record>,
         mut observe: impl FnMut(&Record) + Send,
     ) {
-        let mut body = String::with_capacity(64 * 1024);
-        let mut lines = 0usize;
+        let mut bulk = Pending::default();
+        let mut prio = Pending::default();
+        let mut acks: Vec<Ack> = Vec::new();
         let mut deadline: Option<Instant> = None;
         loop {
             let rec = match deadline {
                 Some(d) => tokio::select! {
                     r = rx.recv() => r,
                     _ = sleep_until(d) => {
-                        self.flush(&mut body, &mut lines);
+                        self.flush(&mut bulk, &mut prio, &mut acks).await;
                         deadline = None;
                         continue;
                     }
@@ -218,120 +200,263 @@ impl Batcher {
             };
             let Some(rec) = rec else { break };
             observe(&rec);
-            if self.encoder.encode(&rec, &mut body) {
-                lines += 1;
-                deadline.get_or_insert_with(|| Instant::now() + self.flush_interval);
-                if lines >= self.batch_size {
-                    self.flush(&mut body, &mut lines);
-                    deadline = None;
-                }
+            if let Record::Ack(a) = rec {
+                acks.push(a);
+                let soon = Instant::now() + ACK_DELAY.min(self.flush_interval);
+                deadline = Some(deadline.map_or(soon, |d| d.min(soon)));
+                continue;
+            }
+            let (b, p) = self
+                .encoder
+                .encode_split(&rec, &mut bulk.body, &mut prio.body);
+            if b + p == 0 {
+                continue;
+            }
+            let ts = record_time(&rec);
+            bulk.note(b, ts);
+            prio.note(p, ts);
+            deadline.get_or_insert_with(|| Instant::now() + self.flush_interval);
+            if (bulk.lines + prio.lines) as usize >= self.batch_size {
+                self.flush(&mut bulk, &mut prio, &mut acks).await;
+                deadline = None;
             }
         }
-        self.flush(&mut body, &mut lines);
-        self.queue.close();
+        self.flush(&mut bulk, &mut prio, &mut acks).await;
     }
 
-    fn flush(&self, body: &mut String, lines: &mut usize) {
-        if *lines == 0 {
-            return;
+    async fn flush(&self, bulk: &mut Pending, prio: &mut Pending, acks: &mut Vec<Ack>) {
+        let parts: Vec<Part> = [bulk.take(Class::Bulk), prio.take(Class::Priority)]
+            .into_iter()
+            .flatten()
+            .collect();
+        let lines: u64 = parts.iter().map(|p| p.lines as u64).sum();
+        match self.log.append(parts, std::mem::take(acks)).await {
+            Ok(()) => {
+                self.stats.lines_accepted.fetch_add(lines, Relaxed);
+            }
+            Err(e) => {
+                self.stats.lines_dropped.fetch_add(lines, Relaxed);
+                error!(lines, error = %e, "telemetry lines lost");
+            }
         }
-        let cap = body.capacity();
-        let full = std::mem::replace(body, String::with_capacity(cap.min(4 << 20)));
-        self.queue.push(Batch {
-            body: full,
-            lines: *lines,
-        });
-        *lines = 0;
     }
 }
 
-/// Writes queued batches in order.
+/// Writes the log's records to the database in order.
 pub struct Forwarder {
     pub writer: Arc<dyn LineWriter>,
-    pub queue: Arc<BatchQueue>,
+    pub log: Arc<TelemetryLog>,
     pub stats: Arc<TelemetryStats>,
+    /// Lines per write (several log records are joined up to it).
+    pub batch_size: usize,
     /// Where lines the database rejects (HTTP 400) are kept.
     pub dead_letter: PathBuf,
+    pub faults: Arc<GatewayFaults>,
 }
 
 const BACKOFF_MIN: Duration = Duration::from_millis(250);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// How often the forward cursor is persisted (a crash resends at most this much).
+const CURSOR_PERSIST: Duration = Duration::from_secs(1);
+/// The window of the forward rate gauge.
+const RATE_WINDOW: Duration = Duration::from_secs(5);
+
+/// Lines forwarded per second over the last window.
+struct Rate {
+    since: Instant,
+    lines: u64,
+}
+
+impl Rate {
+    fn add(&mut self, lines: u64, stats: &super::log::LogStats) {
+        self.lines += lines;
+        self.roll(stats);
+    }
+
+    fn roll(&mut self, stats: &super::log::LogStats) {
+        let dt = self.since.elapsed();
+        if dt >= RATE_WINDOW {
+            let rate = self.lines as f64 / dt.as_secs_f64();
+            stats.forward_rate_bits.store(rate.to_bits(), Relaxed);
+            self.since = Instant::now();
+            self.lines = 0;
+        }
+    }
+}
+
+enum Outcome {
+    Written,
+    Stopped,
+}
 
 impl Forwarder {
-    /// Runs until the queue is closed and drained, or until `stop` fires (then it returns at
-    /// once; what is left stays queued).
-    pub async fn run(self, stop: CancellationToken) {
+    /// Runs until `stop` fires (then it returns at once; the cursor says what was written), or
+    /// until `drain` fires and everything synced is written.
+    pub async fn run(self, stop: CancellationToken, drain: CancellationToken) {
+        let mut synced = self.log.subscribe_synced();
+        let mut cursor = self.log.cursor();
+        let mut persisted = Instant::now();
+        let mut rate = Rate {
+            since: Instant::now(),
+            lines: 0,
+        };
+        let mut log_limit = LogLimiter::new(Duration::from_secs(10));
+        loop {
+            let log = self.log.clone();
+            let from = cursor;
+            let max = self.batch_size.max(1);
+            let chunk = tokio::task::spawn_blocking(move || log.read_chunk(from, max)).await;
+            let chunk = match chunk {
+                Ok(Ok(c)) => c,
+                Ok(Err(e)) => {
+                    if let Some(held) = log_limit.allow() {
+                        error!(error = %e, suppressed = held, "cannot read the telemetry log; retrying");
+                    }
+                    tokio::select! {
+                        _ = stop.cancelled() => break,
+                        _ = sleep(Duration::from_secs(1)) => continue,
+                    }
+                }
+                Err(_) => break,
+            };
+            let Some(chunk) = chunk else {
+                rate.roll(&self.log.stats);
+                if drain.is_cancelled() {
+                    break;
+                }
+                if persisted.elapsed() >= CURSOR_PERSIST {
+                    self.persist().await;
+                    persisted = Instant::now();
+                }
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = drain.cancelled() => {}
+                    _ = synced.changed() => {}
+                    _ = sleep(Duration::from_secs(1)) => {}
+                }
+                continue;
+            };
+            let Chunk {
+                body,
+                lines,
+                next_seq,
+            } = chunk;
+            if lines > 0 {
+                match self.write_all(Batch { body, lines }, &stop).await {
+                    Outcome::Written => {}
+                    Outcome::Stopped => break,
+                }
+            }
+            self.log.advance(next_seq);
+            cursor = next_seq;
+            rate.add(lines as u64, &self.log.stats);
+            self.log
+                .stats
+                .forwarded_lines
+                .fetch_add(lines as u64, Relaxed);
+            if persisted.elapsed() >= CURSOR_PERSIST {
+                self.persist().await;
+                persisted = Instant::now();
+            }
+        }
+        self.persist().await;
+    }
+
+    async fn persist(&self) {
+        let log = self.log.clone();
+        match tokio::task::spawn_blocking(move || log.persist_cursor()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                warn!(error = %e, "cannot save the telemetry forward cursor (a restart resends more)")
+            }
+            Err(_) => {}
+        }
+    }
+
+    /// Writes one chunk, splitting on 413 and bisecting on 400, retrying everything else
+    /// until it goes through or `stop` fires.
+    async fn write_all(&self, batch: Batch, stop: &CancellationToken) -> Outcome {
+        let mut parts = VecDeque::from([batch]);
         let mut backoff = BACKOFF_MIN;
         let mut log = LogLimiter::new(Duration::from_secs(10));
         let mut failing = false;
-        loop {
-            let Some(batch) = self.queue.front() else {
-                if self.queue.is_closed() {
-                    return;
-                }
-                tokio::select! {
-                    _ = stop.cancelled() => return,
-                    _ = self.queue.wait() => continue,
-                    // A notify can race with front(); look again now and then.
-                    _ = sleep(Duration::from_millis(200)) => continue,
-                }
-            };
-            let lines = batch.lines;
+        while let Some(part) = parts.pop_front() {
+            let lines = part.lines;
             let result = tokio::select! {
-                _ = stop.cancelled() => return,
-                r = self.writer.write(batch.body.clone()) => r,
+                _ = stop.cancelled() => return Outcome::Stopped,
+                r = self.writer.write(part.body.clone()) => r,
             };
-            match result {
+            let retry = match result {
                 Ok(()) => {
-                    self.queue.pop_front();
                     self.stats.lines_written.fetch_add(lines as u64, Relaxed);
                     self.stats.batches_written.fetch_add(1, Relaxed);
                     backoff = BACKOFF_MIN;
+                    self.faults.database_written.store(true, Relaxed);
                     if failing {
                         info!("database writes succeed again");
                         failing = false;
                     }
-                    continue;
-                }
-                Err(WriteError::TooLarge) => {
-                    let (a, b) = batch.split();
-                    match b {
-                        Some(b) => {
-                            info!(
-                                lines,
-                                "database refused a batch as too large (413); splitting it"
-                            );
-                            self.queue.replace_front(vec![a, b]);
-                            continue;
-                        }
-                        None => {
-                            self.dead_letter(&a.body, "a single line is too large (HTTP 413)");
-                            self.queue.pop_front();
-                            continue;
-                        }
+                    if self.faults.database_refused().is_some() {
+                        info!("the database takes our writes again");
+                        self.faults.set_database_refused(None);
                     }
-                }
-                Err(WriteError::Rejected(text)) => {
-                    self.dead_letter(&batch.body, &text);
-                    self.queue.pop_front();
                     continue;
+                }
+                Err(WriteError::TooLarge) => match part.split() {
+                    (a, Some(b)) => {
+                        info!(
+                            lines,
+                            "database refused a batch as too large (413); splitting it"
+                        );
+                        parts.push_front(b);
+                        parts.push_front(a);
+                        continue;
+                    }
+                    (a, None) => {
+                        self.dead_letter(&a.body, "a single line is too large (HTTP 413)");
+                        continue;
+                    }
+                },
+                // Bisect down to the lines the database refuses; the others are written (a
+                // line written twice is overwritten in place).
+                Err(WriteError::Rejected(text)) => match part.split() {
+                    (a, Some(b)) => {
+                        parts.push_front(b);
+                        parts.push_front(a);
+                        continue;
+                    }
+                    (a, None) => {
+                        self.dead_letter(&a.body, &text);
+                        continue;
+                    }
+                },
+                Err(WriteError::Refused { status, text }) => {
+                    let why = format!("HTTP {status}: {text}");
+                    if self.faults.database_refused().as_deref() != Some(why.as_str()) {
+                        error!(status, reason = %text, "the database refuses our writes (check [influxdb] token, org and bucket); telemetry stays in the local log");
+                        self.faults.set_database_refused(Some(why));
+                    }
+                    part
                 }
                 Err(e) => {
-                    self.stats.write_errors.fetch_add(1, Relaxed);
-                    failing = true;
                     if let Some(held) = log.allow() {
-                        let queued = self.stats.queue_bytes.load(Relaxed);
-                        error!(error = %e, retry_in_ms = backoff.as_millis() as u64, queued_bytes = queued, suppressed = held, "database write failed; keeping the batch and retrying");
+                        let backlog = self.log.stats.backlog_bytes.load(Relaxed);
+                        error!(error = %e, retry_in_ms = backoff.as_millis() as u64, backlog_bytes = backlog, suppressed = held, "database write failed; the lines stay in the log, retrying");
                     }
+                    part
                 }
-            }
+            };
+            self.stats.write_errors.fetch_add(1, Relaxed);
+            failing = true;
+            parts.push_front(retry);
             let wait = backoff.mul_f64(rand::rng().random_range(0.5..1.0));
             backoff = (backoff * 2).min(BACKOFF_MAX);
             tokio::select! {
-                _ = stop.cancelled() => return,
+                _ = stop.cancelled() => return Outcome::Stopped,
                 _ = sleep(wait) => {}
             }
         }
+        Outcome::Written
     }
 
     fn dead_letter(&self, body: &str, why: &str) {
@@ -367,21 +492,5 @@ mod tests {
         let y = y.unwrap();
         assert_eq!((x.body.as_str(), x.lines), ("a 1\n", 1));
         assert_eq!((y.body.as_str(), y.lines), ("b 2\nc 3\n", 2));
-    }
-
-    #[test]
-    fn full_queue_drops_oldest_and_counts() {
-        let stats = Arc::new(TelemetryStats::default());
-        let q = BatchQueue::new(10, stats.clone());
-        q.push(Batch {
-            body: "aaaaaa\n".into(),
-            lines: 1,
-        });
-        q.push(Batch {
-            body: "bbbbbb\n".into(),
-            lines: 1,
-        });
-        assert_eq!(stats.lines_dropped.load(Relaxed), 1);
-        assert_eq!(q.front().unwrap().body, "bbbbbb\n");
     }
 }
