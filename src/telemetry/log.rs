@@ -910,9 +910,13 @@ impl Writer {
             match rx.recv_timeout(wait) {
                 Ok(cmd) => {
                     self.submit(cmd);
-                    // Whatever else is queued joins this group commit.
-                    while let Ok(cmd) = rx.try_recv() {
-                        self.submit(cmd);
+                    // Whatever else is queued joins this group commit, up to its deadline:
+                    // a steady stream must not hold the sync back.
+                    while self.unsynced_since.is_none_or(|t| t.elapsed() < interval) {
+                        match rx.try_recv() {
+                            Ok(cmd) => self.submit(cmd),
+                            Err(_) => break,
+                        }
                     }
                 }
                 Err(flume::RecvTimeoutError::Timeout) => {}
