@@ -974,8 +974,15 @@ impl Writer {
             }
             cmd.parts.remove(0);
         }
-        for a in cmd.acks {
-            self.acks.push((self.next_seq, a));
+        if self.unsynced_since.is_none() {
+            // Everything before these acks is synced already.
+            for a in cmd.acks {
+                a.fire();
+            }
+        } else {
+            for a in cmd.acks {
+                self.acks.push((self.next_seq, a));
+            }
         }
         if self.log.lock().total_bytes > self.log.cfg.max_bytes {
             self.enforce_bound();
@@ -1244,28 +1251,26 @@ impl Writer {
     fn enforce_bound(&mut self) {
         let max = self.log.cfg.max_bytes;
         self.evict_history(false);
-        // Bulk, oldest segment first (never the active one).
-        let mut i = 0;
-        while self.log.lock().total_bytes > max {
-            let target = {
+        if self.log.lock().total_bytes > max && self.compact_bulk() {
+            // Still over: the active segment may hold the bulk lines left; close it so it can
+            // be compacted too, rather than drop priority lines before them.
+            let active_has_bulk = {
                 let st = self.log.lock();
-                if i + 1 >= st.segments.len() {
-                    break;
-                }
-                let seg = &st.segments[i];
-                let worth = seg
-                    .records
-                    .iter()
-                    .any(|m| m.seq < st.cursor || m.class == Class::Bulk);
-                worth.then_some(seg.id)
+                st.total_bytes > max
+                    && st.segments.back().is_some_and(|s| {
+                        s.records
+                            .iter()
+                            .any(|m| m.seq < st.cursor || m.class == Class::Bulk)
+                    })
             };
-            if let Some(id) = target
-                && let Err(e) = self.compact(id)
-            {
-                self.disk_failed(&e);
-                break;
+            if active_has_bulk {
+                match self.rotate() {
+                    Ok(()) => {
+                        self.compact_bulk();
+                    }
+                    Err(e) => self.disk_failed(&e),
+                }
             }
-            i += 1;
         }
         // Last resort: whole segments, oldest first, whatever they carry.
         let mut dropped = 0u64;
@@ -1301,6 +1306,35 @@ impl Writer {
                 "telemetry log full: dropped the oldest alarm, state and event lines (no bulk lines were left to drop)"
             );
         }
+    }
+
+    /// Compacts closed segments, oldest first, until the log is under its bound. False when
+    /// the disk refused.
+    fn compact_bulk(&mut self) -> bool {
+        let ids: Vec<u64> = {
+            let st = self.log.lock();
+            let closed = st.segments.len().saturating_sub(1);
+            st.segments
+                .iter()
+                .take(closed)
+                .filter(|seg| {
+                    seg.records
+                        .iter()
+                        .any(|m| m.seq < st.cursor || m.class == Class::Bulk)
+                })
+                .map(|seg| seg.id)
+                .collect()
+        };
+        for id in ids {
+            if self.log.lock().total_bytes <= self.log.cfg.max_bytes {
+                break;
+            }
+            if let Err(e) = self.compact(id) {
+                self.disk_failed(&e);
+                return false;
+            }
+        }
+        true
     }
 
     /// Rewrites segment `id` without its forwarded and its bulk records.
