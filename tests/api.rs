@@ -249,3 +249,92 @@ async fn no_token_means_403_and_a_public_address_needs_one() {
         .expect_err("started on a public address without a token");
     assert!(err.to_string().contains("api_token_file"), "{err}");
 }
+
+/// The history API answers from the local telemetry log (here with no database at all): one
+/// point or all, in a time range, oldest first, with a limit; bad input gets 4xx.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_comes_from_the_local_log() {
+    let sim = facilityd::sim::start(SimSpec {
+        ports: vec![SimPortSpec {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            devices: vec![SimDeviceSpec::new(1, "pump")],
+        }],
+        frozen: true,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    sim.set_point(0, 1, "discharge_pressure_bar", Value::Float(4.25))
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let body = format!(
+        "[storage]\nfsync_interval = \"10ms\"\n\n[[devices]]\nid = \"PU-1\"\nprofile = \"pump\"\ninterval = \"100ms\"\nmodbus = {{ url = \"tcp://{}\", unit = 1, timeout = \"200ms\" }}\n",
+        sim.addrs()[0]
+    );
+    let (gw, stop, task) = gateway(dir.path(), "listen = \"127.0.0.1:0\"", &body).await;
+    let api = format!("http://{}", gw.api_addr.get().unwrap());
+    let get = |path: String| {
+        let api = api.clone();
+        async move {
+            let r = reqwest011::get(format!("{api}{path}")).await.unwrap();
+            let status = r.status().as_u16();
+            (status, r.json::<Json>().await.unwrap())
+        }
+    };
+    // A batch is cut every second (flush_interval): wait for a few.
+    let t0 = Instant::now();
+    let samples = loop {
+        let (status, j) =
+            get("/api/v1/assets/PU-1/history?point=discharge_pressure_bar&from=5m".into()).await;
+        assert_eq!(status, 200, "{j}");
+        let s = j["samples"].as_array().cloned().unwrap_or_default();
+        if s.len() >= 10 {
+            break s;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "history stayed short: {j}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let mut last = String::new();
+    for s in &samples {
+        assert_eq!(s["point"], "discharge_pressure_bar");
+        assert_eq!(s["value"], 4.25);
+        let t = s["time"].as_str().unwrap().to_string();
+        assert!(t > last, "not oldest first: {last} then {t}");
+        last = t;
+    }
+    // All points of one poll time; a limit; the status line's fields.
+    let (_, all) = get(format!(
+        "/api/v1/assets/PU-1/history?from={}&to={}",
+        samples[0]["time"].as_str().unwrap(),
+        samples[0]["time"].as_str().unwrap()
+    ))
+    .await;
+    let names: Vec<&str> = all["samples"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["point"].as_str().unwrap())
+        .collect();
+    assert!(
+        names.contains(&"discharge_pressure_bar") && names.contains(&"running"),
+        "{names:?}"
+    );
+    let (_, few) = get("/api/v1/assets/PU-1/history?point=online&from=5m&limit=2".into()).await;
+    assert_eq!(few["samples"].as_array().unwrap().len(), 2, "{few}");
+    assert_eq!(few["truncated"], true);
+    // Bad input.
+    let (status, j) = get("/api/v1/assets/NOPE/history".into()).await;
+    assert_eq!(status, 404, "{j}");
+    let (status, j) = get("/api/v1/assets/PU-1/history?point=nope".into()).await;
+    assert_eq!(status, 404, "{j}");
+    let (status, j) = get("/api/v1/assets/PU-1/history?from=yesterday".into()).await;
+    assert_eq!(status, 400, "{j}");
+    assert!(j["error"].as_str().unwrap().contains("RFC 3339"), "{j}");
+    let (status, _) = get("/api/v1/assets/PU-1/history?from=1m&to=2h".into()).await;
+    assert_eq!(status, 400, "from after to");
+    stop.cancel();
+    task.await.unwrap().unwrap();
+}
