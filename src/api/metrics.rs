@@ -293,40 +293,82 @@ pub fn render(gw: &Gateway, extra: &str) -> String {
 /// The on-disk telemetry log: size, backlog, forwarding, drops, recovery (DESIGN §7).
 fn log_metrics(out: &mut String, gw: &Gateway) {
     let l = &gw.log_stats;
-    let gauges: [(&str, &str, u64); 6] = [
+    let scalars: [(&str, &str, &str, u64); 12] = [
         (
             "facilityd_log_bytes",
+            "gauge",
             "Bytes of the on-disk telemetry log (forwarded history included).",
             l.bytes.load(Relaxed),
         ),
         (
             "facilityd_log_segments",
+            "gauge",
             "Segment files of the telemetry log.",
             l.segments.load(Relaxed),
         ),
         (
             "facilityd_log_backlog_bytes",
+            "gauge",
             "Bytes of the log not yet written to the database.",
             l.backlog_bytes.load(Relaxed),
         ),
         (
             "facilityd_log_backlog_lines",
+            "gauge",
             "Lines of the log not yet written to the database.",
             l.backlog_lines.load(Relaxed),
         ),
         (
             "facilityd_log_disk_failing",
+            "gauge",
             "1 while the disk refuses writes to the telemetry log.",
             l.disk_failing.load(Relaxed),
         ),
         (
             "facilityd_gateway_database_refused",
+            "gauge",
             "1 while the database refuses our writes (HTTP 401, 403, 404).",
             gw.faults.database_refused().is_some() as u64,
         ),
+        (
+            "facilityd_log_appended_lines_total",
+            "counter",
+            "Lines appended to the telemetry log.",
+            l.appended_lines.load(Relaxed),
+        ),
+        (
+            "facilityd_log_forwarded_lines_total",
+            "counter",
+            "Lines forwarded from the log to the database.",
+            l.forwarded_lines.load(Relaxed),
+        ),
+        (
+            "facilityd_log_fsyncs_total",
+            "counter",
+            "Group commits (syncs) of the telemetry log.",
+            l.fsyncs.load(Relaxed),
+        ),
+        (
+            "facilityd_log_write_errors_total",
+            "counter",
+            "Writes and syncs of the telemetry log the disk refused.",
+            l.write_errors.load(Relaxed),
+        ),
+        (
+            "facilityd_log_recovery_cuts_total",
+            "counter",
+            "Torn or corrupt segment tails cut at start-up.",
+            l.recovery_cuts.load(Relaxed),
+        ),
+        (
+            "facilityd_log_recovery_cut_bytes_total",
+            "counter",
+            "Bytes cut from torn or corrupt segment tails at start-up.",
+            l.recovery_cut_bytes.load(Relaxed),
+        ),
     ];
-    for (name, help, v) in gauges {
-        family(out, name, "gauge", help);
+    for (name, kind, help, v) in scalars {
+        family(out, name, kind, help);
         let _ = writeln!(out, "{name} {v}");
     }
     let age = gw
@@ -348,48 +390,6 @@ fn log_metrics(out: &mut String, gw: &Gateway) {
         "Lines per second written from the log to the database, over the last seconds.",
     );
     let _ = writeln!(out, "facilityd_log_forward_rate {}", l.forward_rate());
-    let counters: [(&str, &str, u64); 5] = [
-        (
-            "facilityd_log_appended_lines_total",
-            "Lines appended to the telemetry log.",
-            l.appended_lines.load(Relaxed),
-        ),
-        (
-            "facilityd_log_forwarded_lines_total",
-            "Lines forwarded from the log to the database.",
-            l.forwarded_lines.load(Relaxed),
-        ),
-        (
-            "facilityd_log_fsyncs_total",
-            "Group commits (syncs) of the telemetry log.",
-            l.fsyncs.load(Relaxed),
-        ),
-        (
-            "facilityd_log_write_errors_total",
-            "Writes and syncs of the telemetry log the disk refused.",
-            l.write_errors.load(Relaxed),
-        ),
-        (
-            "facilityd_log_recovery_cuts_total",
-            "Torn or corrupt segment tails cut at start-up.",
-            l.recovery_cuts.load(Relaxed),
-        ),
-    ];
-    for (name, help, v) in counters {
-        family(out, name, "counter", help);
-        let _ = writeln!(out, "{name} {v}");
-    }
-    family(
-        out,
-        "facilityd_log_recovery_cut_bytes_total",
-        "counter",
-        "Bytes cut from torn or corrupt segment tails at start-up.",
-    );
-    let _ = writeln!(
-        out,
-        "facilityd_log_recovery_cut_bytes_total {}",
-        l.recovery_cut_bytes.load(Relaxed)
-    );
     family(
         out,
         "facilityd_log_dropped_lines_total",

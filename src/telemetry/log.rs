@@ -271,6 +271,19 @@ struct Meta {
 }
 
 impl Meta {
+    fn new(h: &RecordHeader, offset: u64) -> Self {
+        Meta {
+            seq: h.seq,
+            offset,
+            len: h.len,
+            lines: h.lines,
+            class: h.class,
+            min_ts: h.min_ts,
+            max_ts: h.max_ts,
+            appended_ms: h.appended_ms,
+        }
+    }
+
     fn total(&self) -> u64 {
         HEADER_LEN as u64 + self.len as u64
     }
@@ -418,16 +431,7 @@ impl TelemetryLog {
                 records: scan
                     .records
                     .into_iter()
-                    .map(|(h, offset)| Meta {
-                        seq: h.seq,
-                        offset,
-                        len: h.len,
-                        lines: h.lines,
-                        class: h.class,
-                        min_ts: h.min_ts,
-                        max_ts: h.max_ts,
-                        appended_ms: h.appended_ms,
-                    })
+                    .map(|(h, offset)| Meta::new(&h, offset))
                     .collect(),
                 opened: Instant::now(),
             });
@@ -1015,16 +1019,7 @@ impl Writer {
             let _ = self.file.set_len(self.active_bytes);
             return Err(e);
         }
-        let meta = Meta {
-            seq: h.seq,
-            offset: self.active_bytes,
-            len: h.len,
-            lines: h.lines,
-            class: h.class,
-            min_ts: h.min_ts,
-            max_ts: h.max_ts,
-            appended_ms: h.appended_ms,
-        };
+        let meta = Meta::new(&h, self.active_bytes);
         self.active_bytes += rec_len;
         self.next_seq += 1;
         self.unsynced_since.get_or_insert_with(Instant::now);
