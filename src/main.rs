@@ -77,6 +77,7 @@ struct ProbeArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    facilityd::service::ignore_file_size_signal();
     match cli.command {
         Command::Check { config } => {
             let path = cli::config_path(config);

@@ -212,6 +212,17 @@ impl Liveness {
     }
 }
 
+/// A write past `RLIMIT_FSIZE` (`LimitFSIZE=`) raises SIGXFSZ, which kills a process by default.
+/// The telemetry log treats a refused write like a full disk (reported, retried, polling goes
+/// on), so the daemon ignores the signal and takes the `EFBIG` error instead.
+pub fn ignore_file_size_signal() {
+    // SAFETY: setting a signal's disposition to SIG_IGN has no preconditions; it is done once,
+    // at start-up, before any thread that could race on it.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
