@@ -8,7 +8,7 @@
 //! spaces. Integers carry `i`; NaN and infinities are never written.
 
 use std::fmt::Write as _;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use crate::config::Device;
 use crate::model::{DeviceStatus, Reading, Record, Value};
@@ -81,9 +81,15 @@ struct DeviceLines {
     fields: Vec<String>,
 }
 
-/// Encodes records of the configured devices.
+/// Encodes records of the configured devices. Records name their device by slot (see
+/// `crate::reload`): the configuration's devices start as slots `0..n`, and a reload opens
+/// slots for added and changed devices with [`LineEncoder::open_slot`]. Clones share the
+/// table, so the reload reaches the telemetry path's encoder. A slot is never reused, so a
+/// record still in flight is tagged as its device was when it was read.
+#[derive(Clone)]
 pub struct LineEncoder {
-    devices: Vec<DeviceLines>,
+    gateway: Arc<str>,
+    devices: Arc<RwLock<Vec<Option<Arc<DeviceLines>>>>>,
 }
 
 /// The standard tags of a device plus its own, sorted by key (DESIGN §5).
@@ -112,40 +118,63 @@ pub fn device_tags(gateway: &str, d: &Device) -> Vec<(String, String)> {
     tags
 }
 
+impl DeviceLines {
+    fn new(gateway: &str, d: &Device) -> Self {
+        let mut tagstr = String::new();
+        for (k, v) in device_tags(gateway, d) {
+            tagstr.push(',');
+            escape_key(&k, &mut tagstr);
+            tagstr.push('=');
+            escape_key(&v, &mut tagstr);
+        }
+        let mut reading_prefix = String::new();
+        escape_measurement(&d.profile.measurement, &mut reading_prefix);
+        reading_prefix.push_str(&tagstr);
+        let status_prefix = format!("device_status{tagstr}");
+        let fields = d
+            .profile
+            .points
+            .iter()
+            .map(|p| {
+                let mut f = String::new();
+                escape_key(&p.name, &mut f);
+                f
+            })
+            .collect();
+        DeviceLines {
+            reading_prefix,
+            status_prefix,
+            fields,
+        }
+    }
+}
+
 impl LineEncoder {
+    /// An encoder whose slots `0..n` are `devices`.
     pub fn new(gateway: &str, devices: &[Arc<Device>]) -> Self {
         let devices = devices
             .iter()
-            .map(|d| {
-                let mut tagstr = String::new();
-                for (k, v) in device_tags(gateway, d) {
-                    tagstr.push(',');
-                    escape_key(&k, &mut tagstr);
-                    tagstr.push('=');
-                    escape_key(&v, &mut tagstr);
-                }
-                let mut reading_prefix = String::new();
-                escape_measurement(&d.profile.measurement, &mut reading_prefix);
-                reading_prefix.push_str(&tagstr);
-                let status_prefix = format!("device_status{tagstr}");
-                let fields = d
-                    .profile
-                    .points
-                    .iter()
-                    .map(|p| {
-                        let mut f = String::new();
-                        escape_key(&p.name, &mut f);
-                        f
-                    })
-                    .collect();
-                DeviceLines {
-                    reading_prefix,
-                    status_prefix,
-                    fields,
-                }
-            })
+            .map(|d| Some(Arc::new(DeviceLines::new(gateway, d))))
             .collect();
-        LineEncoder { devices }
+        LineEncoder {
+            gateway: gateway.into(),
+            devices: Arc::new(RwLock::new(devices)),
+        }
+    }
+
+    fn table(&self) -> std::sync::RwLockReadGuard<'_, Vec<Option<Arc<DeviceLines>>>> {
+        // The table is only ever extended: one poisoned by a panic elsewhere is still whole.
+        self.devices.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Makes `slot` encode `device`'s lines (a reload's added or changed device).
+    pub fn open_slot(&self, slot: usize, device: &Device) {
+        let lines = Arc::new(DeviceLines::new(&self.gateway, device));
+        let mut t = self.devices.write().unwrap_or_else(|p| p.into_inner());
+        if t.len() <= slot {
+            t.resize(slot + 1, None);
+        }
+        t[slot] = Some(lines);
     }
 
     /// Appends the line of `record` (with a trailing newline) and returns true, or returns
@@ -162,7 +191,8 @@ impl LineEncoder {
     }
 
     fn encode_reading(&self, r: &Reading, out: &mut String) -> bool {
-        let Some(d) = self.devices.get(r.device) else {
+        let table = self.table();
+        let Some(Some(d)) = table.get(r.device) else {
             return false;
         };
         let mark = out.len();
@@ -191,7 +221,8 @@ impl LineEncoder {
     }
 
     fn encode_status(&self, s: &DeviceStatus, out: &mut String) -> bool {
-        let Some(d) = self.devices.get(s.device) else {
+        let table = self.table();
+        let Some(Some(d)) = table.get(s.device) else {
             return false;
         };
         let poll_ms = if s.poll_ms.is_finite() {
