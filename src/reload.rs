@@ -1,0 +1,564 @@
+//! Configuration reload (SIGHUP, `systemctl reload facilityd`).
+//!
+//! The SIGHUP handler ([`spawn_sighup_handler`]) loads the configuration again with
+//! [`config::load`], the same code `run` and `check` use. An invalid configuration changes
+//! nothing: every issue is logged with its file and key path, the running configuration stays
+//! in force, and the failure is counted (`facilityd_config_reloads_total{result="error"}`). A
+//! valid one goes to the running gateway as a [`ReloadRequest`], which [`Reloader::apply`]
+//! carries out between two steps of the gateway's main loop:
+//!
+//! - Settings read once at start-up ([`Settings::restart_keys`]: the state directory, the API's
+//!   address and token file, `[influxdb]`, the `[mqtt]` connection, `[storage]`, response
+//!   times, notifiers, `gateway.id`) keep their running values; a changed one is named in a
+//!   warning as needing a restart.
+//! - Devices are compared by id and full settings ([`Device::same_settings`]). An unchanged
+//!   device is not touched: its link poller keeps polling it on its schedule, over the same
+//!   connection. A changed device is stopped and started again with its new settings; an added
+//!   one starts; a removed one stops, and its status and latest values leave the API.
+//! - Rules: the rule engine is rebuilt ([`RuleEngine::rebuild`]): the state of an unchanged
+//!   rule on an unchanged asset carries over; new and changed rules start afresh; the saved
+//!   state of removed and changed ones is deleted. Work orders are never deleted by a reload.
+//! - MQTT devices: the subscriber routes by the new device set; new topics are subscribed to
+//!   and topics no device needs any more unsubscribed.
+//!
+//! Device identity: records (`Reading`, `DeviceStatus`) name their device by *slot*. The
+//! configuration's devices start as slots `0..n`; a reload gives every added or changed device
+//! a new slot and never reuses one, so a record still in flight from a changed or removed
+//! device is encoded with the tags its device had when it was read, and is never taken for
+//! another device. An unchanged device keeps its slot. The consumers keyed by slot (the line
+//! encoder, the latest values, the rule engine's asset map, the MQTT republisher) learn of a
+//! new slot before any record of it can exist.
+//!
+//! [`RuleEngine::rebuild`]: crate::rules::engine::RuleEngine::rebuild
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot, watch};
+use tracing::{error, info, warn};
+
+use crate::config::{self, Device, Settings};
+use crate::maintenance::{RulesReload, RulesReloaded};
+use crate::modbus::fleet::{Fleet, FleetChange, Member};
+use crate::modbus::stats::DeviceStats;
+use crate::mqtt::client::MqttClient;
+use crate::mqtt::subscriber::{MqttDevice, MqttDevices};
+use crate::runtime::Gateway;
+use crate::telemetry::line::LineEncoder;
+
+/// How long a reload waits for the maintenance loop to swap its rule engine (it may be
+/// waiting for the work-order store).
+const RULES_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Every device the running gateway has had, by slot (see the module documentation): the
+/// configuration's devices first, then one per device a reload added or changed.
+#[derive(Clone, Default)]
+pub struct DeviceSlots(Arc<RwLock<Vec<Arc<Device>>>>);
+
+impl DeviceSlots {
+    /// Slots `0..n` for the configuration's devices.
+    pub fn new(devices: &[Arc<Device>]) -> Self {
+        DeviceSlots(Arc::new(RwLock::new(devices.to_vec())))
+    }
+
+    pub fn get(&self, slot: usize) -> Option<Arc<Device>> {
+        self.0
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(slot)
+            .cloned()
+    }
+
+    /// Opens the next slot for `device`.
+    fn push(&self, device: Arc<Device>) -> usize {
+        let mut t = self.0.write().unwrap_or_else(|p| p.into_inner());
+        t.push(device);
+        t.len() - 1
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.read().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The devices in force: the running configuration, and each device's slot and counters.
+#[derive(Debug)]
+pub struct DeviceSet {
+    /// The configuration in force: the last one loaded, less what needs a restart (which keeps
+    /// the values the gateway started with).
+    pub settings: Arc<Settings>,
+    /// Per device of `settings.devices`: its slot.
+    pub slots: Vec<usize>,
+    /// Per device of `settings.devices`: its counters (kept by a reload that keeps the id).
+    pub stats: Vec<Arc<DeviceStats>>,
+    /// Reloads applied so far.
+    pub generation: u64,
+}
+
+impl DeviceSet {
+    /// The configuration the gateway starts with: slots `0..n`.
+    pub fn initial(settings: Arc<Settings>, stats: Vec<Arc<DeviceStats>>) -> Self {
+        DeviceSet {
+            slots: (0..settings.devices.len()).collect(),
+            settings,
+            stats,
+            generation: 0,
+        }
+    }
+
+    /// The device with this id: (its index in `settings.devices`, the device).
+    pub fn find(&self, id: &str) -> Option<(usize, &Arc<Device>)> {
+        self.settings
+            .devices
+            .iter()
+            .enumerate()
+            .find(|(_, d)| &*d.id == id)
+    }
+}
+
+/// The shared handle to the [`DeviceSet`] in force.
+#[derive(Clone, Debug)]
+pub struct CurrentDevices(Arc<RwLock<Arc<DeviceSet>>>);
+
+impl CurrentDevices {
+    pub fn new(set: DeviceSet) -> Self {
+        CurrentDevices(Arc::new(RwLock::new(Arc::new(set))))
+    }
+
+    pub fn get(&self) -> Arc<DeviceSet> {
+        self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn set(&self, set: DeviceSet) {
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(set);
+    }
+}
+
+/// Reload counters, for /metrics.
+#[derive(Debug, Default)]
+pub struct ReloadStats {
+    pub ok: AtomicU64,
+    pub error: AtomicU64,
+    /// Whether the last attempt succeeded (true before any).
+    pub last_failed: AtomicBool,
+    /// Unix time (s) of the last successful reload; 0 before any.
+    pub last_ok_unix: AtomicI64,
+    /// The loaded configuration changes settings that need a restart.
+    pub restart_required: AtomicBool,
+}
+
+impl ReloadStats {
+    fn succeeded(&self, restart_required: bool) {
+        self.ok.fetch_add(1, Relaxed);
+        self.last_failed.store(false, Relaxed);
+        self.last_ok_unix
+            .store(chrono::Utc::now().timestamp(), Relaxed);
+        self.restart_required.store(restart_required, Relaxed);
+    }
+
+    fn failed(&self) {
+        self.error.fetch_add(1, Relaxed);
+        self.last_failed.store(true, Relaxed);
+    }
+}
+
+/// A valid configuration for the running gateway to apply.
+pub struct ReloadRequest {
+    pub settings: Settings,
+    pub done: oneshot::Sender<ReloadSummary>,
+}
+
+/// What a reload changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReloadSummary {
+    pub devices_added: Vec<String>,
+    pub devices_removed: Vec<String>,
+    pub devices_changed: Vec<String>,
+    pub devices_unchanged: usize,
+    pub rules_added: Vec<String>,
+    pub rules_removed: Vec<String>,
+    pub rules_changed: Vec<String>,
+    pub rules_unchanged: usize,
+    /// Rule states (asset x rule) carried into the new rule engine; `None` when the rule
+    /// engine did not answer in time.
+    pub rule_states_carried: Option<usize>,
+    /// Changed keys that need a restart (they keep their running values).
+    pub restart_required: Vec<String>,
+    pub links: FleetChange,
+}
+
+/// How one device of the new configuration relates to the running one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceChange {
+    /// Same id and settings: index in the running configuration.
+    Unchanged(usize),
+    /// Same id, other settings: index in the running configuration.
+    Changed(usize),
+    Added,
+}
+
+/// Compares two device lists by id and settings: per new device its [`DeviceChange`], and the
+/// indexes of the old devices that are gone.
+pub fn diff_devices(old: &[Arc<Device>], new: &[Arc<Device>]) -> (Vec<DeviceChange>, Vec<usize>) {
+    let by_id: HashMap<&str, usize> = old.iter().enumerate().map(|(i, d)| (&*d.id, i)).collect();
+    let changes = new
+        .iter()
+        .map(|d| match by_id.get(&*d.id) {
+            Some(&i) if old[i].same_settings(d) => DeviceChange::Unchanged(i),
+            Some(&i) => DeviceChange::Changed(i),
+            None => DeviceChange::Added,
+        })
+        .collect();
+    let new_ids: std::collections::HashSet<&str> = new.iter().map(|d| &*d.id).collect();
+    let removed = old
+        .iter()
+        .enumerate()
+        .filter(|(_, d)| !new_ids.contains(&*d.id))
+        .map(|(i, _)| i)
+        .collect();
+    (changes, removed)
+}
+
+/// The keys whose values differ between two [`Settings::restart_keys`].
+pub fn changed_restart_keys(
+    old: &BTreeMap<String, String>,
+    new: &BTreeMap<String, String>,
+) -> Vec<String> {
+    let mut keys: Vec<String> = old
+        .iter()
+        .filter(|(k, v)| new.get(*k) != Some(*v))
+        .map(|(k, _)| k.clone())
+        .collect();
+    keys.extend(new.keys().filter(|k| !old.contains_key(*k)).cloned());
+    keys.sort();
+    keys.dedup();
+    keys
+}
+
+/// Gives `new` the running values of everything that needs a restart.
+fn keep_running(new: &mut Settings, old: &Settings) {
+    new.gateway.id = old.gateway.id.clone();
+    new.gateway.state_dir = old.gateway.state_dir.clone();
+    new.http_listen = old.http_listen.clone();
+    new.api_token_file = old.api_token_file.clone();
+    new.influxdb = old.influxdb.clone();
+    let routing = new.mqtt.as_ref().map(|m| m.routing.clone());
+    new.mqtt = old.mqtt.clone().map(|mut m| {
+        m.routing = routing.unwrap_or_default();
+        m
+    });
+    new.notifiers = old.notifiers.clone();
+    new.response_times = old.response_times;
+    new.restart_keys = old.restart_keys.clone();
+    // `{gateway}` in titles follows the running gateway id too.
+    let gateway: Arc<str> = old.gateway.id.as_str().into();
+    for r in &mut new.rules {
+        r.gateway = gateway.clone();
+    }
+}
+
+/// The running gateway's handles that a reload changes. Built by `Gateway::run`.
+pub struct Reloader {
+    pub gw: Gateway,
+    pub slots: DeviceSlots,
+    pub encoder: LineEncoder,
+    pub fleet: Fleet,
+    pub rules: mpsc::Sender<RulesReload>,
+    /// The MQTT client and the subscriber's device set, with `[mqtt]`.
+    pub mqtt: Option<(MqttClient, watch::Sender<Arc<MqttDevices>>)>,
+}
+
+impl Reloader {
+    /// Opens a slot for an added or changed device in every consumer keyed by slot.
+    fn open_slot(&self, d: &Arc<Device>) -> usize {
+        let slot = self.slots.push(d.clone());
+        self.encoder.open_slot(slot, d);
+        self.gw.latest.open_slot(slot, d.profile.points.len());
+        slot
+    }
+
+    /// Applies a valid configuration (see the module documentation).
+    pub async fn apply(&mut self, mut new: Settings) -> ReloadSummary {
+        let cur = self.gw.current.get();
+        let old = &cur.settings;
+        let mut summary = ReloadSummary {
+            restart_required: changed_restart_keys(&old.restart_keys, &new.restart_keys),
+            ..Default::default()
+        };
+        keep_running(&mut new, old);
+
+        // Devices: slots and counters.
+        let (changes, removed) = diff_devices(&old.devices, &new.devices);
+        let mut slots = Vec::with_capacity(new.devices.len());
+        let mut stats = Vec::with_capacity(new.devices.len());
+        let mut retired: Vec<usize> = removed.iter().map(|&i| cur.slots[i]).collect();
+        let mut started: Vec<Member> = Vec::new();
+        for (d, change) in new.devices.iter().zip(&changes) {
+            let (slot, st) = match *change {
+                DeviceChange::Unchanged(i) => {
+                    summary.devices_unchanged += 1;
+                    (cur.slots[i], cur.stats[i].clone())
+                }
+                DeviceChange::Changed(i) => {
+                    summary.devices_changed.push(d.id.to_string());
+                    retired.push(cur.slots[i]);
+                    // The asset's counters go on (Prometheus counters of one asset).
+                    (self.open_slot(d), cur.stats[i].clone())
+                }
+                DeviceChange::Added => {
+                    summary.devices_added.push(d.id.to_string());
+                    (self.open_slot(d), Arc::new(DeviceStats::default()))
+                }
+            };
+            if !matches!(change, DeviceChange::Unchanged(_)) {
+                started.push(Member {
+                    slot,
+                    device: d.clone(),
+                    stats: st.clone(),
+                });
+            }
+            slots.push(slot);
+            stats.push(st);
+        }
+        summary.devices_removed = removed
+            .iter()
+            .map(|&i| old.devices[i].id.to_string())
+            .collect();
+
+        // Rules.
+        for r in &new.rules {
+            match old.rules.iter().find(|o| o.id == r.id) {
+                None => summary.rules_added.push(r.id.to_string()),
+                Some(o) if o.same_definition(r) => summary.rules_unchanged += 1,
+                Some(_) => summary.rules_changed.push(r.id.to_string()),
+            }
+        }
+        summary.rules_removed = old
+            .rules
+            .iter()
+            .filter(|o| !new.rules.iter().any(|r| r.id == o.id))
+            .map(|o| o.id.to_string())
+            .collect();
+        let mut asset_of_slot = vec![None; self.slots.len()];
+        for (i, &slot) in slots.iter().enumerate() {
+            if let Some(a) = asset_of_slot.get_mut(slot) {
+                *a = Some(i);
+            }
+        }
+        let (done, answer) = oneshot::channel();
+        let sent = self
+            .rules
+            .send(RulesReload {
+                rules: new.rules.clone(),
+                assets: new.assets.clone(),
+                asset_of_slot,
+                done,
+            })
+            .await;
+        if sent.is_ok() {
+            match tokio::time::timeout(RULES_TIMEOUT, answer).await {
+                Ok(Ok(RulesReloaded { carried, .. })) => {
+                    summary.rule_states_carried = Some(carried)
+                }
+                Ok(Err(_)) => error!("the rule engine stopped during the reload"),
+                Err(_) => warn!(
+                    "the rule engine has not taken the new rules within 30 s (the work-order store is slow); it will"
+                ),
+            }
+        } else {
+            error!("the rule engine is not running: rules not reloaded");
+        }
+
+        // MQTT devices: the subscriber's routing and the subscriptions.
+        if let Some((client, view)) = &self.mqtt {
+            let errors: HashMap<usize, Arc<AtomicU64>> = view
+                .borrow()
+                .devices
+                .iter()
+                .map(|d| (d.slot, d.errors.clone()))
+                .collect();
+            let routing = new
+                .mqtt
+                .as_ref()
+                .map(|m| m.routing.clone())
+                .unwrap_or_default();
+            let devices = new
+                .devices
+                .iter()
+                .zip(slots.iter().zip(&stats))
+                .map(|(d, (&slot, st))| MqttDevice {
+                    device: d.clone(),
+                    slot,
+                    stats: st.clone(),
+                    errors: errors.get(&slot).cloned().unwrap_or_default(),
+                })
+                .collect();
+            let filters = routing.router.filters();
+            view.send_replace(Arc::new(MqttDevices { routing, devices }));
+            let (added, removed) = client.set_subscriptions(filters);
+            if !added.is_empty() || !removed.is_empty() {
+                info!(
+                    subscribed = %added.join(", "),
+                    unsubscribed = %removed.join(", "),
+                    "MQTT subscriptions changed by the reload"
+                );
+            }
+        } else if new.devices.iter().any(|d| {
+            matches!(d.source, config::DeviceSource::Mqtt { .. })
+                && !old.devices.iter().any(|o| o.id == d.id)
+        }) {
+            warn!(
+                "the new configuration has MQTT devices but the gateway runs without an MQTT connection: they are served after a restart"
+            );
+        }
+
+        // Pollers: stop the removed and changed devices, start the changed and added ones.
+        summary.links = self.fleet.update(&retired, started).await;
+
+        self.gw.current.set(DeviceSet {
+            settings: Arc::new(new),
+            slots,
+            stats,
+            generation: cur.generation + 1,
+        });
+        for slot in retired {
+            self.gw.latest.retire(slot);
+        }
+        log_summary(&summary);
+        summary
+    }
+}
+
+fn list(ids: &[String]) -> String {
+    if ids.is_empty() {
+        "-".into()
+    } else {
+        ids.join(", ")
+    }
+}
+
+fn log_summary(s: &ReloadSummary) {
+    if !s.restart_required.is_empty() {
+        warn!(
+            keys = %s.restart_required.join(", "),
+            "configuration reload: these settings changed but take effect only after a restart (systemctl restart facilityd); they keep their running values"
+        );
+    }
+    info!(
+        devices_added = s.devices_added.len(),
+        devices_removed = s.devices_removed.len(),
+        devices_changed = s.devices_changed.len(),
+        devices_unchanged = s.devices_unchanged,
+        rules_added = s.rules_added.len(),
+        rules_removed = s.rules_removed.len(),
+        rules_changed = s.rules_changed.len(),
+        rules_unchanged = s.rules_unchanged,
+        rule_states_carried = s.rule_states_carried.unwrap_or(0),
+        added = %list(&s.devices_added),
+        removed = %list(&s.devices_removed),
+        changed = %list(&s.devices_changed),
+        rules = %list(
+            &s.rules_added
+                .iter()
+                .map(|r| format!("+{r}"))
+                .chain(s.rules_removed.iter().map(|r| format!("-{r}")))
+                .chain(s.rules_changed.iter().map(|r| format!("~{r}")))
+                .collect::<Vec<_>>()
+        ),
+        "configuration reloaded"
+    );
+}
+
+/// Reloads the configuration on every SIGHUP (see the module documentation).
+pub fn spawn_sighup_handler(path: PathBuf, gw: Gateway, requests: mpsc::Sender<ReloadRequest>) {
+    #[cfg(unix)]
+    tokio::spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut hup = match signal(SignalKind::hangup()) {
+            Ok(h) => h,
+            Err(e) => {
+                error!(error = %e, "cannot handle SIGHUP: configuration reload is off");
+                return;
+            }
+        };
+        while hup.recv().await.is_some() {
+            info!(config = %path.display(), "SIGHUP: reloading the configuration");
+            crate::service::reloading();
+            let outcome = reload(&path, &gw, &requests).await;
+            let status = match &outcome {
+                Ok(_) => format!(
+                    "running: {} devices (configuration reloaded)",
+                    gw.current.get().settings.devices.len()
+                ),
+                Err(()) => format!(
+                    "running: {} devices (the last configuration reload failed: see the log)",
+                    gw.current.get().settings.devices.len()
+                ),
+            };
+            crate::service::reloaded(&status);
+        }
+    });
+    #[cfg(not(unix))]
+    let _ = (path, gw, requests);
+}
+
+/// Loads the configuration at `path` and has the running gateway apply it; an invalid one is
+/// logged, counted and changes nothing.
+pub async fn reload(
+    path: &Path,
+    gw: &Gateway,
+    requests: &mpsc::Sender<ReloadRequest>,
+) -> Result<ReloadSummary, ()> {
+    let p = path.to_path_buf();
+    let settings = match tokio::task::spawn_blocking(move || config::load(&p)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            for issue in &e.0 {
+                error!("{issue}");
+            }
+            error!(
+                errors = e.0.len(),
+                config = %path.display(),
+                "configuration reload rejected: the old configuration keeps running"
+            );
+            gw.reloads.failed();
+            return Err(());
+        }
+        Err(e) => {
+            error!(error = %e, "configuration reload failed: the old configuration keeps running");
+            gw.reloads.failed();
+            return Err(());
+        }
+    };
+    for w in &settings.warnings {
+        warn!("{w}");
+    }
+    let (done, answer) = oneshot::channel();
+    if requests
+        .send(ReloadRequest { settings, done })
+        .await
+        .is_err()
+    {
+        error!("the gateway is not running: configuration not reloaded");
+        gw.reloads.failed();
+        return Err(());
+    }
+    match answer.await {
+        Ok(summary) => {
+            gw.reloads.succeeded(!summary.restart_required.is_empty());
+            Ok(summary)
+        }
+        Err(_) => {
+            error!("the gateway stopped during the reload");
+            gw.reloads.failed();
+            Err(())
+        }
+    }
+}
