@@ -562,3 +562,164 @@ pub async fn reload(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(dir: &Path, main: &str, conf_d: &[(&str, &str)]) -> Settings {
+        let path = dir.join("facilityd.toml");
+        std::fs::write(&path, main).unwrap();
+        let d = dir.join("conf.d");
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir(&d).unwrap();
+        for (name, text) in conf_d {
+            std::fs::write(d.join(name), text).unwrap();
+        }
+        config::load_with_env(&path, Default::default()).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    const MAIN: &str = r#"
+[gateway]
+id = "gw"
+state_dir = "/tmp/facilityd-reload-unit"
+
+[[notify]]
+type = "webhook"
+url = "http://127.0.0.1:9/hook"
+headers = { "X-A" = "1", "X-B" = "2", "X-C" = "3" }
+"#;
+
+    fn pump(id: &str, unit: u8, interval: &str) -> String {
+        format!(
+            "[[devices]]\nid = \"{id}\"\nprofile = \"pump\"\ninterval = \"{interval}\"\n\
+             modbus = {{ url = \"tcp://127.0.0.1:1502\", unit = {unit} }}\n"
+        )
+    }
+
+    #[test]
+    fn devices_diff_by_id_and_settings_not_by_file_or_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b, c) = (
+            pump("P-1", 1, "1s"),
+            pump("P-2", 2, "1s"),
+            pump("P-3", 3, "1s"),
+        );
+        let old = load(dir.path(), MAIN, &[("10.toml", &format!("{a}{b}{c}"))]);
+        // P-1 moves to another file and after P-3, P-2 polls faster, P-3 goes, P-4 comes.
+        let new = load(
+            dir.path(),
+            MAIN,
+            &[
+                (
+                    "10.toml",
+                    &format!("{}{}", pump("P-4", 4, "1s"), pump("P-2", 2, "2s")),
+                ),
+                ("20.toml", &a),
+            ],
+        );
+        let (changes, removed) = diff_devices(&old.devices, &new.devices);
+        let ids: Vec<&str> = new.devices.iter().map(|d| &*d.id).collect();
+        assert_eq!(ids, ["P-4", "P-2", "P-1"]);
+        assert_eq!(
+            changes,
+            [
+                DeviceChange::Added,
+                DeviceChange::Changed(1),
+                DeviceChange::Unchanged(0)
+            ]
+        );
+        assert_eq!(removed, [2]);
+        // A profile change is a device change.
+        let custom = |scale: &str| {
+            format!(
+                "[[profiles]]\nname = \"tank\"\ndevice_type = \"other\"\n\
+                 points = [ {{ name = \"level\", kind = \"gauge\", register = \"holding\", address = 0, scale = {scale} }} ]\n\
+                 [[devices]]\nid = \"T-1\"\nprofile = \"tank\"\nmodbus = {{ url = \"tcp://127.0.0.1:1502\", unit = 9 }}\n"
+            )
+        };
+        let old = load(dir.path(), MAIN, &[("10.toml", &custom("0.1"))]);
+        let same = load(dir.path(), MAIN, &[("10.toml", &custom("0.1"))]);
+        let new = load(dir.path(), MAIN, &[("10.toml", &custom("0.01"))]);
+        assert_eq!(
+            diff_devices(&old.devices, &same.devices).0,
+            [DeviceChange::Unchanged(0)]
+        );
+        assert_eq!(
+            diff_devices(&old.devices, &new.devices).0,
+            [DeviceChange::Changed(0)]
+        );
+    }
+
+    #[test]
+    fn restart_keys_name_what_changed_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let token = dir.path().join("token");
+        std::fs::write(&token, "secret-1\n").unwrap();
+        let influx = format!(
+            "\n[influxdb]\nurl = \"http://127.0.0.1:8086\"\norg = \"o\"\nbucket = \"b\"\ntoken_file = {:?}\n",
+            token.display().to_string()
+        );
+        let main = format!("{MAIN}{influx}");
+        let a = load(dir.path(), &main, &[("10.toml", &pump("P-1", 1, "1s"))]);
+        // Devices, rules and the site change; the notifier's table is the same in another order
+        // of keys (the config crate's tables have none): nothing needs a restart.
+        let reordered = MAIN.replace(
+            r#"{ "X-A" = "1", "X-B" = "2", "X-C" = "3" }"#,
+            r#"{ "X-C" = "3", "X-A" = "1", "X-B" = "2" }"#,
+        );
+        let b = load(
+            dir.path(),
+            &format!(
+                "{}{influx}",
+                reordered.replace("id = \"gw\"", "id = \"gw\"\nsite = \"s\"")
+            ),
+            &[("10.toml", &pump("P-2", 1, "5s"))],
+        );
+        assert_eq!(
+            changed_restart_keys(&a.restart_keys, &b.restart_keys),
+            Vec::<String>::new()
+        );
+        // The token's content, the listen address and a notifier's URL do; the token itself is
+        // never kept in clear.
+        std::fs::write(&token, "secret-2\n").unwrap();
+        let c = load(
+            dir.path(),
+            &format!(
+                "{}{influx}\n[http]\nlisten = \"127.0.0.1:9999\"\n",
+                MAIN.replace("9/hook", "10/hook")
+            ),
+            &[("10.toml", &pump("P-1", 1, "1s"))],
+        );
+        assert_eq!(
+            changed_restart_keys(&a.restart_keys, &c.restart_keys),
+            ["http.listen", "influxdb.token", "notify"]
+        );
+        assert!(!c.restart_keys.values().any(|v| v.contains("secret-2")));
+    }
+
+    #[test]
+    fn settings_that_need_a_restart_keep_their_running_values() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = load(dir.path(), MAIN, &[("10.toml", &pump("P-1", 1, "1s"))]);
+        let rule = "[[rules]]\nid = \"r\"\ntype = \"offline\"\nafter = \"1m\"\npriority = \"low\"\ntitle = \"{gateway} {asset}\"\n";
+        let mut new = load(
+            dir.path(),
+            &format!(
+                "{}\n[http]\nlisten = \"127.0.0.1:9999\"\n",
+                MAIN.replace("id = \"gw\"", "id = \"gw2\"")
+            ),
+            &[("10.toml", &format!("{}{rule}", pump("P-1", 1, "1s")))],
+        );
+        assert_eq!(
+            changed_restart_keys(&old.restart_keys, &new.restart_keys),
+            ["gateway.id", "http.listen"]
+        );
+        keep_running(&mut new, &old);
+        assert_eq!(new.gateway.id, "gw");
+        assert_eq!(new.http_listen, old.http_listen);
+        assert_eq!(&*new.rules[0].gateway, "gw");
+        assert_eq!(new.restart_keys, old.restart_keys);
+        assert_eq!(new.rules.len(), 1);
+    }
+}

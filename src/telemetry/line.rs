@@ -346,6 +346,51 @@ mod tests {
     }
 
     #[test]
+    fn a_slot_opened_later_encodes_its_device_and_old_slots_keep_theirs() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("facilityd.toml");
+        let device = |id: &str, building: &str| {
+            format!(
+                "[[devices]]\nid = \"{id}\"\nprofile = \"pump\"\nbuilding = \"{building}\"\n\
+                 modbus = {{ url = \"tcp://127.0.0.1:1502\", unit = 1 }}\n"
+            )
+        };
+        let load = |text: String| {
+            std::fs::write(&path, format!("[gateway]\nid = \"gw\"\n{text}")).unwrap();
+            crate::config::load_with_env(&path, Default::default()).unwrap()
+        };
+        let old = load(device("P-1", "A"));
+        let enc = LineEncoder::new("gw", &old.devices);
+        // A reload changes P-1's building: a new slot; records of slot 0 in flight keep "A".
+        let new = load(device("P-1", "B"));
+        let shared = enc.clone();
+        shared.open_slot(1, &new.devices[0]);
+        let status = |device| {
+            Record::Status(DeviceStatus {
+                device,
+                timestamp_ns: 1,
+                online: true,
+                poll_ms: 1.0,
+                errors: 0,
+            })
+        };
+        let mut out = String::new();
+        assert!(enc.encode(&status(0), &mut out));
+        assert!(enc.encode(&status(1), &mut out));
+        assert!(!enc.encode(&status(2), &mut out), "no such slot");
+        let lines: Vec<&str> = out.lines().collect();
+        assert!(
+            lines[0].starts_with("device_status,asset=P-1,building=A,"),
+            "{out}"
+        );
+        assert!(
+            lines[1].starts_with("device_status,asset=P-1,building=B,"),
+            "{out}"
+        );
+        assert_eq!(lines.len(), 2);
+    }
+
+    #[test]
     fn never_writes_nan_or_inf() {
         let mut s = String::new();
         assert!(!write_value(&Value::Float(f64::NAN), &mut s));
