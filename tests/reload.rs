@@ -353,3 +353,180 @@ async fn sighup_applies_device_changes_without_a_gap_and_rejects_an_invalid_conf
     assert!(server_a.requests().iter().all(|r| !r.is_write()));
     assert!(server_b.requests().iter().all(|r| !r.is_write()));
 }
+
+/// Publishes `{"held_open_s": value}` to each (topic, value) every 100 ms until dropped.
+struct Publisher {
+    stop: tokio_util::sync::CancellationToken,
+}
+
+impl Publisher {
+    fn start(port: u16, messages: Vec<(&'static str, u32)>) -> Publisher {
+        let mut o = rumqttc::MqttOptions::new("reload-test-publisher", "127.0.0.1", port);
+        o.set_keep_alive(Duration::from_secs(5));
+        let (client, mut el) = rumqttc::AsyncClient::new(o, 1000);
+        let stop = tokio_util::sync::CancellationToken::new();
+        tokio::spawn({
+            let stop = stop.clone();
+            async move {
+                loop {
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        ev = el.poll() => if ev.is_err() {
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                        },
+                    }
+                }
+            }
+        });
+        tokio::spawn({
+            let stop = stop.clone();
+            async move {
+                while !stop.is_cancelled() {
+                    for (topic, value) in &messages {
+                        let _ = client.try_publish(
+                            *topic,
+                            rumqttc::QoS::AtMostOnce,
+                            false,
+                            format!("{{\"held_open_s\": {value}}}"),
+                        );
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        });
+        Publisher { stop }
+    }
+}
+
+impl Drop for Publisher {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+fn door(id: &str) -> String {
+    format!(
+        "[[devices]]\nid = \"{id}\"\nprofile = \"door_json\"\nmqtt = {{ topic = \"site/doors/{id}\" }}\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_subscribes_to_added_mqtt_devices_and_unsubscribes_removed_ones() {
+    let broker = support::Mosquitto::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("facilityd.toml");
+    let conf_d = dir.path().join("conf.d");
+    std::fs::create_dir(&conf_d).unwrap();
+    let http_port = support::free_port();
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"[gateway]
+id = "gw-reload-mqtt"
+state_dir = {state:?}
+
+[http]
+listen = "127.0.0.1:{http_port}"
+
+[mqtt]
+url = "{url}"
+
+[[profiles]]
+name = "door_json"
+device_type = "access_door"
+points = [ {{ name = "held_open_s", kind = "gauge", json = "/held_open_s" }} ]
+"#,
+            state = dir.path().join("state").display().to_string(),
+            url = broker.url(),
+        ),
+    )
+    .unwrap();
+    std::fs::write(conf_d.join("10-door1.toml"), door("DOOR-1")).unwrap();
+    let _publisher = Publisher::start(
+        broker.port(),
+        vec![("site/doors/DOOR-1", 11), ("site/doors/DOOR-2", 22)],
+    );
+    let mut daemon = Daemon::start(
+        BIN,
+        &["run", "-c", cfg.to_str().unwrap()],
+        &[("RUST_LOG", "info")],
+    );
+    let api = Api {
+        base: format!("http://127.0.0.1:{http_port}"),
+        http: reqwest011::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .build()
+            .unwrap(),
+    };
+    let held = |asset: &'static str| {
+        let api = &api;
+        async move {
+            let (status, body) = api.get(&format!("/api/v1/assets/{asset}/points")).await;
+            if status != 200 {
+                return None;
+            }
+            let v: Value = serde_json::from_str(&body).ok()?;
+            v["points"][0]["value"].as_f64()
+        }
+    };
+    api.wait(
+        &daemon,
+        "DOOR-1's messages",
+        Duration::from_secs(20),
+        || async { held("DOOR-1").await == Some(11.0) },
+    )
+    .await;
+    assert_eq!(api.asset_ids().await, ["DOOR-1"]);
+
+    // An MQTT device added: its topic is subscribed to and its messages reach the API.
+    std::fs::write(conf_d.join("20-door2.toml"), door("DOOR-2")).unwrap();
+    sighup(&mut daemon, "configuration reloaded", 1).await;
+    assert!(
+        daemon
+            .stderr()
+            .contains("subscribed=site/doors/DOOR-2 unsubscribed="),
+        "{}",
+        daemon.output()
+    );
+    api.wait(
+        &daemon,
+        "DOOR-2's messages",
+        Duration::from_secs(10),
+        || async { held("DOOR-2").await == Some(22.0) },
+    )
+    .await;
+    assert_eq!(api.asset_ids().await, ["DOOR-1", "DOOR-2"]);
+
+    // One removed: it leaves the API, and its topic is unsubscribed (its messages stop
+    // arriving, so they stop being counted as for no device).
+    std::fs::remove_file(conf_d.join("10-door1.toml")).unwrap();
+    sighup(&mut daemon, "configuration reloaded", 2).await;
+    assert!(
+        daemon
+            .stderr()
+            .contains("subscribed= unsubscribed=site/doors/DOOR-1"),
+        "{}",
+        daemon.output()
+    );
+    assert_eq!(api.asset_ids().await, ["DOOR-2"]);
+    let unknown = "facilityd_mqtt_payload_errors_total{cause=\"unknown_topic\"}";
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = api.metric(unknown).await;
+    assert!(before.is_some(), "no {unknown} in /metrics");
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(
+        api.metric(unknown).await,
+        before,
+        "DOOR-1's topic still delivered"
+    );
+    let metrics = api.get("/metrics").await.1;
+    assert!(!metrics.contains("asset=\"DOOR-1\""), "{metrics}");
+
+    daemon.sigterm();
+    let status = daemon.wait_with_timeout(Duration::from_secs(20)).await;
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "exit {status:?}\n{}",
+        daemon.output()
+    );
+}
