@@ -17,8 +17,8 @@ use crate::mqtt::topic::{Capture, RouteDevice, Router, SubTemplate};
 use crate::profile::{Profile, builtin};
 use crate::rules::config::{Rule, parse_rules};
 use crate::rules::types::{AssetInfo, PointInfo};
-use crate::workorder::notify::Notifier;
 use crate::workorder::notify::webhook::parse_notifiers_with_mqtt;
+use crate::workorder::notify::{AssetDirectory, Notifier};
 use crate::workorder::store::ResponseTimes;
 
 /// `[gateway]`, resolved.
@@ -138,6 +138,8 @@ pub struct Settings {
     pub rules: Vec<Rule>,
     /// Webhook and MQTT notifiers.
     pub notifiers: Notifiers,
+    /// The assets the notifiers see (for `match` and `{name}`); a reload replaces them.
+    pub notifier_assets: AssetDirectory,
     pub response_times: ResponseTimes,
     /// Warnings, already formatted with file and key path.
     pub warnings: Vec<String>,
@@ -443,13 +445,15 @@ pub(crate) fn build(loaded: Loaded) -> Result<Settings, ConfigError> {
         .as_ref()
         .map(|m| &m.port_handle)
         .or(mqtt_configured.then_some(&unusable));
-    let notifiers = match parse_notifiers_with_mqtt(&notify_items, &gateway.id, &by_id, port) {
-        Ok(n) => Notifiers(n),
-        Err(errs) => {
-            issues.errors.extend(errs);
-            Notifiers::default()
-        }
-    };
+    let notifier_assets = AssetDirectory::new(by_id);
+    let notifiers =
+        match parse_notifiers_with_mqtt(&notify_items, &gateway.id, &notifier_assets, port) {
+            Ok(n) => Notifiers(n),
+            Err(errs) => {
+                issues.errors.extend(errs);
+                Notifiers::default()
+            }
+        };
     let mut response_times = ResponseTimes::default();
     if let Some(rt) = &cfg.work_orders.response_times {
         for (k, v) in rt {
@@ -497,6 +501,7 @@ pub(crate) fn build(loaded: Loaded) -> Result<Settings, ConfigError> {
         assets,
         rules,
         notifiers,
+        notifier_assets,
         response_times,
         warnings: issues.warnings,
         restart_keys,
