@@ -258,22 +258,28 @@ pub async fn run_status(
     tx: mpsc::Sender<Record>,
     stop: CancellationToken,
 ) {
-    // Next status line, by slot.
+    // Next status line, by slot: a device that stays keeps its schedule, a new one is due now.
     let mut due: HashMap<usize, Instant> = HashMap::new();
     let mut view = devices.borrow_and_update().clone();
+    let schedule = |view: &MqttDevices, due: &mut HashMap<usize, Instant>| {
+        let now = Instant::now();
+        let mut next: HashMap<usize, Instant> = mqtt_devices(view)
+            .map(|d| (d.slot, due.get(&d.slot).copied().unwrap_or(now)))
+            .collect();
+        std::mem::swap(due, &mut next);
+    };
+    schedule(&view, &mut due);
     let mut watching = true;
     loop {
-        let now = Instant::now();
-        due.retain(|slot, _| view.devices.iter().any(|d| d.slot == *slot));
-        for d in mqtt_devices(&view) {
-            due.entry(d.slot).or_insert(now);
-        }
         let next = due.values().min().copied();
         tokio::select! {
             _ = stop.cancelled() => return,
             changed = devices.changed(), if watching => {
                 match changed {
-                    Ok(()) => view = devices.borrow_and_update().clone(),
+                    Ok(()) => {
+                        view = devices.borrow_and_update().clone();
+                        schedule(&view, &mut due);
+                    }
                     // The sender is gone (shutdown): keep the last set.
                     Err(_) => watching = false,
                 }
