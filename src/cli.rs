@@ -23,21 +23,6 @@ pub fn init_logging(default: &str) {
         .try_init();
 }
 
-/// Logs SIGHUP instead of dying of it: configuration reload is not in this release.
-pub fn ignore_sighup() {
-    #[cfg(unix)]
-    tokio::spawn(async {
-        use tokio::signal::unix::{SignalKind, signal};
-        if let Ok(mut hup) = signal(SignalKind::hangup()) {
-            while hup.recv().await.is_some() {
-                tracing::warn!(
-                    "SIGHUP: configuration reload is not supported by this version; restart facilityd to apply changes"
-                );
-            }
-        }
-    });
-}
-
 /// Fires on SIGTERM or Ctrl-C.
 pub fn shutdown_on_signals() -> CancellationToken {
     let token = CancellationToken::new();
@@ -334,10 +319,16 @@ pub async fn run(path: &Path) -> anyhow::Result<()> {
     tracing::info!(config = %path.display(), devices = settings.devices.len(), gateway = %settings.gateway.id, "facilityd starting");
     let gw = crate::runtime::Gateway::new(settings);
     let stop = shutdown_on_signals();
-    ignore_sighup();
+    // SIGHUP reloads the configuration (`systemctl reload facilityd`).
+    let (reloads, reload_rx) = tokio::sync::mpsc::channel(1);
+    crate::reload::spawn_sighup_handler(path.to_path_buf(), gw.clone(), reloads);
     // Under systemd (Type=notify): READY=1, the watchdog, STOPPING=1. Nothing without NOTIFY_SOCKET.
     let notifier = crate::service::start(&gw, stop.clone());
-    let result = gw.run(stop, Default::default()).await;
+    let opts = crate::runtime::RunOptions {
+        reload: Some(reload_rx),
+        ..Default::default()
+    };
+    let result = gw.run(stop, opts).await;
     if let Some(n) = notifier {
         n.stopped();
     }

@@ -632,6 +632,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             Some(capture.clone() as Arc<dyn LineWriter>)
         },
         flush_timeout: None,
+        reload: None,
     };
     let view = tokio::spawn(live_view(
         gw.clone(),

@@ -13,6 +13,7 @@ pub mod modbus;
 pub mod model;
 pub mod mqtt;
 pub mod profile;
+pub mod reload;
 pub mod rules;
 pub mod runtime;
 pub mod service;

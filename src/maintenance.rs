@@ -3,17 +3,18 @@
 //! lifecycle events become `work_order` telemetry lines; closing a meter work order sets the
 //! rule's new baseline. Notifiers run beside it, fed by the store's outbox.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::modbus::stats::LogLimiter;
 use crate::model::{Reading, Record};
+use crate::rules::config::Rule;
 use crate::rules::engine::RuleEngine;
 use crate::rules::types::{
     AssetInfo, Priority, Trigger, TriggerChange, WorkOrderKind, WorkOrderTemplate,
@@ -54,9 +55,34 @@ const MAX_PENDING: usize = 10_000;
 /// Consecutive failures of a batch before its triggers are tried one by one.
 const ISOLATE_AFTER: u32 = 3;
 
+/// A configuration reload's rules and assets, for the maintenance loop to swap in.
+pub struct RulesReload {
+    pub rules: Vec<Rule>,
+    /// The assets in configuration order (the new engine's asset indexes).
+    pub assets: Vec<Arc<AssetInfo>>,
+    /// Per device slot (the `device` of readings): its index in `assets`, `None` for a device
+    /// that is gone or was replaced (its readings still in flight are not evaluated).
+    pub asset_of_slot: Vec<Option<usize>>,
+    /// Answered once the new engine runs.
+    pub done: oneshot::Sender<RulesReloaded>,
+}
+
+/// What a rules reload did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RulesReloaded {
+    /// (asset, rule) instances whose state was carried over.
+    pub carried: usize,
+    /// Saved state rows deleted: rules or assets that are gone or changed.
+    pub rows_deleted: usize,
+}
+
 /// The loop's state.
 pub struct Maintenance {
     engine: RuleEngine,
+    /// Per device slot: the engine's asset index. `None`: slots are the asset indexes (no
+    /// reload yet).
+    asset_of_slot: Option<Vec<Option<usize>>>,
+    reloads: Option<mpsc::Receiver<RulesReload>>,
     store: StoreHandle,
     /// Telemetry: where `work_order` lines go (None: no telemetry).
     annotate: Option<mpsc::Sender<Record>>,
@@ -172,6 +198,8 @@ impl Maintenance {
     ) -> Self {
         Maintenance {
             engine,
+            asset_of_slot: None,
+            reloads: None,
             store,
             annotate,
             stats,
@@ -199,6 +227,12 @@ impl Maintenance {
         self
     }
 
+    /// Takes configuration reloads from `reloads` while it runs.
+    pub fn with_reloads(mut self, reloads: mpsc::Receiver<RulesReload>) -> Self {
+        self.reloads = Some(reloads);
+        self
+    }
+
     /// Runs until `stop`; saves the engine's state before returning.
     pub async fn run(
         mut self,
@@ -220,6 +254,7 @@ impl Maintenance {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut triggers: Vec<Trigger> = Vec::new();
+        let mut reloads = self.reloads.take();
         loop {
             tokio::select! {
                 biased;
@@ -240,10 +275,18 @@ impl Maintenance {
                 Some(events) = api_events.recv() => {
                     self.after_events(&events).await;
                 }
+                reload = next_reload(&mut reloads) => {
+                    self.reload(reload).await;
+                }
                 r = readings.recv() => {
                     let Some(r) = r else { break };
+                    let asset = match &self.asset_of_slot {
+                        None => Some(r.device),
+                        Some(map) => map.get(r.device).copied().flatten(),
+                    };
+                    let Some(asset) = asset else { continue };
                     for (point, value) in &r.values {
-                        self.engine.offer(r.device, *point, value, r.timestamp_ns, &mut triggers);
+                        self.engine.offer(asset, *point, value, r.timestamp_ns, &mut triggers);
                     }
                     self.stats.samples_evaluated.fetch_add(r.values.len() as u64, Relaxed);
                     if !triggers.is_empty() {
@@ -276,6 +319,65 @@ impl Maintenance {
                 "shutting down with work-order changes the store did not take; the rules will raise them again after the restart"
             );
         }
+    }
+
+    /// A configuration reload: the new engine takes over the state of every unchanged rule on
+    /// every unchanged asset ([`RuleEngine::rebuild`]); the saved state of the others is
+    /// deleted, so that a later restart does not bring it back. Work orders are not touched:
+    /// those of removed rules and assets stay open until someone closes them. Triggers the
+    /// store has not taken yet stay queued.
+    async fn reload(&mut self, r: RulesReload) {
+        // State changes not saved yet: kept below for the carried instances.
+        for (asset, rule, v) in self.engine.take_dirty() {
+            self.carry.insert((asset, rule), v);
+        }
+        let engine = std::mem::replace(&mut self.engine, RuleEngine::new(Vec::new(), Vec::new()));
+        let (engine, rebuilt) = engine.rebuild(r.rules, r.assets, chrono::Utc::now());
+        self.engine = engine;
+        self.asset_of_slot = Some(r.asset_of_slot);
+        let carried = rebuilt.carried;
+        let live: HashSet<(String, String)> = self.engine.instance_keys().into_iter().collect();
+        let fresh: HashSet<(String, String)> = rebuilt.fresh.into_iter().collect();
+        // Unsaved changes of instances that are gone or start afresh are void.
+        self.carry
+            .retain(|key, _| live.contains(key) && !fresh.contains(key));
+        // Instances that start afresh must not find their old state after a restart either;
+        // rows of removed rules and assets go too.
+        for key in &fresh {
+            self.carry.insert(key.clone(), serde_json::Value::Null);
+        }
+        let mut deleted = 0;
+        match self.store.load_rule_states().await {
+            Ok(rows) => {
+                for (asset, rule, _) in rows {
+                    let key = (asset, rule);
+                    if fresh.contains(&key) {
+                        deleted += 1;
+                    } else if !live.contains(&key) {
+                        self.carry.insert(key, serde_json::Value::Null);
+                        deleted += 1;
+                    }
+                }
+            }
+            Err(e) => {
+                warn!(error = %e, "cannot read the saved rule state: the state of removed rules stays saved (it is ignored)")
+            }
+        }
+        if self.pending.is_empty() {
+            // Otherwise the rows go with the pending triggers, in their transaction.
+            self.save_states().await;
+        }
+        info!(
+            instances = self.engine.instance_count(),
+            carried,
+            rows_deleted = deleted,
+            "rule engine rebuilt for the new configuration"
+        );
+        self.publish_engine_stats();
+        let _ = r.done.send(RulesReloaded {
+            carried,
+            rows_deleted: deleted,
+        });
     }
 
     /// Engine state rows not yet saved: what an earlier failed write left, then what changed.
@@ -440,6 +542,19 @@ impl Maintenance {
                     }
                 }
             }
+        }
+    }
+}
+
+/// The next configuration reload; pending forever without a channel (or once it closed).
+async fn next_reload(reloads: &mut Option<mpsc::Receiver<RulesReload>>) -> RulesReload {
+    loop {
+        match reloads {
+            Some(rx) => match rx.recv().await {
+                Some(r) => return r,
+                None => *reloads = None,
+            },
+            None => std::future::pending::<()>().await,
         }
     }
 }

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
@@ -20,13 +20,15 @@ use crate::rules::engine::RuleEngine;
 use crate::workorder::handle::StoreHandle;
 use crate::workorder::notify::run_notifier;
 
-use crate::config::{DeviceSource, Settings};
-use crate::modbus::poller::{LinkPoller, PolledDevice, RecordSink, group_by_link};
+use crate::config::Settings;
+use crate::modbus::fleet::{Fleet, Member};
+use crate::modbus::poller::RecordSink;
 use crate::modbus::stats::DeviceStats;
 use crate::model::{Record, Value};
 use crate::mqtt::MqttStats;
 use crate::mqtt::republish::Republisher;
-use crate::mqtt::subscriber::{Subscriber, run_status};
+use crate::mqtt::subscriber::{MqttDevice, MqttDevices, Subscriber, run_status};
+use crate::reload::{CurrentDevices, DeviceSet, DeviceSlots, ReloadRequest, ReloadStats, Reloader};
 use crate::telemetry::influx::{InfluxWriter, LineWriter};
 use crate::telemetry::line::LineEncoder;
 use crate::telemetry::log::{LogConfig, LogStats, TelemetryLog};
@@ -39,10 +41,11 @@ const RULE_CHANNEL: usize = 65_536;
 /// Capacity of the channel to the MQTT telemetry republisher, in readings.
 const REPUBLISH_CHANNEL: usize = 4096;
 
-/// The latest good value of every point, and each device's status.
+/// The latest good value of every point, and each device's status, by device slot (see
+/// `crate::reload`; `None`: a slot a reload retired).
 #[derive(Debug, Default)]
 pub struct LatestValues {
-    inner: Mutex<Vec<DeviceLatest>>,
+    inner: Mutex<Vec<Option<DeviceLatest>>>,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -58,9 +61,11 @@ impl LatestValues {
         LatestValues {
             inner: Mutex::new(
                 sizes
-                    .map(|n| DeviceLatest {
-                        points: vec![None; n],
-                        ..Default::default()
+                    .map(|n| {
+                        Some(DeviceLatest {
+                            points: vec![None; n],
+                            ..Default::default()
+                        })
                     })
                     .collect(),
             ),
@@ -71,7 +76,7 @@ impl LatestValues {
         let mut all = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         match rec {
             Record::Reading(r) => {
-                if let Some(d) = all.get_mut(r.device) {
+                if let Some(Some(d)) = all.get_mut(r.device) {
                     for (i, v) in &r.values {
                         if let Some(slot) = d.points.get_mut(*i) {
                             *slot = Some((v.clone(), r.timestamp_ns));
@@ -80,7 +85,7 @@ impl LatestValues {
                 }
             }
             Record::Status(s) => {
-                if let Some(d) = all.get_mut(s.device) {
+                if let Some(Some(d)) = all.get_mut(s.device) {
                     d.online = Some(s.online);
                     if s.poll_ms > 0.0 {
                         d.last_poll_ms = s.poll_ms;
@@ -91,22 +96,51 @@ impl LatestValues {
         }
     }
 
-    /// A copy of one device's latest values.
+    /// A copy of the latest values of the device in slot `i`.
     pub fn device(&self, i: usize) -> Option<DeviceLatest> {
         self.inner
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(i)
             .cloned()
+            .flatten()
+    }
+
+    /// A new slot (a reload's added or changed device) with `points` points, none read yet.
+    pub(crate) fn open_slot(&self, slot: usize, points: usize) {
+        let mut all = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        if all.len() <= slot {
+            all.resize(slot + 1, None);
+        }
+        all[slot] = Some(DeviceLatest {
+            points: vec![None; points],
+            ..Default::default()
+        });
+    }
+
+    /// Forgets a slot whose device a reload removed or replaced (records still in flight for
+    /// it are ignored).
+    pub(crate) fn retire(&self, slot: usize) {
+        let mut all = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(d) = all.get_mut(slot) {
+            *d = None;
+        }
     }
 }
 
 /// Handles to the running gateway's shared state.
 #[derive(Clone)]
 pub struct Gateway {
+    /// The configuration the gateway started with. After a reload, [`Gateway::current`] holds
+    /// the one in force.
     pub settings: Arc<Settings>,
-    /// Per device, in configuration order.
+    /// Per device of `settings`, in configuration order (a reload keeps those of the devices
+    /// it keeps; [`Gateway::current`] has the counters of the devices in force).
     pub device_stats: Vec<Arc<DeviceStats>>,
+    /// The devices in force, their slots and counters (changed by a reload).
+    pub current: CurrentDevices,
+    /// Configuration reloads, for /metrics.
+    pub reloads: Arc<ReloadStats>,
     pub telemetry: Arc<TelemetryStats>,
     pub maintenance: Arc<MaintenanceStats>,
     /// The MQTT client's counters (zero without `[mqtt]`).
@@ -133,6 +167,8 @@ pub struct RunOptions {
     pub writer: Option<Arc<dyn LineWriter>>,
     /// How long shutdown may take to flush telemetry.
     pub flush_timeout: Option<Duration>,
+    /// Configuration reloads to apply while running (`facilityd run`: SIGHUP).
+    pub reload: Option<mpsc::Receiver<ReloadRequest>>,
 }
 
 /// The work-order database file under `state_dir`.
@@ -143,7 +179,7 @@ pub fn work_order_db(settings: &Settings) -> std::path::PathBuf {
 impl Gateway {
     pub fn new(settings: Settings) -> Self {
         let settings = Arc::new(settings);
-        let device_stats = settings
+        let device_stats: Vec<Arc<DeviceStats>> = settings
             .devices
             .iter()
             .map(|_| Arc::new(DeviceStats::default()))
@@ -152,6 +188,11 @@ impl Gateway {
             settings.devices.iter().map(|d| d.profile.points.len()),
         ));
         Gateway {
+            current: CurrentDevices::new(DeviceSet::initial(
+                settings.clone(),
+                device_stats.clone(),
+            )),
+            reloads: Arc::default(),
             settings,
             device_stats,
             telemetry: Arc::new(TelemetryStats::default()),
@@ -314,6 +355,7 @@ impl Gateway {
 
         // The maintenance loop.
         let (readings_tx, readings_rx) = mpsc::channel::<Reading>(RULE_CHANNEL);
+        let (rules_tx, rules_rx) = mpsc::channel(1);
         let maintenance = Maintenance::new(
             RuleEngine::new(s.rules.clone(), s.assets.clone()),
             store.clone(),
@@ -324,56 +366,63 @@ impl Gateway {
             crate::maintenance::gateway_asset(s),
             self.faults.clone(),
             self.log_stats.clone(),
-        );
+        )
+        .with_reloads(rules_rx);
         drop(tx);
         let maintenance_stop = CancellationToken::new();
         let maintenance_task =
             tokio::spawn(maintenance.run(readings_rx, api_events_rx, maintenance_stop.clone()));
 
-        let mut polled = Vec::new();
-        for (i, d) in s.devices.iter().enumerate() {
-            if let DeviceSource::Modbus(_) = &d.source
-                && let Some(p) = PolledDevice::new(i, d.clone(), self.device_stats[i].clone())
-            {
-                polled.push(p);
-            }
-        }
+        // Devices by slot (see crate::reload): the configuration's devices are slots 0..n.
+        let current = self.current.get();
+        let members: Vec<Member> = s
+            .devices
+            .iter()
+            .zip(current.slots.iter().zip(&current.stats))
+            .map(|(d, (&slot, stats))| Member {
+                slot,
+                device: d.clone(),
+                stats: stats.clone(),
+            })
+            .collect();
+        let slots = DeviceSlots::new(&s.devices);
+        let encoder = LineEncoder::new(&s.gateway.id, &s.devices);
         // MQTT devices: the subscriber turns their messages into readings; a QoS 1 message is
         // acknowledged once telemetry has accepted them (the channel below).
         let sub_stop = shutdown.child_token();
         let mut subscribers = JoinSet::new();
+        let mut mqtt_devices = None;
         if let (Some(m), Some(client), Some(incoming)) = (&s.mqtt, &mqtt_client, mqtt_incoming) {
-            let errors: crate::mqtt::subscriber::DeviceErrors = Arc::new(
-                s.devices
+            let (view_tx, view) = watch::channel(Arc::new(MqttDevices {
+                routing: m.routing.clone(),
+                devices: members
                     .iter()
-                    .map(|_| std::sync::atomic::AtomicU64::new(0))
+                    .map(|mb| MqttDevice {
+                        device: mb.device.clone(),
+                        slot: mb.slot,
+                        stats: mb.stats.clone(),
+                        errors: Arc::default(),
+                    })
                     .collect(),
-            );
+            }));
             let sub = Subscriber {
                 client: client.clone(),
-                routing: m.routing.clone(),
-                device_stats: self.device_stats.clone(),
-                device_errors: errors.clone(),
+                devices: view.clone(),
                 stats: self.mqtt.clone(),
                 max_payload_bytes: m.max_payload_bytes,
                 tx: sink.tx.clone(),
             };
             subscribers.spawn(sub.run(incoming, sub_stop.clone()));
             subscribers.spawn(run_status(
-                s.devices.clone(),
-                self.device_stats.clone(),
-                errors,
+                view,
                 self.mqtt.clone(),
                 sink.tx.clone(),
                 sub_stop.clone(),
             ));
+            mqtt_devices = Some((client.clone(), view_tx));
         }
         let poll_stop = shutdown.child_token();
-        let mut pollers = JoinSet::new();
-        for (link, devices) in group_by_link(polled) {
-            let poller = LinkPoller::new(link, devices, sink.clone());
-            pollers.spawn(poller.run(poll_stop.clone()));
-        }
+        let fleet = Fleet::start(members, sink.clone(), poll_stop.clone());
         drop(sink);
 
         // Telemetry republished over MQTT (`publish_telemetry`), fed beside the rule engine.
@@ -387,7 +436,7 @@ impl Gateway {
                 let r = Republisher {
                     client: client.clone(),
                     topic,
-                    devices: s.devices.clone(),
+                    devices: slots.clone(),
                     gateway: s.gateway.id.clone(),
                 };
                 republisher = Some(tokio::spawn(r.run(rrx, mqtt_stop.clone())));
@@ -435,7 +484,7 @@ impl Gateway {
             }
         };
         let batcher = Batcher {
-            encoder: LineEncoder::new(&s.gateway.id, &s.devices),
+            encoder: encoder.clone(),
             batch_size,
             flush_interval: ix.map_or(Duration::from_secs(1), |i| i.flush_interval),
             log: appender.clone(),
@@ -450,7 +499,24 @@ impl Gateway {
             "facilityd running"
         );
 
-        shutdown.cancelled().await;
+        let mut reloader = Reloader {
+            gw: self.clone(),
+            slots,
+            encoder,
+            fleet,
+            rules: rules_tx,
+            mqtt: mqtt_devices,
+        };
+        let mut reloads = opts.reload;
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                Some(req) = next_reload(&mut reloads) => {
+                    let summary = reloader.apply(req.settings).await;
+                    let _ = req.done.send(summary);
+                }
+            }
+        }
         info!("shutting down: stopping pollers, flushing telemetry");
         self.ready.store(false, Relaxed);
         // The API first: a work order closed through it must reach the maintenance loop (meter
@@ -459,7 +525,7 @@ impl Gateway {
         let _ = tokio::time::timeout(Duration::from_secs(1), &mut api_task).await;
         let flush_timeout = opts.flush_timeout.unwrap_or(Duration::from_secs(4));
         let deadline = tokio::time::Instant::now() + flush_timeout;
-        while pollers.join_next().await.is_some() {}
+        reloader.fleet.join().await;
         // The subscriber stops with the pollers: messages it has not handed to telemetry stay
         // unacknowledged with the broker (persistent session) and come again after a restart.
         while subscribers.join_next().await.is_some() {}
@@ -513,5 +579,19 @@ impl Gateway {
             "stopped"
         );
         Ok(())
+    }
+}
+
+/// The next reload request; pending forever without a channel (or once it closed).
+async fn next_reload(reloads: &mut Option<mpsc::Receiver<ReloadRequest>>) -> Option<ReloadRequest> {
+    match reloads {
+        Some(rx) => match rx.recv().await {
+            Some(r) => Some(r),
+            None => {
+                *reloads = None;
+                std::future::pending().await
+            }
+        },
+        None => std::future::pending().await,
     }
 }

@@ -20,6 +20,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::DeviceSource;
+use crate::reload::DeviceSet;
 use crate::runtime::Gateway;
 
 /// How often readiness is checked before `READY=1`.
@@ -61,6 +62,32 @@ impl Notifier {
         self.task.abort();
         send_stopping(&self.stopping_sent);
     }
+}
+
+/// A configuration reload starts: `RELOADING=1` with `MONOTONIC_USEC` (under systemd only).
+pub fn reloading() {
+    if std::env::var_os("NOTIFY_SOCKET").is_none() {
+        return;
+    }
+    match NotifyState::monotonic_usec_now() {
+        Ok(now) => send(&[
+            NotifyState::Reloading,
+            now,
+            NotifyState::Status("reloading the configuration"),
+        ]),
+        Err(_) => send(&[
+            NotifyState::Reloading,
+            NotifyState::Status("reloading the configuration"),
+        ]),
+    }
+}
+
+/// The reload is over, applied or rejected: `READY=1` and a status line (under systemd only).
+pub fn reloaded(status: &str) {
+    if std::env::var_os("NOTIFY_SOCKET").is_none() {
+        return;
+    }
+    send(&[NotifyState::Ready, NotifyState::Status(status)]);
 }
 
 fn send(state: &[NotifyState]) {
@@ -116,7 +143,7 @@ async fn notify_loop(
         interval = %humantime::format_duration(watchdog),
         "systemd watchdog enabled"
     );
-    let mut live = Liveness::new(&gw);
+    let mut live = Liveness::new(&gw.current.get());
     let mut tick = tokio::time::interval(watchdog / 2);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut stalled_logged = false;
@@ -127,6 +154,12 @@ async fn notify_loop(
                 return;
             }
             _ = tick.tick() => {}
+        }
+        let set = gw.current.get();
+        if set.generation != live.generation {
+            // A reload changed the devices: watch the new set (unchanged devices keep their
+            // history, so a stall is not forgiven by a reload).
+            live = live.follow(&set, Instant::now());
         }
         match live.check(Instant::now()) {
             Ok(()) => {
@@ -164,6 +197,8 @@ async fn notify_loop(
 struct Liveness {
     /// Per Modbus device: its id, counter, allowed stall, last value and when it changed.
     devices: Vec<Watched>,
+    /// The [`DeviceSet::generation`] watched.
+    generation: u64,
 }
 
 struct Watched {
@@ -175,25 +210,51 @@ struct Watched {
 }
 
 impl Liveness {
-    fn new(gw: &Gateway) -> Self {
-        let now = Instant::now();
-        let devices = gw
+    fn new(set: &DeviceSet) -> Self {
+        Liveness {
+            devices: Vec::new(),
+            generation: u64::MAX,
+        }
+        .follow(set, Instant::now())
+    }
+
+    /// The devices of `set`, keeping what is known of those already watched.
+    fn follow(mut self, set: &DeviceSet, now: Instant) -> Self {
+        let devices = set
             .settings
             .devices
             .iter()
-            .zip(&gw.device_stats)
+            .zip(&set.stats)
             .filter_map(|(d, stats)| match &d.source {
-                DeviceSource::Modbus(m) => Some(Watched {
-                    id: d.id.to_string(),
-                    stats: stats.clone(),
-                    stall: (d.interval.max(m.probe_interval) * STALL_PERIODS).max(MIN_STALL),
-                    last: stats.polls.load(Relaxed),
-                    since: now,
-                }),
+                DeviceSource::Modbus(m) => {
+                    let stall = (d.interval.max(m.probe_interval) * STALL_PERIODS).max(MIN_STALL);
+                    let known = self
+                        .devices
+                        .iter()
+                        .position(|w| w.id == *d.id && Arc::ptr_eq(&w.stats, stats));
+                    Some(match known {
+                        Some(i) => {
+                            let mut w = self.devices.swap_remove(i);
+                            // A changed device may poll less often now: never less slack.
+                            w.stall = w.stall.max(stall);
+                            w
+                        }
+                        None => Watched {
+                            id: d.id.to_string(),
+                            stats: stats.clone(),
+                            stall,
+                            last: stats.polls.load(Relaxed),
+                            since: now,
+                        },
+                    })
+                }
                 _ => None,
             })
             .collect();
-        Liveness { devices }
+        Liveness {
+            devices,
+            generation: set.generation,
+        }
     }
 
     /// Ok when alive, else the id of a device whose poller stalled.
@@ -240,6 +301,7 @@ mod tests {
                 last: 0,
                 since: t0,
             }],
+            generation: 0,
         };
         assert_eq!(live.check(t0 + Duration::from_secs(59)), Ok(()));
         stats.polls.fetch_add(1, Relaxed);

@@ -1,6 +1,7 @@
 //! facilityd under systemd, without systemd: the sd_notify protocol spoken to a datagram socket
-//! of our own (READY=1, WATCHDOG=1, STOPPING=1), the unit file's credential wiring read back by
-//! the real config loader, and the unit's hardening scored by `systemd-analyze security`.
+//! of our own (READY=1, WATCHDOG=1, RELOADING=1 on SIGHUP, STOPPING=1), the unit file's
+//! credential wiring read back by the real config loader, and the unit's hardening scored by
+//! `systemd-analyze security`.
 
 mod support;
 
@@ -117,6 +118,32 @@ async fn run_notifies_ready_feeds_the_watchdog_and_notifies_stopping() {
             "WATCHDOG=1 {gap:?} apart, expected about 500 ms (and within WATCHDOG_USEC)"
         );
     }
+
+    // SIGHUP (`systemctl reload`): RELOADING=1 with MONOTONIC_USEC, then READY=1 once applied.
+    support::send_signal(&child, libc::SIGHUP);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut reloading = false;
+    let mut ready = None;
+    while Instant::now() < deadline && ready.is_none() {
+        match recv(&sock, Duration::from_millis(500)).await {
+            Some(msg) if has_line(&msg, "RELOADING=1") => {
+                assert!(
+                    msg.lines().any(|l| l.starts_with("MONOTONIC_USEC=")),
+                    "RELOADING=1 without MONOTONIC_USEC: {msg:?}"
+                );
+                reloading = true;
+            }
+            Some(msg) if has_line(&msg, "READY=1") => ready = Some(msg),
+            Some(msg) => assert!(has_line(&msg, "WATCHDOG=1"), "unexpected {msg:?}"),
+            None => {}
+        }
+    }
+    assert!(reloading, "no RELOADING=1 after SIGHUP; stderr:\n{}", log());
+    let ready = ready.unwrap_or_else(|| panic!("no READY=1 after the reload; stderr:\n{}", log()));
+    assert!(
+        ready.contains("STATUS=running: 1 devices (configuration reloaded)"),
+        "{ready:?}"
+    );
 
     // SIGTERM: STOPPING=1, then a clean exit.
     support::send_signal(&child, libc::SIGTERM);

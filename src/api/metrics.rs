@@ -27,11 +27,13 @@ fn family(out: &mut String, name: &str, kind: &str, help: &str) {
 /// Renders the device and telemetry metrics; `extra` is appended (work orders, outbox).
 pub fn render(gw: &Gateway, extra: &str) -> String {
     let mut out = String::with_capacity(8192);
-    let devices: Vec<(String, &DeviceStats)> = gw
+    // The devices in force (a reload changes them).
+    let set = gw.current.get();
+    let devices: Vec<(String, &DeviceStats)> = set
         .settings
         .devices
         .iter()
-        .zip(&gw.device_stats)
+        .zip(&set.stats)
         .map(|(d, s)| (escape_label(&d.id), s.as_ref()))
         .collect();
 
@@ -127,7 +129,7 @@ pub fn render(gw: &Gateway, extra: &str) -> String {
         "counter",
         "Serial bus time taken by each device's reads (frames, silences, turnaround, waiting for the answer); its rate summed by bus is the bus's utilisation.",
     );
-    for ((id, s), d) in devices.iter().zip(gw.settings.devices.iter()) {
+    for ((id, s), d) in devices.iter().zip(set.settings.devices.iter()) {
         if let crate::config::DeviceSource::Modbus(m) = &d.source
             && let crate::modbus::link::Link::Rtu(serial) = &m.link
         {
@@ -285,6 +287,53 @@ pub fn render(gw: &Gateway, extra: &str) -> String {
         out,
         "facilityd_work_order_commit_latency_seconds {}",
         m.last_commit_latency_us.load(Relaxed) as f64 / 1e6
+    );
+    let r = &gw.reloads;
+    family(
+        &mut out,
+        "facilityd_config_reloads_total",
+        "counter",
+        "Configuration reloads (SIGHUP) by result: ok (applied), error (rejected; the running configuration stayed in force).",
+    );
+    for (result, v) in [("ok", &r.ok), ("error", &r.error)] {
+        let _ = writeln!(
+            out,
+            "facilityd_config_reloads_total{{result=\"{result}\"}} {}",
+            v.load(Relaxed)
+        );
+    }
+    family(
+        &mut out,
+        "facilityd_config_last_reload_successful",
+        "gauge",
+        "0 when the last configuration reload was rejected, else 1.",
+    );
+    let _ = writeln!(
+        out,
+        "facilityd_config_last_reload_successful {}",
+        u8::from(!r.last_failed.load(Relaxed))
+    );
+    family(
+        &mut out,
+        "facilityd_config_last_reload_success_timestamp_seconds",
+        "gauge",
+        "Time of the last applied configuration reload (0: none since the start).",
+    );
+    let _ = writeln!(
+        out,
+        "facilityd_config_last_reload_success_timestamp_seconds {}",
+        r.last_ok_unix.load(Relaxed)
+    );
+    family(
+        &mut out,
+        "facilityd_config_restart_required",
+        "gauge",
+        "1 when the reloaded configuration changes settings that take effect only after a restart.",
+    );
+    let _ = writeln!(
+        out,
+        "facilityd_config_restart_required {}",
+        u8::from(r.restart_required.load(Relaxed))
     );
     out.push_str(extra);
     out

@@ -210,10 +210,14 @@ async fn assets(State(s): State<ApiState>) -> Result<Json<Vec<AssetView>>, ApiEr
         Some(w) => Some(w.unresolved_counts_by_asset().await?),
         None => None,
     };
-    let mut out = Vec::with_capacity(s.gw.settings.devices.len());
-    for (i, d) in s.gw.settings.devices.iter().enumerate() {
-        let latest = s.gw.latest.device(i);
-        let stats = &s.gw.device_stats[i];
+    // The devices in force (a reload changes them).
+    let set = s.gw.current.get();
+    let mut out = Vec::with_capacity(set.settings.devices.len());
+    for (i, d) in set.settings.devices.iter().enumerate() {
+        let latest = set.slots.get(i).and_then(|&slot| s.gw.latest.device(slot));
+        let Some(stats) = set.stats.get(i) else {
+            continue;
+        };
         out.push(AssetView {
             id: d.id.to_string(),
             name: d.name.clone(),
@@ -234,16 +238,15 @@ async fn points(
     State(s): State<ApiState>,
     Path(id): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let Some((i, d)) =
-        s.gw.settings
-            .devices
-            .iter()
-            .enumerate()
-            .find(|(_, d)| *d.id == *id)
-    else {
+    let set = s.gw.current.get();
+    let Some((i, d)) = set.find(&id) else {
         return Err(ApiError::not_found(format!("no asset {id:?}")));
     };
-    let latest = s.gw.latest.device(i).unwrap_or_default();
+    let latest = set
+        .slots
+        .get(i)
+        .and_then(|&slot| s.gw.latest.device(slot))
+        .unwrap_or_default();
     let points: Vec<serde_json::Value> = d
         .profile
         .points

@@ -17,8 +17,8 @@ use crate::mqtt::topic::{Capture, RouteDevice, Router, SubTemplate};
 use crate::profile::{Profile, builtin};
 use crate::rules::config::{Rule, parse_rules};
 use crate::rules::types::{AssetInfo, PointInfo};
-use crate::workorder::notify::Notifier;
 use crate::workorder::notify::webhook::parse_notifiers_with_mqtt;
+use crate::workorder::notify::{AssetDirectory, Notifier};
 use crate::workorder::store::ResponseTimes;
 
 /// `[gateway]`, resolved.
@@ -90,6 +90,34 @@ pub struct Device {
     pub origin: (String, usize),
 }
 
+impl Device {
+    /// Equal in everything but where it was configured: a reload leaves such a device polling
+    /// as it is (moving a device to another file, or reordering, changes nothing).
+    pub fn same_settings(&self, other: &Device) -> bool {
+        let Device {
+            id,
+            name,
+            site,
+            building,
+            floor,
+            tags,
+            profile,
+            interval,
+            source,
+            origin: _,
+        } = self;
+        *id == other.id
+            && *name == other.name
+            && *site == other.site
+            && *building == other.building
+            && *floor == other.floor
+            && *tags == other.tags
+            && (Arc::ptr_eq(profile, &other.profile) || **profile == *other.profile)
+            && *interval == other.interval
+            && *source == other.source
+    }
+}
+
 /// The configured notifiers (not `Debug`: they may hold secrets).
 #[derive(Clone, Default)]
 pub struct Notifiers(pub Vec<Arc<dyn Notifier>>);
@@ -120,10 +148,15 @@ pub struct Settings {
     pub rules: Vec<Rule>,
     /// Webhook and MQTT notifiers.
     pub notifiers: Notifiers,
+    /// The assets the notifiers see (for `match` and `{name}`); a reload replaces them.
+    pub notifier_assets: AssetDirectory,
     pub response_times: ResponseTimes,
     pub storage: StorageSettings,
     /// Warnings, already formatted with file and key path.
     pub warnings: Vec<String>,
+    /// The settings that take effect only at start-up, by key path, each in a canonical text
+    /// (secrets as a SHA-256): a reload compares them to name the keys that need a restart.
+    pub restart_keys: BTreeMap<String, String>,
 }
 
 const DEFAULT_INTERVAL: Duration = Duration::from_secs(1);
@@ -422,13 +455,15 @@ pub(crate) fn build(loaded: Loaded) -> Result<Settings, ConfigError> {
         .as_ref()
         .map(|m| &m.port_handle)
         .or(mqtt_configured.then_some(&unusable));
-    let notifiers = match parse_notifiers_with_mqtt(&notify_items, &gateway.id, &by_id, port) {
-        Ok(n) => Notifiers(n),
-        Err(errs) => {
-            issues.errors.extend(errs);
-            Notifiers::default()
-        }
-    };
+    let notifier_assets = AssetDirectory::new(by_id);
+    let notifiers =
+        match parse_notifiers_with_mqtt(&notify_items, &gateway.id, &notifier_assets, port) {
+            Ok(n) => Notifiers(n),
+            Err(errs) => {
+                issues.errors.extend(errs);
+                Notifiers::default()
+            }
+        };
     let mut response_times = ResponseTimes::default();
     if let Some(rt) = &cfg.work_orders.response_times {
         for (k, v) in rt {
@@ -485,6 +520,13 @@ pub(crate) fn build(loaded: Loaded) -> Result<Settings, ConfigError> {
     if !issues.errors.is_empty() {
         return Err(ConfigError(issues.errors));
     }
+    let restart_keys = restart_keys(
+        cfg,
+        &gateway,
+        &http_listen,
+        influxdb.as_ref(),
+        &loaded.notify,
+    );
     Ok(Settings {
         files: loaded.files,
         gateway,
@@ -497,10 +539,147 @@ pub(crate) fn build(loaded: Loaded) -> Result<Settings, ConfigError> {
         assets,
         rules,
         notifiers,
+        notifier_assets,
         response_times,
         storage,
         warnings: issues.warnings,
+        restart_keys,
     })
+}
+
+/// [`Settings::restart_keys`]: what `run` reads once at start-up (the state directory, the
+/// API's address and token file, the InfluxDB writer, the MQTT connection, the storage bounds,
+/// response times and the notifiers). Devices, profiles and rules are not here: a reload
+/// applies them. `[gateway] site` and `timezone` are not either: they reach the running
+/// gateway through the devices and rules built from them.
+fn restart_keys(
+    cfg: &super::schema::FileConfig,
+    gateway: &Gateway,
+    http_listen: &str,
+    influxdb: Option<&InfluxSettings>,
+    notify: &[Sourced<config::Value>],
+) -> BTreeMap<String, String> {
+    let mut keys = BTreeMap::new();
+    let mut put = |key: &str, value: String| {
+        keys.insert(key.to_string(), value);
+    };
+    put("gateway.id", gateway.id.clone());
+    put("gateway.state_dir", gateway.state_dir.display().to_string());
+    put("http.listen", http_listen.to_string());
+    put(
+        "http.api_token_file",
+        format!("{:?}", cfg.http.api_token_file),
+    );
+    match (&cfg.influxdb, influxdb) {
+        (Some(ix), Some(resolved)) => {
+            put("influxdb.url", resolved.url.to_string());
+            put("influxdb.org", resolved.org.clone());
+            put("influxdb.bucket", resolved.bucket.clone());
+            put("influxdb.token", secret_digest(&resolved.token));
+            put("influxdb.token_file", format!("{:?}", ix.token_file));
+            put("influxdb.batch_size", resolved.batch_size.to_string());
+            put(
+                "influxdb.flush_interval",
+                format!("{:?}", resolved.flush_interval),
+            );
+            put("influxdb.timeout", format!("{:?}", resolved.timeout));
+        }
+        _ => put("influxdb", "not configured".into()),
+    }
+    match &cfg.mqtt {
+        Some(m) => {
+            put("mqtt.url", format!("{:?}", m.url));
+            put("mqtt.ca_file", format!("{:?}", m.ca_file));
+            put("mqtt.cert_file", format!("{:?}", m.cert_file));
+            put("mqtt.key_file", format!("{:?}", m.key_file));
+            put("mqtt.username", format!("{:?}", m.username));
+            put("mqtt.password_file", format!("{:?}", m.password_file));
+            put("mqtt.keep_alive", format!("{:?}", m.keep_alive));
+            put(
+                "mqtt.max_payload_bytes",
+                format!("{:?}", m.max_payload_bytes),
+            );
+            put(
+                "mqtt.publish_telemetry",
+                format!("{:?}", m.publish_telemetry),
+            );
+        }
+        None => put("mqtt", "not configured".into()),
+    }
+    let st = &cfg.storage;
+    put("storage.log_max_bytes", format!("{:?}", st.log_max_bytes));
+    put(
+        "storage.history_retention",
+        format!("{:?}", st.history_retention),
+    );
+    put("storage.fsync_interval", format!("{:?}", st.fsync_interval));
+    put(
+        "work_orders.response_times",
+        format!("{:?}", cfg.work_orders.response_times),
+    );
+    let mut text = String::new();
+    for n in notify {
+        canonical_value(&n.item, &mut text);
+        text.push('\n');
+    }
+    put("notify", text);
+    keys
+}
+
+/// A secret's SHA-256 (hex): compared, never shown.
+fn secret_digest(s: &Secret) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(s.0.as_bytes()))
+}
+
+/// A config value as text with its tables' keys sorted (the config crate's tables have no
+/// stable order).
+fn canonical_value(v: &config::Value, out: &mut String) {
+    use config::ValueKind;
+    use std::fmt::Write as _;
+    match &v.kind {
+        ValueKind::Nil => out.push_str("nil"),
+        ValueKind::Boolean(b) => {
+            let _ = write!(out, "{b}");
+        }
+        ValueKind::I64(n) => {
+            let _ = write!(out, "{n}");
+        }
+        ValueKind::I128(n) => {
+            let _ = write!(out, "{n}");
+        }
+        ValueKind::U64(n) => {
+            let _ = write!(out, "{n}");
+        }
+        ValueKind::U128(n) => {
+            let _ = write!(out, "{n}");
+        }
+        ValueKind::Float(f) => {
+            let _ = write!(out, "{f:?}");
+        }
+        ValueKind::String(s) => {
+            let _ = write!(out, "{s:?}");
+        }
+        ValueKind::Table(t) => {
+            let mut entries: Vec<(&String, &config::Value)> = t.iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(b.0));
+            out.push('{');
+            for (k, v) in entries {
+                let _ = write!(out, "{k:?}=");
+                canonical_value(v, out);
+                out.push(',');
+            }
+            out.push('}');
+        }
+        ValueKind::Array(a) => {
+            out.push('[');
+            for v in a {
+                canonical_value(v, out);
+                out.push(',');
+            }
+            out.push(']');
+        }
+    }
 }
 
 /// Every device on one serial port must describe the bus the same way (one task owns the port

@@ -2,6 +2,7 @@
 
 pub mod bus;
 pub mod codec;
+pub mod fleet;
 pub mod link;
 pub mod plan;
 pub mod poller;

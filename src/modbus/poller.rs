@@ -349,11 +349,22 @@ impl RecordSink {
     }
 }
 
+/// A change to a running link poller's devices (a configuration reload), applied between two
+/// polls: the other devices on the link keep their schedule, state and connection.
+pub struct LinkChange {
+    /// Devices to stop polling, by index (`PolledDevice::index`).
+    pub remove: Vec<usize>,
+    /// Devices to start polling.
+    pub add: Vec<PolledDevice>,
+}
+
 /// The task that owns one link.
 pub struct LinkPoller {
     link: Link,
     devices: Vec<PolledDevice>,
     sink: RecordSink,
+    /// Where reloads send [`LinkChange`]s (none: the device set is fixed).
+    control: Option<mpsc::UnboundedReceiver<LinkChange>>,
     ctx: Option<Connection>,
     backoff: Duration,
     down_until: Option<Instant>,
@@ -385,6 +396,7 @@ impl LinkPoller {
             link,
             devices,
             sink,
+            control: None,
             ctx: None,
             backoff: BACKOFF_MIN,
             down_until: None,
@@ -398,22 +410,34 @@ impl LinkPoller {
         &self.link
     }
 
-    /// Polls until `cancel` fires.
+    /// Takes device changes from `control` while it runs (see [`LinkChange`]).
+    pub fn with_control(mut self, control: mpsc::UnboundedReceiver<LinkChange>) -> Self {
+        self.control = Some(control);
+        self
+    }
+
+    /// Polls until `cancel` fires (or, without a control channel, when it has no device).
     pub async fn run(mut self, cancel: CancellationToken) {
-        if self.devices.is_empty() {
+        if self.devices.is_empty() && self.control.is_none() {
             return;
         }
         info!(link = %self.link, devices = self.devices.len(), "polling link");
         loop {
-            let Some(i) = (0..self.devices.len()).min_by_key(|&i| self.devices[i].next_due) else {
-                return;
-            };
-            let due = self.devices[i].next_due;
+            let next = (0..self.devices.len()).min_by_key(|&i| self.devices[i].next_due);
+            if next.is_none() && self.control.is_none() {
+                break;
+            }
+            let due = next.map(|i| self.devices[i].next_due);
             tokio::select! {
                 biased;
                 _ = cancel.cancelled() => break,
-                _ = sleep_until(due) => {}
+                change = next_change(&mut self.control) => {
+                    self.apply(change);
+                    continue;
+                }
+                _ = sleep_until_some(due) => {}
             }
+            let Some(i) = next else { continue };
             // A cycle in progress is abandoned on shutdown; its connection is closed below.
             tokio::select! {
                 biased;
@@ -425,6 +449,22 @@ impl LinkPoller {
             conn.close().await;
         }
         debug!(link = %self.link, "link poller stopped");
+    }
+
+    /// Applies a reload's change between two polls.
+    fn apply(&mut self, change: LinkChange) {
+        let before = self.devices.len();
+        self.devices.retain(|d| !change.remove.contains(&d.index));
+        let removed = before - self.devices.len();
+        let added = change.add.len();
+        // Spread the new devices' first polls over their interval, like at start-up.
+        let n = added.max(1) as u32;
+        let now = Instant::now();
+        for (k, mut d) in change.add.into_iter().enumerate() {
+            d.next_due = now + d.device.interval / n * k as u32;
+            self.devices.push(d);
+        }
+        info!(link = %self.link, added, removed, devices = self.devices.len(), "link devices changed by a configuration reload");
     }
 
     async fn tick(&mut self, i: usize) {
@@ -670,6 +710,27 @@ impl LinkPoller {
             CycleEnd::Silent
         };
         (end, reading, errors)
+    }
+}
+
+/// The next change from a control channel; pending forever without one (or once it closed).
+async fn next_change(control: &mut Option<mpsc::UnboundedReceiver<LinkChange>>) -> LinkChange {
+    loop {
+        match control {
+            Some(rx) => match rx.recv().await {
+                Some(c) => return c,
+                None => *control = None,
+            },
+            None => std::future::pending::<()>().await,
+        }
+    }
+}
+
+/// Sleeps until `due`; pending forever without one.
+async fn sleep_until_some(due: Option<Instant>) {
+    match due {
+        Some(d) => sleep_until(d).await,
+        None => std::future::pending::<()>().await,
     }
 }
 

@@ -76,6 +76,17 @@ struct Inner {
     client: AsyncClient,
     tracker: Mutex<PublishTracker>,
     stats: Arc<MqttStats>,
+    /// The subscriptions: made on every CONNACK, changed by a configuration reload.
+    filters: Mutex<Vec<String>>,
+    /// SUBSCRIBEs handed to rumqttc and not yet written, oldest first; then by packet id until
+    /// their SUBACK: which filters a refusal is about.
+    subscribes: Mutex<Subscribes>,
+}
+
+#[derive(Default)]
+struct Subscribes {
+    queued: std::collections::VecDeque<Vec<String>>,
+    sent: std::collections::HashMap<u16, Vec<String>>,
 }
 
 /// A handle to the running connection; cheap to clone.
@@ -104,13 +115,68 @@ impl MqttPort {
     }
 }
 
-fn lock(m: &Mutex<PublishTracker>) -> std::sync::MutexGuard<'_, PublishTracker> {
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl MqttClient {
     pub fn stats(&self) -> &Arc<MqttStats> {
         &self.inner.stats
+    }
+
+    /// The subscriptions made on every CONNACK.
+    pub fn subscriptions(&self) -> Vec<String> {
+        lock(&self.inner.filters).clone()
+    }
+
+    /// Replaces the subscriptions (a configuration reload): subscribes to the new filters and
+    /// unsubscribes from those no longer wanted, now (queued until the connection is up) and on
+    /// every later CONNACK. Returns (added, removed).
+    pub fn set_subscriptions(&self, filters: Vec<String>) -> (Vec<String>, Vec<String>) {
+        let mut current = lock(&self.inner.filters);
+        let added: Vec<String> = filters
+            .iter()
+            .filter(|f| !current.contains(f))
+            .cloned()
+            .collect();
+        let removed: Vec<String> = current
+            .iter()
+            .filter(|f| !filters.contains(f))
+            .cloned()
+            .collect();
+        *current = filters;
+        drop(current);
+        if !added.is_empty() && !self.subscribe(added.clone()) {
+            warn!(
+                filters = added.len(),
+                "MQTT request queue full: the new subscriptions are made at the next reconnect"
+            );
+        }
+        for f in &removed {
+            if self.inner.client.try_unsubscribe(f.clone()).is_err() {
+                warn!(filter = %f, "MQTT request queue full: not unsubscribed");
+            }
+        }
+        (added, removed)
+    }
+
+    /// Queues one SUBSCRIBE of `filters` (QoS 1); false when rumqttc's queue is full.
+    fn subscribe(&self, filters: Vec<String>) -> bool {
+        let mut subs = lock(&self.inner.subscribes);
+        let req = filters
+            .iter()
+            .map(|f| SubscribeFilter::new(f.clone(), QoS::AtLeastOnce));
+        match self.inner.client.try_subscribe_many(req) {
+            Ok(()) => {
+                // Bounded: a SUBSCRIBE lost with a connection never shows up as written.
+                if subs.queued.len() >= 64 {
+                    subs.queued.pop_front();
+                }
+                subs.queued.push_back(filters);
+                true
+            }
+            Err(_) => false,
+        }
     }
 
     /// Queues a publish without waiting (telemetry, status): `Full` when rumqttc's channel is.
@@ -235,7 +301,6 @@ pub struct Connection {
     client: MqttClient,
     incoming: mpsc::UnboundedSender<Publish>,
     waiting: Arc<AtomicUsize>,
-    filters: Vec<String>,
     status_topic: String,
     url: String,
 }
@@ -288,6 +353,8 @@ pub fn connect(
             client,
             tracker: Mutex::new(PublishTracker::default()),
             stats,
+            filters: Mutex::new(s.routing.router.filters()),
+            subscribes: Mutex::default(),
         }),
     };
     let (tx, rx) = mpsc::unbounded_channel();
@@ -299,7 +366,6 @@ pub fn connect(
             client,
             incoming: tx,
             waiting: waiting.clone(),
-            filters: s.routing.router.filters(),
             status_topic: s.status_topic.clone(),
             url: s.url.clone(),
         },
@@ -343,9 +409,12 @@ impl Connection {
                     stats.connected.store(true, Relaxed);
                     stats.connects.fetch_add(1, Relaxed);
                     lock(&self.client.inner.tracker).on_session(ack.session_present, unsent);
+                    let subscriptions = lock(&self.client.inner.filters).len();
+                    // SUBACKs of the last connection will not come.
+                    lock(&self.client.inner.subscribes).sent.clear();
                     info!(broker = %self.url, session_present = ack.session_present,
-                        subscriptions = self.filters.len(), "MQTT connected");
-                    need_subscribe = !self.filters.is_empty();
+                        subscriptions, "MQTT connected");
+                    need_subscribe = subscriptions > 0;
                     need_online = true;
                 }
                 Ok(Event::Incoming(Incoming::Publish(p))) => {
@@ -365,14 +434,24 @@ impl Connection {
                     lock(&self.client.inner.tracker).on_puback(a.pkid);
                 }
                 Ok(Event::Incoming(Incoming::SubAck(s))) => {
+                    let filters = lock(&self.client.inner.subscribes).sent.remove(&s.pkid);
                     for (i, code) in s.return_codes.iter().enumerate() {
                         if matches!(code, SubscribeReasonCode::Failure) {
-                            let filter = self.filters.get(i).map_or("?", String::as_str);
+                            let filter = filters
+                                .as_ref()
+                                .and_then(|f| f.get(i))
+                                .map_or("?", String::as_str);
                             error!(
                                 filter,
                                 "the broker refused the subscription (check its ACL)"
                             );
                         }
+                    }
+                }
+                Ok(Event::Outgoing(Outgoing::Subscribe(pkid))) => {
+                    let mut subs = lock(&self.client.inner.subscribes);
+                    if let Some(f) = subs.queued.pop_front() {
+                        subs.sent.insert(pkid, f);
                     }
                 }
                 Ok(Event::Outgoing(Outgoing::Publish(pkid))) => {
@@ -403,13 +482,11 @@ impl Connection {
                 }
             }
             if need_subscribe {
-                let filters = self
-                    .filters
-                    .iter()
-                    .map(|f| SubscribeFilter::new(f.clone(), QoS::AtLeastOnce));
-                match self.client.inner.client.try_subscribe_many(filters) {
-                    Ok(()) => need_subscribe = false,
-                    Err(_) => debug!("request queue full; subscribing after the next event"),
+                let filters = lock(&self.client.inner.filters).clone();
+                if filters.is_empty() || self.client.subscribe(filters) {
+                    need_subscribe = false;
+                } else {
+                    debug!("request queue full; subscribing after the next event");
                 }
             }
             if need_online

@@ -18,11 +18,9 @@
 //! match = { building = "A" }
 //! ```
 
-use crate::workorder::notify::{EventFilter, parse_events};
-use std::collections::HashMap;
+use crate::workorder::notify::{AssetDirectory, EventFilter, parse_events};
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
@@ -33,7 +31,6 @@ use super::topic::PubTemplate;
 use crate::config::ConfigIssue;
 use crate::config::units::Duration as ConfigDuration;
 use crate::rules::matcher::AssetMatch;
-use crate::rules::types::AssetInfo;
 use crate::workorder::notify::webhook::clean_message;
 use crate::workorder::notify::{DeliveryError, Notifier, event_body};
 use crate::workorder::types::WorkOrderEvent;
@@ -94,7 +91,7 @@ pub fn build(
     position: usize,
     value: config::Value,
     gateway: &str,
-    assets: &HashMap<String, Arc<AssetInfo>>,
+    assets: &AssetDirectory,
     port: Option<&MqttPort>,
 ) -> Result<MqttNotifier, Vec<ConfigIssue>> {
     let issue = |path: &str, message: String| ConfigIssue {
@@ -174,7 +171,7 @@ impl MqttNotifier {
         let asset = self.filter.assets.get(&wo.asset);
         self.topic.render(|name| match name {
             "asset" => Some(wo.asset.clone()),
-            "name" => asset.and_then(|a| a.name.clone()),
+            "name" => asset.as_ref().and_then(|a| a.name.clone()),
             "site" => wo.site.clone(),
             "building" => wo.building.clone(),
             "floor" => wo.floor.clone(),

@@ -6,7 +6,6 @@
 //! `{"gateway":"gw1","asset":"EL-A1","measurement":"elevator","time":"2026-01-05T10:00:00.25Z",
 //!   "tags":{"building":"A","device_type":"elevator","site":"tower-a",...},"values":{"car_floor":3.0,...}}`
 
-use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
 use serde_json::{Map, Value as Json, json};
@@ -15,14 +14,15 @@ use tokio_util::sync::CancellationToken;
 
 use super::client::{MqttClient, PublishError};
 use super::settings::TelemetryTopic;
-use crate::config::Device;
 use crate::model::{Reading, Value};
+use crate::reload::DeviceSlots;
 use crate::telemetry::line::device_tags;
 
 pub struct Republisher {
     pub client: MqttClient,
     pub topic: TelemetryTopic,
-    pub devices: Vec<Arc<Device>>,
+    /// The devices by slot (readings name their device by slot; see `crate::reload`).
+    pub devices: DeviceSlots,
     pub gateway: String,
 }
 
@@ -39,6 +39,7 @@ impl Republisher {
     /// The topic and payload of one reading.
     pub fn message(&self, r: &Reading) -> Option<(String, Vec<u8>)> {
         let d = self.devices.get(r.device)?;
+        let d = &*d;
         let topic = self.topic.topic.render(|name| match name {
             "gateway" => Some(self.gateway.clone()),
             "asset" => Some(d.id.to_string()),

@@ -12,12 +12,14 @@
 //! A QoS 1 message waits for room in the telemetry channel (back-pressure up to the broker);
 //! a QoS 0 message finding it full is dropped and counted, as QoS 0 allows.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use rumqttc::{Publish, QoS};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
@@ -62,14 +64,37 @@ async fn run_acks(
     }
 }
 
-/// Per MQTT device: payload errors since the last `device_status` line.
-pub type DeviceErrors = Arc<Vec<AtomicU64>>;
+/// The devices MQTT messages are routed to, replaced whole by a configuration reload (a
+/// `watch` channel: the subscriber and the status writer always see one consistent set).
+#[derive(Debug, Default)]
+pub struct MqttDevices {
+    /// The routing's device indexes are positions in `devices`.
+    pub routing: Arc<Routing>,
+    /// Every device of the configuration (Modbus ones too, for the indexes to line up).
+    pub devices: Vec<MqttDevice>,
+}
+
+/// One device as the MQTT side sees it.
+#[derive(Debug, Clone)]
+pub struct MqttDevice {
+    pub device: Arc<Device>,
+    /// The `device` of its records (see `crate::reload`).
+    pub slot: usize,
+    pub stats: Arc<DeviceStats>,
+    /// Payload errors since the last `device_status` line (kept by a reload that leaves the
+    /// device unchanged).
+    pub errors: Arc<AtomicU64>,
+}
+
+impl MqttDevices {
+    fn get(&self, i: usize) -> Option<&MqttDevice> {
+        self.devices.get(i)
+    }
+}
 
 pub struct Subscriber {
     pub client: MqttClient,
-    pub routing: Arc<Routing>,
-    pub device_stats: Vec<Arc<DeviceStats>>,
-    pub device_errors: DeviceErrors,
+    pub devices: watch::Receiver<Arc<MqttDevices>>,
     pub stats: Arc<MqttStats>,
     pub max_payload_bytes: usize,
     pub tx: mpsc::Sender<Record>,
@@ -153,7 +178,8 @@ impl Subscriber {
             self.reject(logs, Cause::Oversized, &p.topic, &detail);
             return Taken::Nothing;
         }
-        let deliveries = match self.routing.router.route(&p.topic) {
+        let view = self.devices.borrow().clone();
+        let deliveries = match view.routing.router.route(&p.topic) {
             Ok(d) => d,
             Err(why) => {
                 let detail = match why {
@@ -170,7 +196,9 @@ impl Subscriber {
         };
         let mut accepted = false;
         for d in deliveries {
-            let Some(Some(map)) = self.routing.maps.get(d.device) else {
+            let (Some(Some(map)), Some(dev)) =
+                (view.routing.maps.get(d.device), view.get(d.device))
+            else {
                 continue;
             };
             let point = match d.point {
@@ -184,11 +212,10 @@ impl Subscriber {
                     }
                 },
             };
-            let reading =
-                match self.read(d.device, map, &p.payload, point, received, &p.topic, logs) {
-                    Some(r) => r,
-                    None => continue,
-                };
+            let reading = match self.read(dev, map, &p.payload, point, received, &p.topic, logs) {
+                Some(r) => r,
+                None => continue,
+            };
             let record = Record::Reading(reading);
             if p.qos == QoS::AtMostOnce {
                 match self.tx.try_send(record) {
@@ -218,7 +245,7 @@ impl Subscriber {
     #[allow(clippy::too_many_arguments)]
     fn read(
         &self,
-        device: usize,
+        dev: &MqttDevice,
         map: &PayloadMap,
         payload: &[u8],
         point: Option<usize>,
@@ -226,15 +253,12 @@ impl Subscriber {
         topic: &str,
         logs: &mut Logs,
     ) -> Option<Reading> {
-        let errors = self.device_errors.get(device);
-        let stats = self.device_stats.get(device);
+        let (errors, stats) = (&dev.errors, &dev.stats);
         let decoded = match map.decode(payload, point, received) {
             Ok(d) => d,
             Err(cause) => {
                 self.reject(logs, cause, topic, "the payload cannot be read");
-                if let Some(e) = errors {
-                    e.fetch_add(1, Relaxed);
-                }
+                errors.fetch_add(1, Relaxed);
                 return None;
             }
         };
@@ -262,22 +286,16 @@ impl Subscriber {
                 );
             }
         }
-        if let Some(s) = stats {
-            DeviceStats::add(&s.bad_values, u64::from(decoded.bad_values));
-            DeviceStats::add(&s.unmapped, u64::from(decoded.unmapped));
-        }
-        if let Some(e) = errors {
-            e.fetch_add(u64::from(decoded.wrong_type), Relaxed);
-        }
+        DeviceStats::add(&stats.bad_values, u64::from(decoded.bad_values));
+        DeviceStats::add(&stats.unmapped, u64::from(decoded.unmapped));
+        errors.fetch_add(u64::from(decoded.wrong_type), Relaxed);
         if decoded.values.is_empty() {
             debug!(topic, "MQTT message with no value for the device's points");
             return None;
         }
-        if let Some(s) = stats {
-            s.last_good_ns.fetch_max(decoded.timestamp_ns, Relaxed);
-        }
+        stats.last_good_ns.fetch_max(decoded.timestamp_ns, Relaxed);
         Some(Reading {
-            device,
+            device: dev.slot,
             timestamp_ns: decoded.timestamp_ns,
             values: decoded.values,
         })
@@ -286,46 +304,57 @@ impl Subscriber {
 
 /// Writes `device_status` for each MQTT device every `interval`: `online` while the broker
 /// connection is up (the broker is the device's link; an asset's own silence is the `offline`
-/// rule's business), `errors` = payload errors since the last line, `poll_ms` 0.
+/// rule's business), `errors` = payload errors since the last line, `poll_ms` 0. Follows the
+/// device set through reloads: an unchanged device keeps its schedule.
 pub async fn run_status(
-    devices: Vec<Arc<Device>>,
-    device_stats: Vec<Arc<DeviceStats>>,
-    device_errors: DeviceErrors,
+    mut devices: watch::Receiver<Arc<MqttDevices>>,
     stats: Arc<MqttStats>,
     tx: mpsc::Sender<Record>,
     stop: CancellationToken,
 ) {
-    let mqtt: Vec<usize> = devices
-        .iter()
-        .enumerate()
-        .filter(|(_, d)| matches!(d.source, DeviceSource::Mqtt { .. }))
-        .map(|(i, _)| i)
-        .collect();
-    if mqtt.is_empty() {
-        return;
-    }
-    let start = tokio::time::Instant::now();
-    let mut due: Vec<tokio::time::Instant> = mqtt.iter().map(|_| start).collect();
+    // Next status line, by slot: a device that stays keeps its schedule, a new one is due now.
+    let mut due: HashMap<usize, Instant> = HashMap::new();
+    let mut view = devices.borrow_and_update().clone();
+    let schedule = |view: &MqttDevices, due: &mut HashMap<usize, Instant>| {
+        let now = Instant::now();
+        let mut next: HashMap<usize, Instant> = mqtt_devices(view)
+            .map(|d| (d.slot, due.get(&d.slot).copied().unwrap_or(now)))
+            .collect();
+        std::mem::swap(due, &mut next);
+    };
+    schedule(&view, &mut due);
+    let mut watching = true;
     loop {
-        let next = due.iter().min().copied().unwrap_or(start);
+        let next = due.values().min().copied();
         tokio::select! {
             _ = stop.cancelled() => return,
-            _ = tokio::time::sleep_until(next) => {}
-        }
-        let now = tokio::time::Instant::now();
-        let online = stats.connected.load(Relaxed);
-        for (k, &i) in mqtt.iter().enumerate() {
-            if due[k] > now {
+            changed = devices.changed(), if watching => {
+                match changed {
+                    Ok(()) => {
+                        view = devices.borrow_and_update().clone();
+                        schedule(&view, &mut due);
+                    }
+                    // The sender is gone (shutdown): keep the last set.
+                    Err(_) => watching = false,
+                }
                 continue;
             }
-            let interval = devices[i].interval;
-            due[k] = now + interval;
-            if let Some(s) = device_stats.get(i) {
-                s.online.store(online, Relaxed);
+            _ = sleep_until_some(next) => {}
+        }
+        let now = Instant::now();
+        let online = stats.connected.load(Relaxed);
+        for d in mqtt_devices(&view) {
+            let Some(at) = due.get_mut(&d.slot) else {
+                continue;
+            };
+            if *at > now {
+                continue;
             }
-            let errors = device_errors.get(i).map_or(0, |e| e.swap(0, Relaxed));
+            *at = now + d.device.interval;
+            d.stats.online.store(online, Relaxed);
+            let errors = d.errors.swap(0, Relaxed);
             let status = Record::Status(DeviceStatus {
-                device: i,
+                device: d.slot,
                 timestamp_ns: now_ns(),
                 online,
                 poll_ms: 0.0,
@@ -335,5 +364,18 @@ pub async fn run_status(
                 debug!("telemetry full: device_status of an MQTT device skipped");
             }
         }
+    }
+}
+
+fn mqtt_devices(view: &MqttDevices) -> impl Iterator<Item = &MqttDevice> {
+    view.devices
+        .iter()
+        .filter(|d| matches!(d.device.source, DeviceSource::Mqtt { .. }))
+}
+
+async fn sleep_until_some(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending::<()>().await,
     }
 }

@@ -216,7 +216,7 @@ pub struct PointConfig {
 }
 
 /// Where an MQTT payload carries its time.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TimestampConfig {
     pub json: String,
@@ -291,7 +291,7 @@ impl Transform {
 }
 
 /// A validated point.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Point {
     pub name: Arc<str>,
     pub kind: PointKind,
@@ -303,8 +303,8 @@ pub struct Point {
     pub transform: Transform,
 }
 
-/// A validated profile.
-#[derive(Debug, Clone)]
+/// A validated profile (equality: a reload restarts the devices whose profile changed).
+#[derive(Debug, Clone, PartialEq)]
 pub struct Profile {
     pub name: String,
     pub device_type: DeviceType,

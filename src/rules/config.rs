@@ -92,6 +92,37 @@ pub struct Unless {
 }
 
 impl Rule {
+    /// The same rule as far as its state goes: equal in everything but where it is configured
+    /// and which assets it matched (a reload keeps the state of an unchanged rule on each
+    /// unchanged asset it still runs on).
+    pub fn same_definition(&self, other: &Rule) -> bool {
+        let Rule {
+            id,
+            file: _,
+            index: _,
+            kind,
+            priority,
+            work_order,
+            title,
+            description,
+            auto_resolve,
+            unless,
+            flap,
+            gateway,
+            assets: _,
+        } = self;
+        *id == other.id
+            && *kind == other.kind
+            && *priority == other.priority
+            && *work_order == other.work_order
+            && *title == other.title
+            && *description == other.description
+            && *auto_resolve == other.auto_resolve
+            && *unless == other.unless
+            && *flap == other.flap
+            && *gateway == other.gateway
+    }
+
     /// `threshold`, `state`, `meter`, `calendar` or `offline`.
     pub fn type_name(&self) -> &'static str {
         match self.kind {

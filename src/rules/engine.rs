@@ -54,6 +54,15 @@ pub struct EngineStats {
     pub meter_untrusted: u64,
 }
 
+/// What [`RuleEngine::rebuild`] carried over.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Rebuilt {
+    /// Instances whose state was carried over.
+    pub carried: usize,
+    /// (asset id, rule id) of the instances that start afresh.
+    pub fresh: Vec<(String, String)>,
+}
+
 /// What `check` prints of a rule.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RuleSummary<'a> {
@@ -279,6 +288,100 @@ impl RuleEngine {
             stats: EngineStats::default(),
             pool: EpisodePool::default(),
         }
+    }
+
+    /// The engine of a new configuration (a reload), with this one's state carried over for
+    /// every (asset, rule) whose rule is unchanged ([`Rule::same_definition`]) and whose asset
+    /// is unchanged (equal [`AssetInfo`]): pending delays, count windows, meter baselines, flap
+    /// history, offline and `unless` state. An unchanged asset also keeps its last good sample
+    /// and the silence counted so far. New and changed rules, and the rules of new and changed
+    /// assets, start afresh. The counters carry over. Call it between two ticks, after
+    /// [`Self::take_dirty`].
+    pub fn rebuild(
+        mut self,
+        rules: Vec<Rule>,
+        assets: Vec<Arc<AssetInfo>>,
+        now: DateTime<Utc>,
+    ) -> (RuleEngine, Rebuilt) {
+        let now_ns = now.timestamp_nanos_opt().unwrap_or(i64::MAX);
+        let mut next = RuleEngine::new(rules, assets);
+        // Per new asset: the old one, when unchanged.
+        let same_asset: Vec<Option<usize>> = next
+            .assets
+            .iter()
+            .map(|a| {
+                self.asset_index
+                    .get(&a.id)
+                    .copied()
+                    .filter(|&old| *self.assets[old] == **a)
+            })
+            .collect();
+        let same_rule: Vec<bool> = next
+            .rules
+            .iter()
+            .map(|r| {
+                self.rules
+                    .iter()
+                    .any(|o| o.id == r.id && o.same_definition(r))
+            })
+            .collect();
+        for (a, old) in same_asset.iter().enumerate() {
+            let Some(old) = *old else { continue };
+            next.last_seen[a] = self.last_seen[old];
+            // The first tick counts silence from then, less what this engine had counted.
+            next.carried_silence[a] = if self.started {
+                now_ns.saturating_sub(self.counting_from[old]).max(0)
+            } else {
+                self.carried_silence[old]
+            };
+        }
+        let mut carried = vec![false; next.instances.len()];
+        for (i, done) in carried.iter_mut().enumerate() {
+            let (a, r) = (
+                next.instances[i].asset as usize,
+                next.instances[i].rule as usize,
+            );
+            let Some(old_asset) = same_asset[a] else {
+                continue;
+            };
+            if !same_rule[r] {
+                continue;
+            }
+            let Some(old) = self.find(&self.assets[old_asset].id, &next.rules[r].id) else {
+                continue;
+            };
+            if !self.instances[old]
+                .state
+                .same_variant(&next.instances[i].state)
+            {
+                continue;
+            }
+            let from = &mut self.instances[old];
+            let to = &mut next.instances[i];
+            to.state = std::mem::replace(&mut from.state, InstState::Event);
+            to.unless = from.unless;
+            to.marked_usage = from.marked_usage;
+            if let InstState::Offline(st) = &to.state
+                && st.firing
+            {
+                next.offline_firing[a] += 1;
+            }
+            *done = true;
+        }
+        next.clock_ns = self.clock_ns;
+        next.stats = self.stats;
+        next.pool = std::mem::take(&mut self.pool);
+        let fresh = (0..next.instances.len())
+            .filter(|&i| !carried[i])
+            .map(|i| next.key(i))
+            .collect();
+        let carried = carried.iter().filter(|&&c| c).count();
+        (next, Rebuilt { carried, fresh })
+    }
+
+    /// (asset id, rule id) of every instance.
+    pub fn instance_keys(&self) -> Vec<(String, String)> {
+        (0..self.instances.len()).map(|i| self.key(i)).collect()
     }
 
     /// The rules, for `check`: id, type, condition and the assets each runs on.

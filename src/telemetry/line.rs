@@ -8,7 +8,7 @@
 //! spaces. Integers carry `i`; NaN and infinities are never written.
 
 use std::fmt::Write as _;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use crate::config::Device;
 use crate::model::{DeviceStatus, Reading, Record, Value};
@@ -83,9 +83,15 @@ struct DeviceLines {
     priority: Vec<bool>,
 }
 
-/// Encodes records of the configured devices.
+/// Encodes records of the configured devices. Records name their device by slot (see
+/// `crate::reload`): the configuration's devices start as slots `0..n`, and a reload opens
+/// slots for added and changed devices with [`LineEncoder::open_slot`]. Clones share the
+/// table, so the reload reaches the telemetry path's encoder. A slot is never reused, so a
+/// record still in flight is tagged as its device was when it was read.
+#[derive(Clone)]
 pub struct LineEncoder {
-    devices: Vec<DeviceLines>,
+    gateway: Arc<str>,
+    devices: Arc<RwLock<Vec<Option<Arc<DeviceLines>>>>>,
 }
 
 /// The standard tags of a device plus its own, sorted by key (DESIGN §5).
@@ -114,54 +120,77 @@ pub fn device_tags(gateway: &str, d: &Device) -> Vec<(String, String)> {
     tags
 }
 
+impl DeviceLines {
+    fn new(gateway: &str, d: &Device) -> Self {
+        let mut tagstr = String::new();
+        for (k, v) in device_tags(gateway, d) {
+            tagstr.push(',');
+            escape_key(&k, &mut tagstr);
+            tagstr.push('=');
+            escape_key(&v, &mut tagstr);
+        }
+        let mut reading_prefix = String::new();
+        escape_measurement(&d.profile.measurement, &mut reading_prefix);
+        reading_prefix.push_str(&tagstr);
+        let status_prefix = format!("device_status{tagstr}");
+        let fields = d
+            .profile
+            .points
+            .iter()
+            .map(|p| {
+                let mut f = String::new();
+                escape_key(&p.name, &mut f);
+                f
+            })
+            .collect();
+        let priority = d
+            .profile
+            .points
+            .iter()
+            .map(|p| {
+                matches!(
+                    p.kind,
+                    crate::profile::PointKind::Alarm
+                        | crate::profile::PointKind::State
+                        | crate::profile::PointKind::Event
+                )
+            })
+            .collect();
+        DeviceLines {
+            reading_prefix,
+            status_prefix,
+            fields,
+            priority,
+        }
+    }
+}
+
 impl LineEncoder {
+    /// An encoder whose slots `0..n` are `devices`.
     pub fn new(gateway: &str, devices: &[Arc<Device>]) -> Self {
         let devices = devices
             .iter()
-            .map(|d| {
-                let mut tagstr = String::new();
-                for (k, v) in device_tags(gateway, d) {
-                    tagstr.push(',');
-                    escape_key(&k, &mut tagstr);
-                    tagstr.push('=');
-                    escape_key(&v, &mut tagstr);
-                }
-                let mut reading_prefix = String::new();
-                escape_measurement(&d.profile.measurement, &mut reading_prefix);
-                reading_prefix.push_str(&tagstr);
-                let status_prefix = format!("device_status{tagstr}");
-                let fields = d
-                    .profile
-                    .points
-                    .iter()
-                    .map(|p| {
-                        let mut f = String::new();
-                        escape_key(&p.name, &mut f);
-                        f
-                    })
-                    .collect();
-                let priority = d
-                    .profile
-                    .points
-                    .iter()
-                    .map(|p| {
-                        matches!(
-                            p.kind,
-                            crate::profile::PointKind::Alarm
-                                | crate::profile::PointKind::State
-                                | crate::profile::PointKind::Event
-                        )
-                    })
-                    .collect();
-                DeviceLines {
-                    reading_prefix,
-                    status_prefix,
-                    fields,
-                    priority,
-                }
-            })
+            .map(|d| Some(Arc::new(DeviceLines::new(gateway, d))))
             .collect();
-        LineEncoder { devices }
+        LineEncoder {
+            gateway: gateway.into(),
+            devices: Arc::new(RwLock::new(devices)),
+        }
+    }
+
+    fn table(&self) -> std::sync::RwLockReadGuard<'_, Vec<Option<Arc<DeviceLines>>>> {
+        // The table is only ever extended: one poisoned by a panic elsewhere is still whole.
+        self.devices.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Makes `slot` encode `device`'s lines (a reload's added or changed device).
+    pub fn open_slot(&self, slot: usize, device: &Device) {
+        let lines = Arc::new(DeviceLines::new(&self.gateway, device));
+        let mut t = self.devices.write().unwrap_or_else(|p| p.into_inner());
+        if t.len() <= slot {
+            t.resize(slot + 1, None);
+        }
+        t[slot] = Some(lines);
     }
 
     /// Appends the line of `record` (with a trailing newline) and returns true, or returns
@@ -200,7 +229,8 @@ impl LineEncoder {
 
     /// `only`: just the points whose priority flag equals it.
     fn encode_reading(&self, r: &Reading, out: &mut String, only: Option<bool>) -> bool {
-        let Some(d) = self.devices.get(r.device) else {
+        let table = self.table();
+        let Some(Some(d)) = table.get(r.device) else {
             return false;
         };
         let mark = out.len();
@@ -232,7 +262,8 @@ impl LineEncoder {
     }
 
     fn encode_status(&self, s: &DeviceStatus, out: &mut String) -> bool {
-        let Some(d) = self.devices.get(s.device) else {
+        let table = self.table();
+        let Some(Some(d)) = table.get(s.device) else {
             return false;
         };
         let poll_ms = if s.poll_ms.is_finite() {
@@ -353,6 +384,51 @@ mod tests {
             }
             prop_assert_eq!(p.timestamp, Some(1_700_000_000_000_000_000));
         }
+    }
+
+    #[test]
+    fn a_slot_opened_later_encodes_its_device_and_old_slots_keep_theirs() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("facilityd.toml");
+        let device = |id: &str, building: &str| {
+            format!(
+                "[[devices]]\nid = \"{id}\"\nprofile = \"pump\"\nbuilding = \"{building}\"\n\
+                 modbus = {{ url = \"tcp://127.0.0.1:1502\", unit = 1 }}\n"
+            )
+        };
+        let load = |text: String| {
+            std::fs::write(&path, format!("[gateway]\nid = \"gw\"\n{text}")).unwrap();
+            crate::config::load_with_env(&path, Default::default()).unwrap()
+        };
+        let old = load(device("P-1", "A"));
+        let enc = LineEncoder::new("gw", &old.devices);
+        // A reload changes P-1's building: a new slot; records of slot 0 in flight keep "A".
+        let new = load(device("P-1", "B"));
+        let shared = enc.clone();
+        shared.open_slot(1, &new.devices[0]);
+        let status = |device| {
+            Record::Status(DeviceStatus {
+                device,
+                timestamp_ns: 1,
+                online: true,
+                poll_ms: 1.0,
+                errors: 0,
+            })
+        };
+        let mut out = String::new();
+        assert!(enc.encode(&status(0), &mut out));
+        assert!(enc.encode(&status(1), &mut out));
+        assert!(!enc.encode(&status(2), &mut out), "no such slot");
+        let lines: Vec<&str> = out.lines().collect();
+        assert!(
+            lines[0].starts_with("device_status,asset=P-1,building=A,"),
+            "{out}"
+        );
+        assert!(
+            lines[1].starts_with("device_status,asset=P-1,building=B,"),
+            "{out}"
+        );
+        assert_eq!(lines.len(), 2);
     }
 
     #[test]

@@ -269,6 +269,32 @@ pub fn parse_events(
     Ok(Some(set))
 }
 
+/// The configured assets by id, shared by the notifiers of one configuration: a configuration
+/// reload replaces them, so `match` and `{name}` follow the devices in force.
+#[derive(Debug, Clone, Default)]
+pub struct AssetDirectory(
+    Arc<std::sync::RwLock<std::collections::HashMap<String, Arc<AssetInfo>>>>,
+);
+
+impl AssetDirectory {
+    pub fn new(assets: std::collections::HashMap<String, Arc<AssetInfo>>) -> Self {
+        AssetDirectory(Arc::new(std::sync::RwLock::new(assets)))
+    }
+
+    pub fn get(&self, id: &str) -> Option<Arc<AssetInfo>> {
+        self.0
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .cloned()
+    }
+
+    /// Replaces the assets (a configuration reload).
+    pub fn replace(&self, assets: std::collections::HashMap<String, Arc<AssetInfo>>) {
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = assets;
+    }
+}
+
 /// The `events` and `match` filters every notifier has.
 #[derive(Debug, Clone, Default)]
 pub struct EventFilter {
@@ -276,7 +302,7 @@ pub struct EventFilter {
     pub events: Option<std::collections::HashSet<EventKind>>,
     pub asset_match: Option<crate::rules::matcher::AssetMatch>,
     /// The configured assets, for `match` on profile and tags.
-    pub assets: std::collections::HashMap<String, Arc<AssetInfo>>,
+    pub assets: AssetDirectory,
 }
 
 impl EventFilter {
@@ -289,7 +315,7 @@ impl EventFilter {
         match &self.asset_match {
             None => true,
             Some(m) => match self.assets.get(&event.work_order.asset) {
-                Some(a) => m.matches(a),
+                Some(a) => m.matches(&a),
                 None => m.matches(&asset_of(&event.work_order)),
             },
         }

@@ -8,7 +8,7 @@
 //!
 //! The HTTP stack is reqwest 0.11 with native-tls, the one the InfluxDB writer already pulls in.
 
-use super::{EventFilter, parse_events};
+use super::{AssetDirectory, EventFilter, parse_events};
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::future::Future;
@@ -95,17 +95,17 @@ pub fn parse_notifiers(
     gateway: &str,
     assets: &HashMap<String, Arc<AssetInfo>>,
 ) -> Result<Vec<Arc<dyn Notifier>>, Vec<ConfigIssue>> {
-    parse_all(items, gateway, assets, None)
+    parse_all(items, gateway, &AssetDirectory::new(assets.clone()), None)
 }
 
 /// Builds the notifiers of the `notify` items (`(file, index in that file, item)`): webhooks
 /// here, `type = "mqtt"` items by [`crate::mqtt::notifier::build`], which publish through the
 /// `[mqtt]` connection (`mqtt`: its port, `None` without an `[mqtt]` section). Every error is
-/// collected, with its file and key path (`notify[1].url`).
+/// collected, with its file and key path (`notify[1].url`). The notifiers share `assets`.
 pub fn parse_notifiers_with_mqtt(
     items: &[(String, usize, config::Value)],
     gateway: &str,
-    assets: &HashMap<String, Arc<AssetInfo>>,
+    assets: &AssetDirectory,
     mqtt: Option<&crate::mqtt::MqttPort>,
 ) -> Result<Vec<Arc<dyn Notifier>>, Vec<ConfigIssue>> {
     parse_all(items, gateway, assets, Some(mqtt))
@@ -115,7 +115,7 @@ pub fn parse_notifiers_with_mqtt(
 fn parse_all(
     items: &[(String, usize, config::Value)],
     gateway: &str,
-    assets: &HashMap<String, Arc<AssetInfo>>,
+    assets: &AssetDirectory,
     mqtt: Option<Option<&crate::mqtt::MqttPort>>,
 ) -> Result<Vec<Arc<dyn Notifier>>, Vec<ConfigIssue>> {
     let mut out: Vec<Arc<dyn Notifier>> = Vec::new();
@@ -207,7 +207,7 @@ fn build(
     position: usize,
     value: config::Value,
     gateway: &str,
-    assets: &HashMap<String, Arc<AssetInfo>>,
+    assets: &AssetDirectory,
 ) -> Result<WebhookNotifier, Vec<ConfigIssue>> {
     let issue = |path: &str, message: String| ConfigIssue {
         file: file.to_string(),
@@ -500,7 +500,8 @@ mod tests {
             "#;
         let port = crate::mqtt::MqttPort::default();
         let n =
-            parse_notifiers_with_mqtt(&items(toml), "gw", &HashMap::new(), Some(&port)).unwrap();
+            parse_notifiers_with_mqtt(&items(toml), "gw", &AssetDirectory::default(), Some(&port))
+                .unwrap();
         assert_eq!(
             n.iter().map(|n| n.name()).collect::<Vec<_>>(),
             ["mqtt:0", "webhook:1", "second"]
@@ -515,10 +516,11 @@ mod tests {
             ["webhook:1", "second"]
         );
         // Without [mqtt], an MQTT notifier has no connection to publish through.
-        let e = match parse_notifiers_with_mqtt(&items(toml), "gw", &HashMap::new(), None) {
-            Ok(_) => panic!("expected an error"),
-            Err(e) => e.iter().map(|i| i.to_string()).collect::<Vec<_>>(),
-        };
+        let e =
+            match parse_notifiers_with_mqtt(&items(toml), "gw", &AssetDirectory::default(), None) {
+                Ok(_) => panic!("expected an error"),
+                Err(e) => e.iter().map(|i| i.to_string()).collect::<Vec<_>>(),
+            };
         assert_eq!(
             e,
             [
