@@ -1690,4 +1690,39 @@ mod tests {
         let (few, more) = log.history("a", Some("v"), 0, 2_000, 3).unwrap();
         assert_eq!((few.len(), more), (3, true));
     }
+
+    /// Compacting a segment away must not skip the next one: with two bulk-only segments
+    /// after a large priority record, both bulk records go before the priority one.
+    #[tokio::test]
+    async fn every_bulk_segment_is_compacted_before_a_priority_line_goes() {
+        let dir = tempfile::tempdir().unwrap();
+        let stats = Arc::new(LogStats::default());
+        let (log, _) = TelemetryLog::open(cfg(dir.path(), 65_536, true), stats.clone()).unwrap();
+        let app = log.start_writer().unwrap();
+        let big = |class: Class, bytes: usize, tag: &str| {
+            let line = format!("m,asset={tag} v=1i 1700000000000000000\n");
+            let n = bytes / line.len();
+            Part {
+                class,
+                body: line.repeat(n),
+                lines: n as u32,
+                min_ts: 1,
+                max_ts: 1,
+            }
+        };
+        for p in [
+            big(Class::Priority, 40_000, "p"),
+            big(Class::Bulk, 7_000, "b1"),
+            big(Class::Bulk, 7_000, "b2"),
+            big(Class::Bulk, 20_000, "b3"),
+        ] {
+            app.append(vec![p], Vec::new()).await.unwrap();
+        }
+        close(app).await;
+        assert_eq!(stats.dropped_priority_lines.load(Relaxed), 0);
+        assert!(stats.dropped_bulk_lines.load(Relaxed) > 0);
+        let (body, _) = read_all(&log, log.cursor());
+        assert!(body.contains("asset=p"));
+        assert!(!body.contains("asset=b1") && !body.contains("asset=b2"));
+    }
 }

@@ -255,7 +255,9 @@ pub struct Forwarder {
 }
 
 const BACKOFF_MIN: Duration = Duration::from_millis(250);
-const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// The longest wait between retries: a database back from an outage is found within it (a
+/// refused connection costs nothing; a hung one costs the write timeout anyway).
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// How often the forward cursor is persisted (a crash resends at most this much).
 const CURSOR_PERSIST: Duration = Duration::from_secs(1);
 /// The window of the forward rate gauge.
