@@ -129,7 +129,11 @@ fn block_on(fut: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitC
             return ExitCode::from(1);
         }
     };
-    match rt.block_on(fut) {
+    let result = rt.block_on(fut);
+    // A blocking task stuck on a dead disk must not hold the exit forever (dropping the
+    // runtime would wait for it): what had to be flushed was flushed or reported by now.
+    rt.shutdown_timeout(std::time::Duration::from_secs(2));
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");

@@ -370,7 +370,7 @@ impl Gateway {
         .with_reloads(rules_rx);
         drop(tx);
         let maintenance_stop = CancellationToken::new();
-        let maintenance_task =
+        let mut maintenance_task =
             tokio::spawn(maintenance.run(readings_rx, api_events_rx, maintenance_stop.clone()));
 
         // Devices by slot (see crate::reload): the configuration's devices are slots 0..n.
@@ -530,7 +530,14 @@ impl Gateway {
         // unacknowledged with the broker (persistent session) and come again after a restart.
         while subscribers.join_next().await.is_some() {}
         maintenance_stop.cancel();
-        let _ = tokio::time::timeout_at(deadline, maintenance_task).await;
+        if tokio::time::timeout_at(deadline, &mut maintenance_task)
+            .await
+            .is_err()
+        {
+            // It holds a telemetry sender: the batcher would wait for it to the deadline.
+            maintenance_task.abort();
+            let _ = maintenance_task.await;
+        }
         if tokio::time::timeout_at(deadline, &mut batcher)
             .await
             .is_err()

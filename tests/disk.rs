@@ -1,6 +1,8 @@
 //! A disk that refuses the telemetry log's writes: the real daemon under a file-size limit
 //! (`prlimit --fsize`, the kernel answers EFBIG as it would ENOSPC on a full disk). The fault is
-//! reported (metrics, a work order on the gateway itself) and polling goes on.
+//! reported (metrics, a work order on the gateway itself) and polling goes on; once the limit is
+//! lifted (`prlimit --pid`), the batches held meanwhile are written, the fault clears, and every
+//! poll reaches the database.
 
 mod support;
 
@@ -49,11 +51,13 @@ async fn a_disk_refusing_the_log_is_reported_and_polling_goes_on() {
     })
     .await
     .unwrap();
+    let vm = support::VictoriaMetrics::start_with_args(&["-dedup.minScrapeInterval=1ms"]).await;
     let dir = tempfile::tempdir().unwrap();
     let port = support::free_port();
     let mut cfg = format!(
-        "[gateway]\nid = \"gw-disk\"\nstate_dir = {:?}\n\n[http]\nlisten = \"127.0.0.1:{port}\"\n\n[storage]\nfsync_interval = \"50ms\"\n\n",
-        dir.path().join("state").display().to_string()
+        "[gateway]\nid = \"gw-disk\"\nstate_dir = {:?}\n\n[http]\nlisten = \"127.0.0.1:{port}\"\n\n[storage]\nfsync_interval = \"50ms\"\n\n[influxdb]\nurl = \"{}\"\norg = \"o\"\nbucket = \"b\"\ntoken = \"t\"\nflush_interval = \"200ms\"\n\n",
+        dir.path().join("state").display().to_string(),
+        vm.url()
     );
     for u in 1..=40 {
         cfg.push_str(&format!(
@@ -69,7 +73,7 @@ async fn a_disk_refusing_the_log_is_reported_and_polling_goes_on() {
     let mut gw = support::Daemon::start(
         prlimit,
         &[
-            "--fsize=1048576",
+            "--fsize=1048576:unlimited",
             "--",
             env!("CARGO_BIN_EXE_facilityd"),
             "run",
@@ -79,12 +83,14 @@ async fn a_disk_refusing_the_log_is_reported_and_polling_goes_on() {
         &[("RUST_LOG", "info")],
     );
     let api = format!("http://127.0.0.1:{port}");
+    let started_ms = chrono::Utc::now().timestamp_millis();
 
     let failing = eventually(Duration::from_secs(60), async || {
         metric(&api, "facilityd_log_disk_failing").await == Some(1.0)
     })
     .await;
     assert!(failing, "the disk fault was not reported:\n{}", gw.output());
+    let failing_ms = chrono::Utc::now().timestamp_millis();
     assert!(gw.is_running(), "the daemon died:\n{}", gw.output());
     assert!(
         metric(&api, "facilityd_log_write_errors_total")
@@ -135,6 +141,88 @@ async fn a_disk_refusing_the_log_is_reported_and_polling_goes_on() {
     assert_eq!(metric(&api, "facilityd_log_disk_failing").await, Some(1.0));
     let health = reqwest011::get(format!("{api}/healthz")).await.unwrap();
     assert_eq!(health.status().as_u16(), 200);
+
+    // The disk comes back: the limit is lifted on the running daemon.
+    let pid = gw.pid().expect("daemon pid").to_string();
+    let lifted = std::process::Command::new(prlimit)
+        .args(["--pid", &pid, "--fsize=unlimited:unlimited"])
+        .status()
+        .unwrap();
+    assert!(lifted.success(), "prlimit --pid failed");
+    let lifted_ms = chrono::Utc::now().timestamp_millis();
+    let cleared = eventually(Duration::from_secs(30), async || {
+        metric(&api, "facilityd_log_disk_failing").await == Some(0.0)
+            && metric(&api, "facilityd_log_backlog_lines").await == Some(0.0)
+    })
+    .await;
+    assert!(cleared, "the log did not recover:\n{}", gw.output());
+    let resolved = eventually(Duration::from_secs(20), async || {
+        let Ok(r) = reqwest011::get(format!("{api}/api/v1/work-orders?asset=gw-disk")).await else {
+            return false;
+        };
+        let list: Json = r.json().await.unwrap_or_default();
+        list.as_array().is_some_and(|l| {
+            l.iter()
+                .any(|w| w["rule"] == "gateway_log_disk" && w["status"] == "resolved")
+        })
+    })
+    .await;
+    assert!(resolved, "the gateway_log_disk work order did not resolve");
+    let lost = |reason: &'static str| {
+        let api = api.clone();
+        async move {
+            metric(
+                &api,
+                &format!("facilityd_log_dropped_lines_total{{reason=\"{reason}\"}}"),
+            )
+            .await
+        }
+    };
+    assert_eq!(
+        lost("corrupt").await,
+        Some(0.0),
+        "records unreadable after the fault"
+    );
+    assert_eq!(
+        lost("disk").await,
+        Some(0.0),
+        "batches dropped while held in memory"
+    );
+    let ended_ms = lifted_ms + 1_500;
+    // Every poll of the whole run, through the fault, is in the database: no gap.
+    let series = vm
+        .wait_for_series(
+            r#"{__name__="device_status_online",asset="PU-01"}"#,
+            |s| {
+                s.first()
+                    .and_then(|s| s.points().last().map(|p| p.0))
+                    .is_some_and(|t| t >= ended_ms)
+            },
+            Duration::from_secs(30),
+        )
+        .await;
+    let ts: Vec<i64> = series
+        .first()
+        .map(|s| s.points().iter().map(|p| p.0).collect())
+        .unwrap_or_default();
+    let window: Vec<i64> = ts
+        .iter()
+        .copied()
+        .filter(|t| *t >= started_ms + 2_000 && *t <= ended_ms)
+        .collect();
+    // The window spans the fault, from before it was reported to after it was lifted.
+    assert!(
+        window.first().is_some_and(|t| *t < failing_ms - 500)
+            && window.last().is_some_and(|t| *t > lifted_ms + 500),
+        "samples do not span the fault ({failing_ms}..{lifted_ms}): {:?}..{:?}",
+        window.first(),
+        window.last()
+    );
+    let widest = window.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0);
+    assert!(
+        widest <= 1_000,
+        "a gap of {widest} ms in PU-01's polls across the disk fault"
+    );
 
     gw.sigterm();
     let status = gw.wait_with_timeout(Duration::from_secs(15)).await;

@@ -1355,14 +1355,25 @@ fn fuzz_line_protocol() {
 fn check_scan(bytes: &[u8]) -> Result<tlog::SegmentScan, TestCaseError> {
     let scan = tlog::scan_segment(bytes, None);
     prop_assert!(scan.valid_len as usize <= bytes.len());
-    let mut end = FILE_MAGIC.len() as u64;
+    // Records and holes in order, never overlapping, inside the bytes.
+    let mut end = 0u64;
     let mut last = None;
+    let mut holes = scan.holes.iter().peekable();
     for (h, off) in &scan.records {
-        prop_assert_eq!(*off, end);
+        while let Some((a, b, _)) = holes.next_if(|(a, _, _)| *a < *off) {
+            prop_assert!(*a >= end && a < b && b <= off, "hole {a}..{b} before {off}");
+            end = *b;
+        }
+        prop_assert!(*off >= end);
         end = off + HEADER_LEN as u64 + h.len as u64;
+        prop_assert!(end as usize <= bytes.len());
         prop_assert!(last.is_none_or(|l| h.seq > l));
         last = Some(h.seq);
     }
+    prop_assert!(
+        holes.next().is_none(),
+        "a hole after the last record is a tail"
+    );
     if !scan.records.is_empty() {
         prop_assert_eq!(scan.valid_len, end);
     }
@@ -1406,41 +1417,46 @@ enum Damage {
 
 /// A damaged segment scans to exactly the records that end before the first damaged byte.
 fn check_damaged(payloads: &[String], damage: &Damage) -> Result<(), TestCaseError> {
-    let (mut bytes, ends) = segment(payloads);
-    let first_bad = match damage {
+    let (orig, ends) = segment(payloads);
+    let mut bytes = orig.clone();
+    match damage {
         Damage::Flip(i, b) => {
             let i = FILE_MAGIC.len() + i % (bytes.len() - FILE_MAGIC.len()).max(1);
-            if i >= bytes.len() || *b == 0 {
-                bytes.len()
-            } else {
+            if i < bytes.len() {
                 bytes[i] ^= b;
-                i
             }
         }
         Damage::Truncate(i) => {
             let at = FILE_MAGIC.len() + i % (bytes.len() - FILE_MAGIC.len() + 1);
             bytes.truncate(at);
-            at
         }
-        Damage::Append(extra) => {
-            let at = bytes.len();
-            bytes.extend_from_slice(extra);
-            if extra.is_empty() { usize::MAX } else { at }
-        }
+        Damage::Append(extra) => bytes.extend_from_slice(extra),
         Damage::Zero(i, n) => {
             let at = FILE_MAGIC.len() + i % (bytes.len() - FILE_MAGIC.len()).max(1);
             let end = (at + n % 64 + 1).min(bytes.len());
-            let changed = bytes[at..end].iter().any(|b| *b != 0);
             bytes[at..end].fill(0);
-            if changed { at } else { usize::MAX }
         }
-    };
+    }
     let scan = check_scan(&bytes)?;
-    let intact = ends.iter().filter(|e| **e <= first_bad).count();
-    prop_assert_eq!(scan.records.len(), intact, "damage {:?}", damage);
-    for (i, (h, _)) in scan.records.iter().enumerate() {
-        prop_assert_eq!(h.seq, i as u64 + 1);
-        prop_assert_eq!(h.len as usize, payloads[i].len());
+    // Exactly the records whose bytes the damage left alone survive: the ones after a damaged
+    // stretch too (it is a hole, not the end).
+    let intact: Vec<u64> = ends
+        .iter()
+        .enumerate()
+        .filter(|(k, e)| {
+            let start = if *k == 0 {
+                FILE_MAGIC.len()
+            } else {
+                ends[k - 1]
+            };
+            **e <= bytes.len() && bytes[start..**e] == orig[start..**e]
+        })
+        .map(|(k, _)| k as u64 + 1)
+        .collect();
+    let got: Vec<u64> = scan.records.iter().map(|(h, _)| h.seq).collect();
+    prop_assert_eq!(got, intact, "damage {:?}", damage);
+    for (h, _) in &scan.records {
+        prop_assert_eq!(h.len as usize, payloads[h.seq as usize - 1].len());
     }
     Ok(())
 }

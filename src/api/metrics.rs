@@ -406,13 +406,13 @@ fn log_metrics(out: &mut String, gw: &Gateway) {
         (
             "facilityd_log_recovery_cuts_total",
             "counter",
-            "Torn or corrupt segment tails cut at start-up.",
+            "Torn segment tails cut and corrupt stretches skipped at start-up.",
             l.recovery_cuts.load(Relaxed),
         ),
         (
             "facilityd_log_recovery_cut_bytes_total",
             "counter",
-            "Bytes cut from torn or corrupt segment tails at start-up.",
+            "Bytes cut from torn tails and skipped as corrupt at start-up.",
             l.recovery_cut_bytes.load(Relaxed),
         ),
     ];

@@ -301,7 +301,8 @@ async fn history(
     Path(id): Path<String>,
     axum::extract::Query(q): axum::extract::Query<HistoryQuery>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let Some(device) = s.gw.settings.devices.iter().find(|d| *d.id == *id) else {
+    let set = s.gw.current.get();
+    let Some((_, device)) = set.find(&id) else {
         return Err(ApiError::not_found(format!("no asset {id:?}")));
     };
     if let Some(p) = &q.point

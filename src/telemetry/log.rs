@@ -131,6 +131,9 @@ pub fn decode_record(buf: &[u8]) -> Result<Option<(RecordHeader, usize)>, String
     if CRC.checksum(&buf[8..total]) != u32_at(buf, 4) {
         return Err("checksum mismatch".into());
     }
+    if u64_at(buf, 16) == u64::MAX {
+        return Err("impossible sequence number".into());
+    }
     let flags = u64_at(buf, 24);
     let class = match flags {
         0 => Class::Bulk,
@@ -161,36 +164,74 @@ pub struct SegmentScan {
     pub records: Vec<(RecordHeader, u64)>,
     /// Bytes up to the end of the last intact record (what to keep).
     pub valid_len: u64,
-    /// Why the scan stopped before the end, if it did.
+    /// Damaged stretches between intact records (a bad sector, a flipped bit): (start, end,
+    /// why). The records after one are kept.
+    pub holes: Vec<(u64, u64, String)>,
+    /// Why the bytes after `valid_len` are not records (a torn tail), if they are not.
     pub error: Option<String>,
 }
 
+/// The next offset at or after `from` where an intact record with a sequence number above
+/// `last` starts.
+fn resync(bytes: &[u8], from: usize, last: Option<u64>) -> Option<usize> {
+    let magic = RECORD_MAGIC.to_le_bytes();
+    let mut at = from;
+    while at + HEADER_LEN <= bytes.len() {
+        let off = bytes[at..].windows(4).position(|w| w == magic)?;
+        at += off;
+        if let Ok(Some((h, _))) = decode_record(&bytes[at..])
+            && last.is_none_or(|l| h.seq > l)
+        {
+            return Some(at);
+        }
+        at += 1;
+    }
+    None
+}
+
 /// Scans a whole segment file's bytes. Records must carry increasing sequence numbers above
-/// `after_seq`; anything else ends the intact part.
+/// `after_seq`. A damaged stretch followed by intact records is a hole (the records after it
+/// are kept); damage with no intact record after it is a torn tail, ending the segment at
+/// `valid_len`.
 pub fn scan_segment(bytes: &[u8], after_seq: Option<u64>) -> SegmentScan {
     let mut scan = SegmentScan::default();
-    if bytes.len() < FILE_MAGIC.len() || &bytes[..FILE_MAGIC.len()] != FILE_MAGIC {
-        scan.error = Some("bad or missing segment header".into());
-        return scan;
+    let head = FILE_MAGIC.len();
+    let mut at = head.min(bytes.len());
+    if bytes.len() < head || &bytes[..head] != FILE_MAGIC {
+        // A damaged header: the records may still be there.
+        match resync(bytes, 0, after_seq) {
+            Some(p) => {
+                scan.holes.push((0, p as u64, "bad segment header".into()));
+                at = p;
+            }
+            None => {
+                scan.error = Some("bad or missing segment header".into());
+                return scan;
+            }
+        }
     }
-    let mut at = FILE_MAGIC.len();
     scan.valid_len = at as u64;
     let mut last = after_seq;
     loop {
-        match decode_record(&bytes[at..]) {
+        let why = match decode_record(&bytes[at..]) {
             Ok(None) => break,
-            Ok(Some((h, total))) => {
-                if last.is_some_and(|l| h.seq <= l) {
-                    scan.error = Some(format!("sequence {} after {}", h.seq, last.unwrap_or(0)));
-                    break;
-                }
+            Ok(Some((h, total))) if last.is_none_or(|l| h.seq > l) => {
                 last = Some(h.seq);
                 scan.records.push((h, at as u64));
                 at += total;
                 scan.valid_len = at as u64;
+                continue;
             }
-            Err(e) => {
-                scan.error = Some(e);
+            Ok(Some((h, _))) => format!("sequence {} after {}", h.seq, last.unwrap_or(0)),
+            Err(e) => e,
+        };
+        match resync(bytes, at + 1, last) {
+            Some(p) => {
+                scan.holes.push((at as u64, p as u64, why));
+                at = p;
+            }
+            None => {
+                scan.error = Some(why);
                 break;
             }
         }
@@ -316,8 +357,12 @@ struct State {
     total_bytes: u64,
     backlog_bytes: u64,
     backlog_lines: u64,
-    /// The writer owns the last segment.
-    writer_active: bool,
+    /// Bumped whenever records move or go (compaction, removal): a reader that raced one
+    /// looks its records up again.
+    generation: u64,
+    /// The forwarder holds the records below this sequence number (from the cursor on) in
+    /// memory and is writing them: the bound does not count them as dropped.
+    inflight_end: u64,
 }
 
 /// What start-up found.
@@ -390,6 +435,7 @@ impl TelemetryLog {
                 .file_stem()
                 .and_then(|s| s.to_str())
                 .and_then(|s| s.parse::<u64>().ok())
+                .filter(|id| *id < u64::MAX / 2)
             {
                 ids.push(id);
             }
@@ -402,6 +448,14 @@ impl TelemetryLog {
             let path = segment_path(&cfg.dir, id);
             let bytes = fs::read(&path)?;
             let scan = scan_segment(&bytes, last_seq);
+            for (from, to, why) in &scan.holes {
+                // Damage inside a segment (not a crash, which only tears the tail): the
+                // intact records after it are kept; the stretch is skipped, never replayed.
+                stats.recovery_cuts.fetch_add(1, Relaxed);
+                stats.recovery_cut_bytes.fetch_add(to - from, Relaxed);
+                warn!(file = %path.display(), offset = from, skipped_bytes = to - from, reason = %why, "telemetry log: skipped a corrupt stretch; the records after it are kept");
+                rec.cuts.push((path.clone(), *from, to - from, why.clone()));
+            }
             if let Some(why) = &scan.error {
                 let cut = bytes.len() as u64 - scan.valid_len;
                 stats.recovery_cuts.fetch_add(1, Relaxed);
@@ -440,7 +494,7 @@ impl TelemetryLog {
             sync_dir(&cfg.dir)?;
         }
         rec.segments = segments.len();
-        let next_seq = last_seq.map_or(1, |s| s + 1);
+        let next_seq = last_seq.map_or(1, |s| s.saturating_add(1));
         let first_seq = segments
             .front()
             .and_then(|s: &Segment| s.records.first())
@@ -448,7 +502,7 @@ impl TelemetryLog {
         let stored = read_cursor(&cfg.dir.join("cursor"));
         let cursor = if cfg.forwarding {
             match stored {
-                Ok(Some(c)) => c.clamp(first_seq, next_seq),
+                Ok(Some(c)) => c.max(first_seq).min(next_seq),
                 Ok(None) => first_seq,
                 Err(e) => {
                     warn!(error = %e, "telemetry log: the forward cursor is unreadable; forwarding everything in the log again");
@@ -478,7 +532,8 @@ impl TelemetryLog {
                 total_bytes,
                 backlog_bytes,
                 backlog_lines,
-                writer_active: false,
+                generation: 0,
+                inflight_end: 0,
             }),
             synced_tx,
             stats,
@@ -525,10 +580,10 @@ impl TelemetryLog {
     /// Reads consecutive synced records from `from` (the first one at or after it), up to
     /// `max_lines` lines (at least one record). `None`: nothing synced to read.
     pub fn read_chunk(&self, from: u64, max_lines: usize) -> io::Result<Option<Chunk>> {
-        for _attempt in 0..3 {
-            let plan: Vec<(PathBuf, Meta)> = {
+        loop {
+            let (plan, generation) = {
                 let st = self.lock();
-                let mut out = Vec::new();
+                let mut out: Vec<(PathBuf, Meta)> = Vec::new();
                 let mut lines = 0usize;
                 'segs: for seg in &st.segments {
                     if seg.last_seq().is_none_or(|l| l < from) {
@@ -545,22 +600,22 @@ impl TelemetryLog {
                         out.push((seg.path.clone(), m.clone()));
                     }
                 }
-                out
+                (out, st.generation)
             };
-            let Some(last) = plan.last() else {
+            if plan.is_empty() {
                 return Ok(None);
-            };
-            let next_seq = last.1.seq + 1;
+            }
             let mut body = String::new();
             let mut lines = 0usize;
-            let mut raced = false;
+            let mut next_seq = from;
             let mut file: Option<(PathBuf, File)> = None;
+            let mut failed: Option<&Meta> = None;
             for (path, m) in &plan {
                 if file.as_ref().is_none_or(|(p, _)| p != path) {
                     match File::open(path) {
                         Ok(f) => file = Some((path.clone(), f)),
                         Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                            raced = true;
+                            failed = Some(m);
                             break;
                         }
                         Err(e) => return Err(e),
@@ -571,41 +626,51 @@ impl TelemetryLog {
                 let ok = f.read_exact_at(&mut buf, m.offset).is_ok()
                     && matches!(decode_record(&buf), Ok(Some((h, _))) if h.seq == m.seq);
                 if !ok {
-                    raced = true;
+                    failed = Some(m);
                     break;
                 }
                 // decode_record checked the payload is UTF-8.
                 body.push_str(&String::from_utf8_lossy(&buf[HEADER_LEN..]));
                 lines += m.lines as usize;
+                next_seq = m.seq + 1;
             }
-            if !raced {
+            if failed.is_none() || lines > 0 {
+                // What was read is good (after a failure, the rest is looked at on the next
+                // call). The generation must not have changed since the plan, or the records
+                // read may have been dropped meanwhile without the bound knowing they are in
+                // flight: then read again.
+                let mut st = self.lock();
+                if st.generation != generation {
+                    continue;
+                }
+                st.inflight_end = next_seq;
                 return Ok(Some(Chunk {
                     body,
                     lines,
                     next_seq,
                 }));
             }
-            // A compaction moved or removed the records meanwhile: look them up again.
+            let Some(bad) = failed else { continue };
+            if self.lock().generation != generation {
+                // A compaction or removal moved the records meanwhile: look them up again.
+                continue;
+            }
+            // The index did not change and the first record does not read back: it is damaged
+            // on disk. Skip it, counted.
+            self.stats
+                .dropped_corrupt_lines
+                .fetch_add(bad.lines as u64, Relaxed);
+            error!(
+                seq = bad.seq,
+                lines = bad.lines,
+                "telemetry log: a record is damaged on disk; its lines are lost"
+            );
+            return Ok(Some(Chunk {
+                body: String::new(),
+                lines: 0,
+                next_seq: bad.seq + 1,
+            }));
         }
-        // Still unreadable: the first record is damaged on disk. Skip it, counted.
-        let st = self.lock();
-        let Some(m) = find_from(&st, from).cloned() else {
-            return Ok(None);
-        };
-        drop(st);
-        self.stats
-            .dropped_corrupt_lines
-            .fetch_add(m.lines as u64, Relaxed);
-        error!(
-            seq = m.seq,
-            lines = m.lines,
-            "telemetry log: a record is damaged on disk; its lines are lost"
-        );
-        Ok(Some(Chunk {
-            body: String::new(),
-            lines: 0,
-            next_seq: m.seq + 1,
-        }))
     }
 
     /// Moves the forward cursor to `next` (after a 2xx for everything below it).
@@ -687,8 +752,14 @@ impl TelemetryLog {
             }
             let text = String::from_utf8_lossy(&buf[HEADER_LEN..]);
             collect_history(&text, asset, point, from_ns, to_ns, &mut out);
+            if out.len() > 2 * limit + 1 {
+                // Bounded memory: only the oldest `limit` (and one, to tell there is more)
+                // can be in the answer.
+                sort_samples(&mut out);
+                out.truncate(limit + 1);
+            }
         }
-        out.sort_by(|a, b| a.time_ns.cmp(&b.time_ns).then(a.point.cmp(&b.point)));
+        sort_samples(&mut out);
         let more = out.len() > limit;
         out.truncate(limit);
         Ok((out, more))
@@ -706,6 +777,10 @@ impl TelemetryLog {
             thread: Arc::new(Mutex::new(Some(thread))),
         })
     }
+}
+
+fn sort_samples(v: &mut [HistorySample]) {
+    v.sort_by(|a, b| a.time_ns.cmp(&b.time_ns).then(a.point.cmp(&b.point)));
 }
 
 /// The first record at or after `seq`.
@@ -791,6 +866,18 @@ fn write_cursor(dir: &Path, cursor: u64) -> io::Result<()> {
     sync_dir(dir)
 }
 
+/// The error of a rotation whose sync failed (already reported and handled).
+#[derive(Debug)]
+struct SyncFailed;
+
+impl std::fmt::Display for SyncFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the telemetry log's sync failed")
+    }
+}
+
+impl std::error::Error for SyncFailed {}
+
 /// One batch for the log: line protocol of one class.
 #[derive(Debug, Clone)]
 pub struct Part {
@@ -864,6 +951,13 @@ struct Writer {
     last_housekeeping: Instant,
     log_limit: LogLimiter,
     next_seq: u64,
+    /// What was appended since the last good sync, kept to be written again if the sync fails
+    /// (the kernel may have dropped those pages and report the next sync as good).
+    unsynced: Vec<Part>,
+    /// Unsynced batches taken back after a failed sync, to go first into the retry queue.
+    recovered: Option<Cmd>,
+    /// Write the next record into a new segment (the active one cannot be trusted).
+    rotate_next: bool,
 }
 
 impl Writer {
@@ -883,7 +977,6 @@ impl Writer {
                 opened: Instant::now(),
             });
             st.total_bytes += FILE_MAGIC.len() as u64;
-            st.writer_active = true;
             log.publish_gauges(&st);
         }
         Ok(Writer {
@@ -900,6 +993,9 @@ impl Writer {
             last_housekeeping: Instant::now(),
             log_limit: LogLimiter::new(Duration::from_secs(10)),
             next_seq,
+            unsynced: Vec::new(),
+            recovered: None,
+            rotate_next: false,
         })
     }
 
@@ -929,6 +1025,8 @@ impl Writer {
             if self.unsynced_since.is_some_and(|t| t.elapsed() >= interval) {
                 self.commit();
             }
+            // Whatever a failed sync took back goes first into the retry queue.
+            self.requeue_recovered();
             if !self.retry.is_empty() && self.last_retry.elapsed() >= Duration::from_secs(1) {
                 self.last_retry = Instant::now();
                 self.retry_pending();
@@ -941,6 +1039,7 @@ impl Writer {
         // Closing: write what is left, once, and sync.
         self.retry_pending();
         self.commit();
+        self.requeue_recovered();
         let dropped: u64 = self
             .retry
             .iter()
@@ -967,6 +1066,16 @@ impl Writer {
         if let Err((cmd, e)) = self.write_cmd(cmd) {
             self.disk_failed(&e);
             self.queue_retry(cmd);
+            self.requeue_recovered();
+        }
+    }
+
+    /// Puts the batches a failed sync took back at the head of the retry queue: they were
+    /// appended before anything waiting there.
+    fn requeue_recovered(&mut self) {
+        if let Some(r) = self.recovered.take() {
+            self.retry_bytes += r.bytes();
+            self.retry.push_front(r);
         }
     }
 
@@ -1000,7 +1109,10 @@ impl Writer {
         }
         let seg_bytes = self.log.cfg.segment_bytes();
         let rec_len = (HEADER_LEN + part.body.len()) as u64;
-        if self.active_bytes > FILE_MAGIC.len() as u64 && self.active_bytes + rec_len > seg_bytes {
+        if self.rotate_next
+            || (self.active_bytes > FILE_MAGIC.len() as u64
+                && self.active_bytes + rec_len > seg_bytes)
+        {
             self.rotate()?;
         }
         let h = RecordHeader {
@@ -1014,15 +1126,21 @@ impl Writer {
         };
         self.buf.clear();
         encode_record(&h, part.body.as_bytes(), &mut self.buf);
-        if let Err(e) = self.file.write_all(&self.buf) {
-            // Cut what part of the record made it, so the file ends on a record boundary.
-            let _ = self.file.set_len(self.active_bytes);
+        // At the record's own offset: a write the disk refused halfway leaves the file
+        // position anywhere, and the next record must still land where the index says.
+        if let Err(e) = self.file.write_all_at(&self.buf, self.active_bytes) {
+            // Cut what part of the record made it, so the file ends on a record boundary; a
+            // file that cannot even be cut is left for a new one.
+            if self.file.set_len(self.active_bytes).is_err() {
+                self.rotate_next = true;
+            }
             return Err(e);
         }
         let meta = Meta::new(&h, self.active_bytes);
         self.active_bytes += rec_len;
         self.next_seq += 1;
         self.unsynced_since.get_or_insert_with(Instant::now);
+        self.unsynced.push(part.clone());
         let stats = &self.log.stats;
         stats.appended_lines.fetch_add(h.lines as u64, Relaxed);
         stats.appended_bytes.fetch_add(rec_len, Relaxed);
@@ -1039,18 +1157,19 @@ impl Writer {
         Ok(())
     }
 
-    /// Syncs the active segment: everything appended is accepted now.
-    fn commit(&mut self) {
+    /// Syncs the active segment: everything appended is accepted now. False when the sync
+    /// failed: the unsynced batches are then taken back (see [`Writer::abandon_unsynced`]).
+    fn commit(&mut self) -> bool {
         if self.unsynced_since.is_none() {
-            return;
+            return true;
         }
         if let Err(e) = self.file.sync_data() {
-            // Linux may have dropped the dirty pages: nothing written since the last good
-            // sync can be trusted. Keep them unacknowledged and retry; the acks wait.
             self.disk_failed(&e);
-            return;
+            self.abandon_unsynced();
+            return false;
         }
         self.unsynced_since = None;
+        self.unsynced.clear();
         self.log.stats.fsyncs.fetch_add(1, Relaxed);
         let synced = self.next_seq;
         {
@@ -1073,16 +1192,67 @@ impl Writer {
         if self.retry.is_empty() && self.log.stats.disk_failing.swap(0, Relaxed) == 1 {
             info!("telemetry log: the disk takes writes again");
         }
+        true
+    }
+
+    /// After a failed sync, nothing appended since the last good one can be trusted: Linux may
+    /// have dropped those pages and report the next sync as good. The records leave the index
+    /// (nobody has read them: the forwarder reads synced records only), the file is cut back,
+    /// and the batches, kept in memory, are written again into a new segment by the retry
+    /// path; their acks wait for that.
+    fn abandon_unsynced(&mut self) {
+        let parts = std::mem::take(&mut self.unsynced);
+        let acks: Vec<Ack> = std::mem::take(&mut self.acks)
+            .into_iter()
+            .map(|(_, a)| a)
+            .collect();
+        let mut cut_to = self.active_bytes;
+        {
+            let mut st = self.log.lock();
+            let first = st.synced;
+            let (mut bytes, mut lines) = (0u64, 0u64);
+            if let Some(seg) = st.segments.back_mut() {
+                let keep = seg.records.partition_point(|m| m.seq < first);
+                if let Some(m) = seg.records.get(keep) {
+                    cut_to = m.offset;
+                }
+                for m in seg.records.split_off(keep) {
+                    bytes += m.total();
+                    lines += m.lines as u64;
+                }
+                seg.bytes = seg.bytes.saturating_sub(bytes);
+            }
+            st.total_bytes = st.total_bytes.saturating_sub(bytes);
+            st.backlog_bytes = st.backlog_bytes.saturating_sub(bytes);
+            st.backlog_lines = st.backlog_lines.saturating_sub(lines);
+            st.generation += 1;
+            self.log.publish_gauges(&st);
+        }
+        let _ = self.file.set_len(cut_to);
+        self.active_bytes = cut_to;
+        self.rotate_next = true;
+        self.unsynced_since = None;
+        if !parts.is_empty() || !acks.is_empty() {
+            let mut cmd = Cmd { parts, acks };
+            if let Some(r) = self.recovered.take() {
+                cmd.parts.extend(r.parts);
+                cmd.acks.extend(r.acks);
+            }
+            self.recovered = Some(cmd);
+        }
     }
 
     fn rotate(&mut self) -> io::Result<()> {
-        // The closed segment is synced now; the group commit covers the new one.
-        self.file.sync_data()?;
+        // The closing segment's records are synced (accepted) first.
+        if !self.commit() {
+            return Err(io::Error::other(SyncFailed));
+        }
         let id = self.active_id + 1;
         let (file, path) = create_segment(&self.log.cfg.dir, id)?;
         self.file = file;
         self.active_id = id;
         self.active_bytes = FILE_MAGIC.len() as u64;
+        self.rotate_next = false;
         let mut st = self.log.lock();
         st.segments.push_back(Segment {
             id,
@@ -1097,13 +1267,24 @@ impl Writer {
     }
 
     fn disk_failed(&mut self, e: &io::Error) {
+        if e.get_ref().is_some_and(|inner| inner.is::<SyncFailed>()) {
+            // Reported where the sync failed.
+            return;
+        }
         self.log.stats.write_errors.fetch_add(1, Relaxed);
         self.log.stats.disk_failing.store(1, Relaxed);
         if let Some(held) = self.log_limit.allow() {
             error!(error = %e, dir = %self.log.cfg.dir.display(), suppressed = held, "telemetry log: the disk refuses writes; keeping batches in memory and retrying (polling goes on)");
         }
-        // Room may come from forwarded history.
-        self.evict_history(true);
+        // A full disk (or quota, or file-size limit): room may come from forwarded history.
+        // Not on any other error: the history API would lose it for nothing.
+        let full = matches!(
+            e.kind(),
+            io::ErrorKind::StorageFull | io::ErrorKind::FileTooLarge
+        ) || matches!(e.raw_os_error(), Some(27 | 28 | 122));
+        if full {
+            self.evict_history(true);
+        }
     }
 
     fn queue_retry(&mut self, cmd: Cmd) {
@@ -1133,18 +1314,18 @@ impl Writer {
     }
 
     fn retry_pending(&mut self) {
-        if self.unsynced_since.is_some() {
-            // A sync failed earlier: try it again before adding to it.
-            self.commit();
-        }
+        self.commit();
+        self.requeue_recovered();
         while let Some(cmd) = self.retry.pop_front() {
             self.retry_bytes -= cmd.bytes();
             if let Err((cmd, e)) = self.write_cmd(cmd) {
                 self.disk_failed(&e);
                 self.retry_bytes += cmd.bytes();
                 self.retry.push_front(cmd);
+                self.requeue_recovered();
                 return;
             }
+            self.requeue_recovered();
         }
     }
 
@@ -1157,10 +1338,10 @@ impl Writer {
                 .is_some_and(|s| !s.records.is_empty() && s.opened.elapsed() >= SEGMENT_MAX_AGE)
         };
         if old_active {
-            self.commit();
             if let Err(e) = self.rotate() {
                 self.disk_failed(&e);
             }
+            self.requeue_recovered();
         }
         self.expire_history();
     }
@@ -1181,7 +1362,8 @@ impl Writer {
                     break;
                 }
                 if let Some(seg) = st.segments.pop_front() {
-                    st.total_bytes -= seg.bytes;
+                    st.total_bytes = st.total_bytes.saturating_sub(seg.bytes);
+                    st.generation += 1;
                     self.log
                         .stats
                         .history_expired_bytes
@@ -1217,7 +1399,8 @@ impl Writer {
                     break;
                 }
                 if let Some(seg) = st.segments.pop_front() {
-                    st.total_bytes -= seg.bytes;
+                    st.total_bytes = st.total_bytes.saturating_sub(seg.bytes);
+                    st.generation += 1;
                     freed += seg.bytes;
                     removed.push(seg.path);
                 }
@@ -1258,7 +1441,9 @@ impl Writer {
                             .any(|m| m.seq < st.cursor || m.class == Class::Bulk)
                     })
             };
-            if active_has_bulk {
+            // Only once the active segment is worth it: rotating a small one on every append
+            // would make a new file (and half a dozen syncs) per batch.
+            if active_has_bulk && self.active_bytes >= self.log.cfg.segment_bytes() / 2 {
                 match self.rotate() {
                     Ok(()) => {
                         self.compact_bulk();
@@ -1267,19 +1452,45 @@ impl Writer {
                 }
             }
         }
-        // Last resort: whole segments, oldest first, whatever they carry.
-        let mut dropped = 0u64;
+        // Bulk lines still in a small active segment are dropped once it is worth closing;
+        // until then the log may exceed its bound by up to half a segment rather than lose
+        // priority lines before them.
+        let slack = {
+            let st = self.log.lock();
+            let active_bulk = st.segments.back().is_some_and(|s| {
+                s.records
+                    .iter()
+                    .any(|m| m.seq >= st.cursor && m.class == Class::Bulk)
+            });
+            if active_bulk {
+                self.log.cfg.segment_bytes() / 2
+            } else {
+                0
+            }
+        };
+        if self.log.lock().total_bytes <= max + slack {
+            return;
+        }
+        // Last resort: whole closed segments, oldest first, whatever they carry.
+        let (mut prio, mut bulk) = (0u64, 0u64);
         let mut removed = Vec::new();
         {
             let mut st = self.log.lock();
-            while st.total_bytes > max && st.segments.len() > 1 {
+            while st.total_bytes > max + slack && st.segments.len() > 1 {
                 let Some(seg) = st.segments.pop_front() else {
                     break;
                 };
-                st.total_bytes -= seg.bytes;
-                let cursor = st.cursor;
+                st.total_bytes = st.total_bytes.saturating_sub(seg.bytes);
+                st.generation += 1;
+                let (cursor, inflight) = (st.cursor, st.inflight_end);
                 for m in seg.records.iter().filter(|m| m.seq >= cursor) {
-                    dropped += m.lines as u64;
+                    // In the forwarder's hands: delivered by it, not dropped.
+                    if m.seq >= inflight {
+                        match m.class {
+                            Class::Priority => prio += m.lines as u64,
+                            Class::Bulk => bulk += m.lines as u64,
+                        }
+                    }
                     st.backlog_bytes = st.backlog_bytes.saturating_sub(m.total());
                     st.backlog_lines = st.backlog_lines.saturating_sub(m.lines as u64);
                 }
@@ -1290,15 +1501,15 @@ impl Writer {
         for p in removed {
             let _ = fs::remove_file(&p);
         }
-        if dropped > 0 {
-            self.log
-                .stats
-                .dropped_priority_lines
-                .fetch_add(dropped, Relaxed);
+        let stats = &self.log.stats;
+        stats.dropped_bulk_lines.fetch_add(bulk, Relaxed);
+        stats.dropped_priority_lines.fetch_add(prio, Relaxed);
+        if prio + bulk > 0 {
             warn!(
-                lines = dropped,
+                priority_lines = prio,
+                bulk_lines = bulk,
                 max_bytes = max,
-                "telemetry log full: dropped the oldest alarm, state and event lines (no bulk lines were left to drop)"
+                "telemetry log full: dropped the oldest segments whole, alarm, state and event lines too (bulk lines could not be dropped first)"
             );
         }
     }
@@ -1334,25 +1545,26 @@ impl Writer {
 
     /// Rewrites segment `id` without its forwarded and its bulk records.
     fn compact(&mut self, id: u64) -> io::Result<()> {
-        let (path, metas, cursor) = {
+        let (path, metas, cursor, inflight) = {
             let st = self.log.lock();
             let Some(seg) = st.segments.iter().find(|s| s.id == id) else {
                 return Ok(());
             };
-            (seg.path.clone(), seg.records.clone(), st.cursor)
+            (
+                seg.path.clone(),
+                seg.records.clone(),
+                st.cursor,
+                st.inflight_end,
+            )
         };
         let src = File::open(&path)?;
         let mut out = FILE_MAGIC.to_vec();
         let mut kept = Vec::new();
-        let (mut bulk_lines, mut bulk_bytes, mut history_bytes) = (0u64, 0u64, 0u64);
+        let mut dropped = Vec::new();
         for m in &metas {
-            if m.seq < cursor {
-                history_bytes += m.total();
-                continue;
-            }
-            if m.class == Class::Bulk {
-                bulk_lines += m.lines as u64;
-                bulk_bytes += m.total();
+            // Forwarded history goes, and bulk lines the forwarder is not writing right now.
+            if m.seq < cursor || (m.class == Class::Bulk && m.seq >= inflight) {
+                dropped.push(m);
                 continue;
             }
             let mut buf = vec![0u8; m.total() as usize];
@@ -1363,37 +1575,70 @@ impl Writer {
             kept.push(k);
         }
         let new_len = out.len() as u64;
-        if kept.is_empty() {
-            fs::remove_file(&path)?;
-        } else {
-            let tmp = path.with_extension("tmp");
-            {
-                let mut f = File::create(&tmp)?;
+        let removed_all = kept.is_empty();
+        let tmp = path.with_extension("tmp");
+        if !removed_all {
+            let written = File::create(&tmp).and_then(|mut f| {
                 f.write_all(&out)?;
-                f.sync_all()?;
+                f.sync_all()
+            });
+            if let Err(e) = written {
+                // A full disk must not be made fuller by what was meant to free it.
+                let _ = fs::remove_file(&tmp);
+                return Err(e);
             }
-            fs::rename(&tmp, &path)?;
         }
-        sync_dir(&self.log.cfg.dir)?;
+        let (mut bulk_lines, mut history_bytes) = (0u64, 0u64);
         {
+            // The file and the index change together, under the lock: a reader either planned
+            // before (and reads the old file it has open, or finds the generation changed) or
+            // plans after.
             let mut st = self.log.lock();
-            let old_bytes;
-            if kept.is_empty() {
-                let Some(pos) = st.segments.iter().position(|s| s.id == id) else {
-                    return Ok(());
-                };
-                old_bytes = st.segments.remove(pos).map_or(0, |s| s.bytes);
-                st.total_bytes -= old_bytes;
+            if !removed_all && let Err(e) = fs::rename(&tmp, &path) {
+                drop(st);
+                let _ = fs::remove_file(&tmp);
+                return Err(e);
+            }
+            // The forwarder may have moved on during the rewrite: what it wrote meanwhile is
+            // history, not a drop (and is off the backlog already); what it has taken into
+            // memory since is delivered by it, not dropped (but leaves the backlog here, as
+            // its cursor will not find it in the index).
+            let (cursor_now, inflight_now) = (st.cursor, st.inflight_end);
+            let (mut backlog_bytes, mut backlog_lines, mut old_bytes) = (0u64, 0u64, 0u64);
+            for m in dropped {
+                if m.seq < cursor_now {
+                    history_bytes += m.total();
+                    continue;
+                }
+                backlog_bytes += m.total();
+                backlog_lines += m.lines as u64;
+                if m.seq >= inflight_now {
+                    bulk_lines += m.lines as u64;
+                }
+            }
+            if removed_all {
+                if let Some(pos) = st.segments.iter().position(|s| s.id == id) {
+                    old_bytes = st.segments.remove(pos).map_or(0, |s| s.bytes);
+                }
+                st.total_bytes = st.total_bytes.saturating_sub(old_bytes);
             } else if let Some(seg) = st.segments.iter_mut().find(|s| s.id == id) {
                 old_bytes = seg.bytes;
                 seg.bytes = new_len;
                 seg.records = kept;
-                st.total_bytes = st.total_bytes - old_bytes + new_len;
+                st.total_bytes = st.total_bytes.saturating_sub(old_bytes) + new_len;
             }
-            st.backlog_bytes = st.backlog_bytes.saturating_sub(bulk_bytes);
-            st.backlog_lines = st.backlog_lines.saturating_sub(bulk_lines);
+            st.backlog_bytes = st.backlog_bytes.saturating_sub(backlog_bytes);
+            st.backlog_lines = st.backlog_lines.saturating_sub(backlog_lines);
+            st.generation += 1;
             self.log.publish_gauges(&st);
         }
+        if removed_all {
+            // Out of the index first: a reader finds the file gone and the generation changed.
+            if let Err(e) = fs::remove_file(&path) {
+                warn!(file = %path.display(), error = %e, "telemetry log: cannot remove a compacted segment");
+            }
+        }
+        sync_dir(&self.log.cfg.dir)?;
         let stats = &self.log.stats;
         stats
             .history_evicted_bytes
@@ -1724,5 +1969,119 @@ mod tests {
         let (body, _) = read_all(&log, log.cursor());
         assert!(body.contains("asset=p"));
         assert!(!body.contains("asset=b1") && !body.contains("asset=b2"));
+    }
+
+    fn only_segment(dir: &Path) -> PathBuf {
+        fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.extension().is_some_and(|e| e == SEGMENT_EXT))
+            .unwrap()
+    }
+
+    /// A record damaged on disk while running: the intact records before it are read and
+    /// forwarded, only the damaged one is skipped (and counted), and the ones after it too are
+    /// read.
+    #[tokio::test]
+    async fn a_damaged_record_costs_only_its_own_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let stats = Arc::new(LogStats::default());
+        let (log, _) = TelemetryLog::open(cfg(dir.path(), 1 << 20, true), stats.clone()).unwrap();
+        let app = log.start_writer().unwrap();
+        for i in 0..4 {
+            app.append(vec![part(Class::Bulk, "a", i * 10, 10)], Vec::new())
+                .await
+                .unwrap();
+        }
+        close(app).await;
+        // Flip a payload byte of the third record.
+        let seg = only_segment(dir.path());
+        let mut bytes = fs::read(&seg).unwrap();
+        let scan = scan_segment(&bytes, None);
+        let (_, off) = scan.records[2];
+        bytes[off as usize + HEADER_LEN + 3] ^= 0x20;
+        fs::write(&seg, &bytes).unwrap();
+        let first = log.read_chunk(1, 1000).unwrap().unwrap();
+        assert_eq!((first.lines, first.next_seq), (20, 3));
+        let skipped = log.read_chunk(3, 1000).unwrap().unwrap();
+        assert_eq!((skipped.lines, skipped.next_seq), (0, 4));
+        assert_eq!(stats.dropped_corrupt_lines.load(Relaxed), 10);
+        let last = log.read_chunk(4, 1000).unwrap().unwrap();
+        assert_eq!(last.body, part(Class::Bulk, "a", 30, 10).body);
+        // At start-up the damaged record is a hole: the one after it is kept.
+        drop(log);
+        let (log, rec) =
+            TelemetryLog::open(cfg(dir.path(), 1 << 20, true), Default::default()).unwrap();
+        assert_eq!(rec.records, 3);
+        assert_eq!(rec.cuts.len(), 1);
+        let (body, _) = read_all(&log, 1);
+        assert_eq!(body.lines().count(), 30);
+    }
+
+    /// A forwarder reading and advancing while the writer compacts at the bound: every line is
+    /// forwarded, dropped or left exactly once, and none is taken for damaged.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn forwarding_during_compaction_counts_every_line_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let stats = Arc::new(LogStats::default());
+        let (log, _) = TelemetryLog::open(cfg(dir.path(), 64 << 10, true), stats.clone()).unwrap();
+        let app = log.start_writer().unwrap();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let reader = {
+            let (log, stop) = (log.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut forwarded = 0u64;
+                loop {
+                    let done = stop.load(Relaxed);
+                    match log.read_chunk(log.cursor(), 50).unwrap() {
+                        Some(c) => {
+                            forwarded += c.lines as u64;
+                            log.advance(c.next_seq);
+                        }
+                        None if done => return forwarded,
+                        None => std::thread::sleep(Duration::from_millis(1)),
+                    }
+                    // Slower than the writer, so that the bound is hit.
+                    std::thread::sleep(Duration::from_micros(300));
+                }
+            })
+        };
+        let mut appended = 0u64;
+        for i in 0..3000 {
+            let mut parts = vec![part(Class::Bulk, "b", i * 10, 10)];
+            appended += 10;
+            if i % 10 == 0 {
+                parts.push(part(Class::Priority, "p", i, 1));
+                appended += 1;
+            }
+            app.append(parts, Vec::new()).await.unwrap();
+        }
+        close(app).await;
+        stop.store(true, Relaxed);
+        let forwarded = reader.join().unwrap();
+        let dropped =
+            stats.dropped_bulk_lines.load(Relaxed) + stats.dropped_priority_lines.load(Relaxed);
+        let left = stats.backlog_lines.load(Relaxed);
+        assert_eq!(stats.dropped_corrupt_lines.load(Relaxed), 0);
+        assert!(dropped > 0, "the bound was never hit");
+        assert_eq!(forwarded + dropped + left, appended);
+        assert_eq!(left, 0);
+    }
+
+    #[test]
+    fn an_impossible_sequence_number_is_damage_not_a_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut seg = FILE_MAGIC.to_vec();
+        let mut h = header(7);
+        h.len = 4;
+        encode_record(&h, b"a 1\n", &mut seg);
+        h.seq = u64::MAX;
+        encode_record(&h, b"a 2\n", &mut seg);
+        fs::write(dir.path().join("00000000000000000001.seg"), &seg).unwrap();
+        write_cursor(dir.path(), 5).unwrap();
+        let (log, rec) =
+            TelemetryLog::open(cfg(dir.path(), 1 << 20, true), Default::default()).unwrap();
+        assert_eq!(rec.records, 1);
+        assert_eq!(log.cursor(), 7);
     }
 }

@@ -43,7 +43,8 @@ pub struct TelemetryStats {
     /// Lines the database rejected (HTTP 400, or one line too large for 413), kept in the
     /// dead-letter file.
     pub lines_dead_lettered: AtomicU64,
-    /// Lines lost because the log writer was gone (only at shutdown).
+    /// Lines lost: the log writer was gone (only at shutdown), or the dead-letter file could
+    /// not be written.
     pub lines_dropped: AtomicU64,
 }
 
@@ -415,7 +416,8 @@ impl Forwarder {
                         continue;
                     }
                     (a, None) => {
-                        self.dead_letter(&a.body, "a single line is too large (HTTP 413)");
+                        self.dead_letter(&a.body, "a single line is too large (HTTP 413)")
+                            .await;
                         continue;
                     }
                 },
@@ -428,7 +430,7 @@ impl Forwarder {
                         continue;
                     }
                     (a, None) => {
-                        self.dead_letter(&a.body, &text);
+                        self.dead_letter(&a.body, &text).await;
                         continue;
                     }
                 },
@@ -450,6 +452,11 @@ impl Forwarder {
             };
             self.stats.write_errors.fetch_add(1, Relaxed);
             failing = true;
+            // Nothing goes through while this lasts.
+            self.log
+                .stats
+                .forward_rate_bits
+                .store(0f64.to_bits(), Relaxed);
             parts.push_front(retry);
             let wait = backoff.mul_f64(rand::rng().random_range(0.5..1.0));
             backoff = (backoff * 2).min(BACKOFF_MAX);
@@ -461,19 +468,27 @@ impl Forwarder {
         Outcome::Written
     }
 
-    fn dead_letter(&self, body: &str, why: &str) {
+    async fn dead_letter(&self, body: &str, why: &str) {
         let lines = body.lines().count() as u64;
-        self.stats.lines_dead_lettered.fetch_add(lines, Relaxed);
-        let res = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.dead_letter)
-            .and_then(|mut f| f.write_all(body.as_bytes()));
+        let path = self.dead_letter.clone();
+        let data = body.to_string();
+        let res = tokio::task::spawn_blocking(move || {
+            let mut f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)?;
+            f.write_all(data.as_bytes())?;
+            f.sync_data()
+        })
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e)));
         match res {
             Ok(()) => {
+                self.stats.lines_dead_lettered.fetch_add(lines, Relaxed);
                 error!(lines, file = %self.dead_letter.display(), reason = why, "database rejected lines; kept them in the dead-letter file")
             }
             Err(e) => {
+                self.stats.lines_dropped.fetch_add(lines, Relaxed);
                 error!(lines, file = %self.dead_letter.display(), reason = why, error = %e, "database rejected lines and the dead-letter file cannot be written; lines lost")
             }
         }
