@@ -2084,4 +2084,34 @@ mod tests {
         assert_eq!(rec.records, 1);
         assert_eq!(log.cursor(), 7);
     }
+
+    /// An ack fires only with the group commit that syncs its records, not before.
+    #[tokio::test]
+    async fn an_ack_waits_for_the_group_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = cfg(dir.path(), 1 << 20, true);
+        c.fsync_interval = Duration::from_secs(1);
+        let stats = Arc::new(LogStats::default());
+        let (log, _) = TelemetryLog::open(c, stats.clone()).unwrap();
+        let app = log.start_writer().unwrap();
+        let (ack, mut done) = Ack::new();
+        let t0 = Instant::now();
+        app.append(vec![part(Class::Bulk, "a", 0, 3)], vec![ack])
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(done.try_recv().is_err(), "acked before the sync");
+        assert_eq!(stats.fsyncs.load(Relaxed), 0);
+        assert!(
+            log.read_chunk(1, 100).unwrap().is_none(),
+            "unsynced records readable"
+        );
+        tokio::time::timeout(Duration::from_secs(5), done)
+            .await
+            .expect("ack not fired")
+            .expect("ack dropped");
+        assert!(t0.elapsed() >= Duration::from_millis(900));
+        assert_eq!(stats.fsyncs.load(Relaxed), 1);
+        close(app).await;
+    }
 }
