@@ -1059,6 +1059,8 @@ impl Writer {
     }
 
     fn submit(&mut self, cmd: Cmd) {
+        // Batches a failed sync took back come before this one.
+        self.requeue_recovered();
         if !self.retry.is_empty() {
             self.queue_retry(cmd);
             return;
@@ -1066,8 +1068,8 @@ impl Writer {
         if let Err((cmd, e)) = self.write_cmd(cmd) {
             self.disk_failed(&e);
             self.queue_retry(cmd);
-            self.requeue_recovered();
         }
+        self.requeue_recovered();
     }
 
     /// Puts the batches a failed sync took back at the head of the retry queue: they were
