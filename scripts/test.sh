@@ -21,7 +21,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 PYMODBUS_VERSION=3.8.6
 PYSERIAL_VERSION=3.5
 VENV=target/test-venv
-APT_PACKAGES=(victoria-metrics mosquitto socat libssl-dev pkg-config systemd)
+APT_PACKAGES=(victoria-metrics mosquitto socat libssl-dev pkg-config systemd util-linux)
 
 say() { printf '==> test.sh: %s\n' "$*" >&2; }
 
