@@ -442,18 +442,8 @@ async fn qos1_messages_published_while_stopped_arrive_after_restart() {
     gw.wait_connected().await;
     gw.stop().await;
 
-    let pubr = TestClient::connect(broker.port(), "t-pub-2", true, &[]).await;
     let n = 200;
-    let base = past_ms(0);
-    for i in 0..n {
-        pubr.publish(
-            "lifts/A/LIFT-1/status",
-            true,
-            json!({"ts": base + i, "car": {"floor": i}}).to_string(),
-        )
-        .await;
-    }
-    pubr.wait_acks(n as u64, Duration::from_secs(20)).await;
+    let base = publish_floors(&broker, "t-pub-2", n).await;
 
     let gw = support::start_gateway(&path).await;
     let want =
@@ -1336,6 +1326,23 @@ async fn mqtts_with_ca_and_client_certificate() {
     gw.stop().await;
 }
 
+/// Publishes `n` QoS 1 readings of LIFT-1's car floor (0, 1, ...) a millisecond apart from an
+/// hour ago, as client `id`, and waits for the broker's PUBACKs. Returns the first timestamp.
+async fn publish_floors(broker: &Mosquitto, id: &str, n: i64) -> i64 {
+    let pubr = TestClient::connect(broker.port(), id, true, &[]).await;
+    let base = past_ms(0);
+    for i in 0..n {
+        pubr.publish(
+            "lifts/A/LIFT-1/status",
+            true,
+            json!({"ts": base + i, "car": {"floor": i}}).to_string(),
+        )
+        .await;
+    }
+    pubr.wait_acks(n as u64, Duration::from_secs(20)).await;
+    base
+}
+
 /// One sample of a daemon's /metrics (0 when absent).
 async fn daemon_metric(api: &str, name: &str) -> f64 {
     let Ok(resp) = reqwest011::get(format!("{api}/metrics")).await else {
@@ -1383,18 +1390,8 @@ async fn qos1_is_acknowledged_only_after_the_log_sync() {
     assert!(connected.is_some(), "no MQTT connection:\n{}", gw.output());
     tokio::time::sleep(Duration::from_millis(300)).await;
 
-    let pubr = TestClient::connect(broker.port(), "t-pub-sync", true, &[]).await;
     let n = 20;
-    let base = past_ms(0);
-    for i in 0..n {
-        pubr.publish(
-            "lifts/A/LIFT-1/status",
-            true,
-            json!({"ts": base + i, "car": {"floor": i}}).to_string(),
-        )
-        .await;
-    }
-    pubr.wait_acks(n as u64, Duration::from_secs(20)).await;
+    let base = publish_floors(&broker, "t-pub-sync", n).await;
     let taken = wait_for(Duration::from_secs(20), async || {
         let v = daemon_metric(&api, "facilityd_mqtt_messages_total{result=\"accepted\"}").await;
         (v >= n as f64).then_some(())

@@ -2,7 +2,7 @@
 //! of format, no global recorder).
 
 use std::fmt::Write as _;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use crate::modbus::stats::DeviceStats;
 use crate::runtime::Gateway;
@@ -22,6 +22,19 @@ fn escape_label(v: &str) -> String {
 fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}");
     let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+/// A family with one label: a sample per (label value, counter).
+fn labelled(
+    out: &mut String,
+    (name, kind, help): (&str, &str, &str),
+    label: &str,
+    rows: &[(&str, &AtomicU64)],
+) {
+    family(out, name, kind, help);
+    for (value, v) in rows {
+        let _ = writeln!(out, "{name}{{{label}=\"{value}\"}} {}", v.load(Relaxed));
+    }
 }
 
 /// Renders the device and telemetry metrics; `extra` is appended (work orders, outbox).
@@ -173,24 +186,21 @@ pub fn render(gw: &Gateway, extra: &str) -> String {
     }
 
     let t = &gw.telemetry;
-    family(
+    labelled(
         &mut out,
-        "facilityd_telemetry_lines_total",
-        "counter",
-        "Telemetry lines by outcome: accepted into the log, written to the database, dropped (the log writer was gone at shutdown), dead-lettered (rejected by the database).",
+        (
+            "facilityd_telemetry_lines_total",
+            "counter",
+            "Telemetry lines by outcome: accepted into the log, written to the database, dropped (the log writer was gone at shutdown, or the dead-letter file could not be written), dead-lettered (rejected by the database).",
+        ),
+        "state",
+        &[
+            ("accepted", &t.lines_accepted),
+            ("written", &t.lines_written),
+            ("dropped", &t.lines_dropped),
+            ("dead_lettered", &t.lines_dead_lettered),
+        ],
     );
-    for (state, v) in [
-        ("accepted", &t.lines_accepted),
-        ("written", &t.lines_written),
-        ("dropped", &t.lines_dropped),
-        ("dead_lettered", &t.lines_dead_lettered),
-    ] {
-        let _ = writeln!(
-            out,
-            "facilityd_telemetry_lines_total{{state=\"{state}\"}} {}",
-            v.load(Relaxed)
-        );
-    }
     family(
         &mut out,
         "facilityd_telemetry_records_dropped_total",
@@ -289,19 +299,16 @@ pub fn render(gw: &Gateway, extra: &str) -> String {
         m.last_commit_latency_us.load(Relaxed) as f64 / 1e6
     );
     let r = &gw.reloads;
-    family(
+    labelled(
         &mut out,
-        "facilityd_config_reloads_total",
-        "counter",
-        "Configuration reloads (SIGHUP) by result: ok (applied), error (rejected; the running configuration stayed in force).",
+        (
+            "facilityd_config_reloads_total",
+            "counter",
+            "Configuration reloads (SIGHUP) by result: ok (applied), error (rejected; the running configuration stayed in force).",
+        ),
+        "result",
+        &[("ok", &r.ok), ("error", &r.error)],
     );
-    for (result, v) in [("ok", &r.ok), ("error", &r.error)] {
-        let _ = writeln!(
-            out,
-            "facilityd_config_reloads_total{{result=\"{result}\"}} {}",
-            v.load(Relaxed)
-        );
-    }
     family(
         &mut out,
         "facilityd_config_last_reload_successful",
@@ -439,40 +446,34 @@ fn log_metrics(out: &mut String, gw: &Gateway) {
         "Lines per second written from the log to the database, over the last seconds.",
     );
     let _ = writeln!(out, "facilityd_log_forward_rate {}", l.forward_rate());
-    family(
+    labelled(
         out,
-        "facilityd_log_dropped_lines_total",
-        "counter",
-        "Unforwarded lines lost: bulk and priority (the log bound was hit; bulk goes first), disk (the disk refused them too long), corrupt (damaged on disk).",
+        (
+            "facilityd_log_dropped_lines_total",
+            "counter",
+            "Unforwarded lines lost: bulk and priority (the log bound was hit; bulk goes first), disk (the disk refused them too long), corrupt (damaged on disk).",
+        ),
+        "reason",
+        &[
+            ("bulk", &l.dropped_bulk_lines),
+            ("priority", &l.dropped_priority_lines),
+            ("disk", &l.dropped_disk_lines),
+            ("corrupt", &l.dropped_corrupt_lines),
+        ],
     );
-    for (reason, v) in [
-        ("bulk", &l.dropped_bulk_lines),
-        ("priority", &l.dropped_priority_lines),
-        ("disk", &l.dropped_disk_lines),
-        ("corrupt", &l.dropped_corrupt_lines),
-    ] {
-        let _ = writeln!(
-            out,
-            "facilityd_log_dropped_lines_total{{reason=\"{reason}\"}} {}",
-            v.load(Relaxed)
-        );
-    }
-    family(
+    labelled(
         out,
-        "facilityd_log_history_removed_bytes_total",
-        "counter",
-        "Forwarded history removed from the log: to stay under log_max_bytes (bound), or after history_retention (retention).",
+        (
+            "facilityd_log_history_removed_bytes_total",
+            "counter",
+            "Forwarded history removed from the log: to stay under log_max_bytes (bound), or after history_retention (retention).",
+        ),
+        "reason",
+        &[
+            ("bound", &l.history_evicted_bytes),
+            ("retention", &l.history_expired_bytes),
+        ],
     );
-    for (reason, v) in [
-        ("bound", &l.history_evicted_bytes),
-        ("retention", &l.history_expired_bytes),
-    ] {
-        let _ = writeln!(
-            out,
-            "facilityd_log_history_removed_bytes_total{{reason=\"{reason}\"}} {}",
-            v.load(Relaxed)
-        );
-    }
     let file = gw
         .settings
         .gateway
