@@ -161,7 +161,22 @@ async fn notify_loop(
             // history, so a stall is not forgiven by a reload).
             live = live.follow(&set, Instant::now());
         }
-        match live.check(Instant::now()) {
+        let checked = live.check(Instant::now()).and_then(|()| {
+            // The telemetry log's writer thread ends only at shutdown; before that, its end
+            // is a bug that a restart mends (accepted data is on disk).
+            if gw.ready.load(std::sync::atomic::Ordering::Relaxed)
+                && gw
+                    .log_stats
+                    .writer_running
+                    .load(std::sync::atomic::Ordering::Relaxed)
+                    == 0
+            {
+                Err("the telemetry log writer".to_string())
+            } else {
+                Ok(())
+            }
+        });
+        match checked {
             Ok(()) => {
                 stalled_logged = false;
                 send(&[NotifyState::Watchdog]);
@@ -169,8 +184,8 @@ async fn notify_loop(
             Err(device) => {
                 if !stalled_logged {
                     tracing::error!(
-                        device = %device,
-                        "the poller of this device has not polled for too long: no longer feeding the systemd watchdog (systemd will restart facilityd)"
+                        stalled = %device,
+                        "stopped working: no longer feeding the systemd watchdog (systemd will restart facilityd)"
                     );
                     stalled_logged = true;
                 }

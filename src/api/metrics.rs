@@ -349,7 +349,7 @@ pub fn render(gw: &Gateway, extra: &str) -> String {
 /// The on-disk telemetry log: size, backlog, forwarding, drops, recovery (DESIGN §7).
 fn log_metrics(out: &mut String, gw: &Gateway) {
     let l = &gw.log_stats;
-    let scalars: [(&str, &str, &str, u64); 12] = [
+    let scalars: [(&str, &str, &str, u64); 13] = [
         (
             "facilityd_log_bytes",
             "gauge",
@@ -379,6 +379,12 @@ fn log_metrics(out: &mut String, gw: &Gateway) {
             "gauge",
             "1 while the disk refuses writes to the telemetry log.",
             l.disk_failing.load(Relaxed),
+        ),
+        (
+            "facilityd_log_writer_running",
+            "gauge",
+            "1 while the telemetry log's writer thread runs (0 while running means a bug: /readyz fails).",
+            l.writer_running.load(Relaxed),
         ),
         (
             "facilityd_gateway_database_refused",

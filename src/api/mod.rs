@@ -144,11 +144,13 @@ async fn readyz(State(s): State<ApiState>) -> Response {
             "backlog_oldest_seconds": oldest,
             "forward_rate_lines_per_second": l.forward_rate(),
             "disk_failing": l.disk_failing.load(Relaxed) == 1,
+            "writer_running": l.writer_running.load(Relaxed) == 1,
         },
         "database_refused": s.gw.faults.database_refused(),
         "telemetry_write_errors": t.write_errors.load(Relaxed),
     });
-    if s.ready.load(Relaxed) {
+    // Ready: config loaded, stores open, and the telemetry log taking batches.
+    if s.ready.load(Relaxed) && l.writer_running.load(Relaxed) == 1 {
         (
             StatusCode::OK,
             Json(json!({ "status": "ready", "detail": detail })),

@@ -289,6 +289,8 @@ pub struct LogStats {
     pub write_errors: AtomicU64,
     /// Gauge: 1 while the disk refuses writes.
     pub disk_failing: AtomicU64,
+    /// Gauge: 1 while the writer thread runs (it stops only at shutdown, or by a bug).
+    pub writer_running: AtomicU64,
     /// Lines per second forwarded recently (f64 bits), set by the forwarder.
     pub forward_rate_bits: AtomicU64,
 }
@@ -769,9 +771,21 @@ impl TelemetryLog {
     pub fn start_writer(self: &Arc<Self>) -> io::Result<LogAppender> {
         let (tx, rx) = flume::bounded::<Cmd>(16);
         let mut writer = Writer::new(self.clone())?;
+        self.stats.writer_running.store(1, Relaxed);
+        let stats = self.stats.clone();
         let thread = std::thread::Builder::new()
             .name("telemetry-log".into())
-            .spawn(move || writer.run(rx))?;
+            .spawn(move || {
+                // Down when the thread ends, by return or by panic.
+                struct Running(Arc<LogStats>);
+                impl Drop for Running {
+                    fn drop(&mut self) {
+                        self.0.writer_running.store(0, Relaxed);
+                    }
+                }
+                let _running = Running(stats);
+                writer.run(rx)
+            })?;
         Ok(LogAppender {
             tx,
             thread: Arc::new(Mutex::new(Some(thread))),
