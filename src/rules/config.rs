@@ -744,15 +744,13 @@ fn parse_one(
                 ),
             );
         }
-        for (a, p) in &with {
-            if let Err(e) = check_values_fit(&u.equals.0, p) {
-                issues.err(
-                    file,
-                    format!("{at}.unless.equals"),
-                    format!("asset {}: {e}", a.id),
-                );
-                return None;
-            }
+        if let Some(m) = first_misfit(&with, |a, p| {
+            check_values_fit(&u.equals.0, p)
+                .err()
+                .map(|e| format!("asset {}: {e}", a.id))
+        }) {
+            issues.err(file, format!("{at}.unless.equals"), m);
+            return None;
         }
         Some(Unless {
             point: Arc::from(u.point.as_str()),
@@ -934,6 +932,14 @@ struct RuleCx<'a> {
 
 type Parsed<'a> = Option<(RuleKind, Vec<&'a Arc<AssetInfo>>)>;
 
+/// The error message of the first matched asset whose point `misfit` objects to.
+fn first_misfit<A: AsRef<AssetInfo>>(
+    with: &[(A, &PointInfo)],
+    misfit: impl Fn(&AssetInfo, &PointInfo) -> Option<String>,
+) -> Option<String> {
+    with.iter().find_map(|(a, p)| misfit(a.as_ref(), p))
+}
+
 impl<'a> RuleCx<'a> {
     fn err(&self, issues: &mut Issues, key: &str, msg: impl Into<String>) {
         let path = if key.is_empty() {
@@ -1065,20 +1071,17 @@ impl<'a> RuleCx<'a> {
             }
         }
         let with = self.with_point(&c.point, issues)?;
-        for (a, p) in &with {
-            if matches!(p.kind, PointKind::Alarm | PointKind::Event) {
-                self.err(
-                    issues,
-                    "point",
-                    format!(
-                        "point {:?} of asset {} is {} point (true or false): use type = \"state\" with equals = true",
-                        c.point,
-                        a.id,
-                        kind_name(p.kind)
-                    ),
-                );
-                break;
-            }
+        if let Some(m) = first_misfit(&with, |a, p| {
+            matches!(p.kind, PointKind::Alarm | PointKind::Event).then(|| {
+                format!(
+                    "point {:?} of asset {} is {} point (true or false): use type = \"state\" with equals = true",
+                    c.point,
+                    a.id,
+                    kind_name(p.kind)
+                )
+            })
+        }) {
+            self.err(issues, "point", m);
         }
         if issues.errors.len() > before {
             return None;
@@ -1264,20 +1267,17 @@ impl<'a> RuleCx<'a> {
             );
         }
         let with = self.with_point(&c.point, issues)?;
-        for (a, p) in &with {
-            if p.kind != PointKind::Counter {
-                self.err(
-                    issues,
-                    "point",
-                    format!(
-                        "a meter rule needs a counter point: {:?} of asset {} is {} point",
-                        c.point,
-                        a.id,
-                        kind_name(p.kind)
-                    ),
-                );
-                break;
-            }
+        if let Some(m) = first_misfit(&with, |a, p| {
+            (p.kind != PointKind::Counter).then(|| {
+                format!(
+                    "a meter rule needs a counter point: {:?} of asset {} is {} point",
+                    c.point,
+                    a.id,
+                    kind_name(p.kind)
+                )
+            })
+        }) {
+            self.err(issues, "point", m);
         }
         if issues.errors.len() > before {
             return None;
