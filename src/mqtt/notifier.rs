@@ -18,7 +18,7 @@
 //! match = { building = "A" }
 //! ```
 
-use crate::workorder::notify::{AssetDirectory, EventFilter, parse_events};
+use crate::workorder::notify::{AssetDirectory, EventFilter, ItemScope, parse_events};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::Ordering::Relaxed;
@@ -31,7 +31,6 @@ use super::topic::PubTemplate;
 use crate::config::ConfigIssue;
 use crate::config::units::Duration as ConfigDuration;
 use crate::rules::matcher::AssetMatch;
-use crate::workorder::notify::webhook::clean_message;
 use crate::workorder::notify::{DeliveryError, Notifier, event_body};
 use crate::workorder::types::WorkOrderEvent;
 
@@ -94,20 +93,13 @@ pub fn build(
     assets: &AssetDirectory,
     port: Option<&MqttPort>,
 ) -> Result<MqttNotifier, Vec<ConfigIssue>> {
-    let issue = |path: &str, message: String| ConfigIssue {
-        file: file.to_string(),
-        path: if path.is_empty() {
-            base.to_string()
-        } else {
-            format!("{base}.{path}")
-        },
-        message,
+    let scope = ItemScope {
+        file,
+        base,
+        position,
     };
-    let cfg: MqttNotifyConfig = serde_path_to_error::deserialize(value).map_err(|e| {
-        let path = e.path().to_string();
-        let path = if path == "." { String::new() } else { path };
-        vec![issue(&path, clean_message(&e.inner().to_string()))]
-    })?;
+    let issue = |path: &str, message: String| scope.issue(path, message);
+    let cfg: MqttNotifyConfig = scope.deserialize(value)?;
     let mut errors = Vec::new();
     let Some(port) = port else {
         return Err(vec![issue(
@@ -115,14 +107,7 @@ pub fn build(
             "an MQTT notifier publishes through the [mqtt] connection: configure [mqtt] url".into(),
         )]);
     };
-    let name = match &cfg.id {
-        Some(id) if id.trim().is_empty() => {
-            errors.push(issue("id", "must not be empty".into()));
-            String::new()
-        }
-        Some(id) => id.clone(),
-        None => format!("mqtt:{position}"),
-    };
+    let name = scope.name(cfg.id.as_deref(), "mqtt", &mut errors);
     let topic = match PubTemplate::parse(&cfg.topic, &PLACEHOLDERS) {
         Ok(t) => Some(t),
         Err(e) => {

@@ -237,6 +237,59 @@ async fn pause(stop: &CancellationToken, d: Duration) -> bool {
     }
 }
 
+/// Where one `[[notify]]` item's configuration errors point (its file and `notify[N]`), and
+/// what it is called when it has no `id`.
+pub struct ItemScope<'a> {
+    pub file: &'a str,
+    pub base: &'a str,
+    /// Its place among the notifiers: the default name is `<type>:<position>`.
+    pub position: usize,
+}
+
+impl ItemScope<'_> {
+    /// An error at `path` below the item (the item itself when empty).
+    pub fn issue(&self, path: &str, message: String) -> crate::config::ConfigIssue {
+        crate::config::ConfigIssue {
+            file: self.file.to_string(),
+            path: if path.is_empty() {
+                self.base.to_string()
+            } else {
+                format!("{}.{path}", self.base)
+            },
+            message,
+        }
+    }
+
+    /// The item's table as `T`; an error names the key path.
+    pub fn deserialize<T: serde::de::DeserializeOwned>(
+        &self,
+        value: config::Value,
+    ) -> Result<T, Vec<crate::config::ConfigIssue>> {
+        serde_path_to_error::deserialize(value).map_err(|e| {
+            let path = e.path().to_string();
+            let path = if path == "." { String::new() } else { path };
+            vec![self.issue(&path, webhook::clean_message(&e.inner().to_string()))]
+        })
+    }
+
+    /// The notifier's name: its `id`, or `<kind>:<position>`; an empty `id` is an error.
+    pub fn name(
+        &self,
+        id: Option<&str>,
+        kind: &str,
+        errors: &mut Vec<crate::config::ConfigIssue>,
+    ) -> String {
+        match id {
+            Some(id) if id.trim().is_empty() => {
+                errors.push(self.issue("id", "must not be empty".into()));
+                String::new()
+            }
+            Some(id) => id.to_string(),
+            None => format!("{kind}:{}", self.position),
+        }
+    }
+}
+
 /// A notifier's `events` list: `None` (every event) when absent, or the set; an error as
 /// (key path relative to the notifier, message).
 pub fn parse_events(

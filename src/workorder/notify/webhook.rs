@@ -8,7 +8,7 @@
 //!
 //! The HTTP stack is reqwest 0.11 with native-tls, the one the InfluxDB writer already pulls in.
 
-use super::{AssetDirectory, EventFilter, parse_events};
+use super::{AssetDirectory, EventFilter, ItemScope, parse_events};
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::future::Future;
@@ -209,30 +209,15 @@ fn build(
     gateway: &str,
     assets: &AssetDirectory,
 ) -> Result<WebhookNotifier, Vec<ConfigIssue>> {
-    let issue = |path: &str, message: String| ConfigIssue {
-        file: file.to_string(),
-        path: if path.is_empty() {
-            base.to_string()
-        } else {
-            format!("{base}.{path}")
-        },
-        message,
+    let scope = ItemScope {
+        file,
+        base,
+        position,
     };
-    let cfg: WebhookConfig = serde_path_to_error::deserialize(value).map_err(|e| {
-        let path = e.path().to_string();
-        let path = if path == "." { String::new() } else { path };
-        vec![issue(&path, clean_message(&e.inner().to_string()))]
-    })?;
+    let issue = |path: &str, message: String| scope.issue(path, message);
+    let cfg: WebhookConfig = scope.deserialize(value)?;
     let mut errors = Vec::new();
-
-    let name = match &cfg.id {
-        Some(id) if id.trim().is_empty() => {
-            errors.push(issue("id", "must not be empty".into()));
-            String::new()
-        }
-        Some(id) => id.clone(),
-        None => format!("webhook:{position}"),
-    };
+    let name = scope.name(cfg.id.as_deref(), "webhook", &mut errors);
 
     let url = match reqwest011::Url::parse(&cfg.url) {
         Ok(u) if !matches!(u.scheme(), "http" | "https") => {
