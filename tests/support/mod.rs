@@ -115,6 +115,23 @@ pub async fn wait_child(child: &mut Child, timeout: Duration) -> Option<ExitStat
     }
 }
 
+/// Sends SIGTERM to the server in `slot` (if running) and waits up to `within` for it to exit.
+/// `Err(within)` when it did not: the child is put back for its `Drop` to kill.
+pub async fn sigterm_and_wait(slot: &mut Option<Child>, within: Duration) -> Result<(), Duration> {
+    let Some(mut child) = slot.take() else {
+        return Ok(());
+    };
+    if child.try_wait().expect("try_wait").is_some() {
+        return Ok(());
+    }
+    send_signal(&child, libc::SIGTERM);
+    if wait_child(&mut child, within).await.is_none() {
+        *slot = Some(child);
+        return Err(within);
+    }
+    Ok(())
+}
+
 /// Blocking variant of [`wait_child`] for `Drop`.
 fn wait_child_blocking(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
     let deadline = Instant::now() + timeout;
@@ -515,20 +532,10 @@ impl VictoriaMetrics {
     /// SIGTERM, then wait for the exit (VictoriaMetrics flushes on SIGTERM). Never SIGKILL.
     /// Panics if it has not exited after 60 s. No-op when not running.
     pub async fn stop(&mut self) {
-        let Some(mut child) = self.child.take() else {
-            return;
-        };
-        if child.try_wait().expect("try_wait").is_some() {
-            return;
-        }
-        send_signal(&child, libc::SIGTERM);
-        if wait_child(&mut child, Duration::from_secs(60))
-            .await
-            .is_none()
-        {
-            self.child = Some(child);
+        if let Err(still) = sigterm_and_wait(&mut self.child, Duration::from_secs(60)).await {
             panic!(
-                "victoria-metrics did not exit within 60 s of SIGTERM\n--- log tail ---\n{}",
+                "victoria-metrics did not exit within {} s of SIGTERM\n--- log tail ---\n{}",
+                still.as_secs(),
                 self.log_tail()
             );
         }
@@ -1193,20 +1200,10 @@ impl Mosquitto {
     /// SIGTERM, then wait for the exit (it saves its store). Panics after 30 s. No-op when
     /// not running.
     pub async fn stop(&mut self) {
-        let Some(mut child) = self.child.take() else {
-            return;
-        };
-        if child.try_wait().expect("try_wait").is_some() {
-            return;
-        }
-        send_signal(&child, libc::SIGTERM);
-        if wait_child(&mut child, Duration::from_secs(30))
-            .await
-            .is_none()
-        {
-            self.child = Some(child);
+        if let Err(still) = sigterm_and_wait(&mut self.child, Duration::from_secs(30)).await {
             panic!(
-                "mosquitto did not exit within 30 s of SIGTERM\n--- log tail ---\n{}",
+                "mosquitto did not exit within {} s of SIGTERM\n--- log tail ---\n{}",
+                still.as_secs(),
                 self.log_tail()
             );
         }
