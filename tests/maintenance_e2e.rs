@@ -75,6 +75,19 @@ async fn get(url: &str) -> Json {
     reqwest011::get(url).await.unwrap().json().await.unwrap()
 }
 
+/// The newest work order, once there is one (or `None` after `timeout`).
+async fn newest_work_order(api: &str, timeout: Duration) -> Option<Json> {
+    wait_for(timeout, async || {
+        get(&format!("{api}/api/v1/work-orders"))
+            .await
+            .as_array()
+            .unwrap()
+            .first()
+            .cloned()
+    })
+    .await
+}
+
 async fn post(url: &str, body: Json) -> (u16, Json) {
     let r = reqwest011::Client::new()
         .post(url)
@@ -145,16 +158,9 @@ async fn simulator_fault_opens_one_work_order_and_one_signed_webhook_per_event()
     let crossed = Instant::now();
     s.set_point(0, 1, "discharge_pressure_bar", Value::Float(1.2))
         .unwrap();
-    let wo = wait_for(Duration::from_secs(5), async || {
-        get(&format!("{api}/api/v1/work-orders"))
-            .await
-            .as_array()
-            .unwrap()
-            .first()
-            .cloned()
-    })
-    .await
-    .expect("no work order");
+    let wo = newest_work_order(&api, Duration::from_secs(5))
+        .await
+        .expect("no work order");
     let took = crossed.elapsed();
     // `for` (1 s) plus at most one poll interval (200 ms), plus commit and scheduling slack.
     assert!(
@@ -367,16 +373,9 @@ async fn offline_device_gets_one_work_order_and_no_secondary_ones() {
     s.set_point(0, 1, "discharge_pressure_bar", Value::Float(0.5))
         .unwrap();
     s.set_point(0, 1, "running", Value::Bool(false)).unwrap();
-    let wo = wait_for(Duration::from_secs(6), async || {
-        get(&format!("{api}/api/v1/work-orders"))
-            .await
-            .as_array()
-            .unwrap()
-            .first()
-            .cloned()
-    })
-    .await
-    .expect("no offline work order");
+    let wo = newest_work_order(&api, Duration::from_secs(6))
+        .await
+        .expect("no offline work order");
     assert_eq!(wo["rule"], "offline");
     tokio::time::sleep(Duration::from_secs(3)).await;
     let list = get(&format!("{api}/api/v1/work-orders")).await;
@@ -519,16 +518,9 @@ async fn third_party_threshold_crossing_opens_one_work_order_with_evidence() {
         server.set_registers(5, "input", 0, &[raw]).await;
         tokio::time::sleep(Duration::from_millis(400)).await;
     }
-    let wo = wait_for(Duration::from_secs(5), async || {
-        get(&format!("{api}/api/v1/work-orders"))
-            .await
-            .as_array()
-            .unwrap()
-            .first()
-            .cloned()
-    })
-    .await
-    .expect("no work order");
+    let wo = newest_work_order(&api, Duration::from_secs(5))
+        .await
+        .expect("no work order");
     tokio::time::sleep(Duration::from_millis(500)).await;
     let list = get(&format!("{api}/api/v1/work-orders")).await;
     gw.stop().await;
