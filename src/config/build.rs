@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use super::load::{Loaded, Sourced};
 use super::schema::{DeviceConfig, Secret};
-use super::{ConfigError, ConfigIssue};
+use super::{ConfigError, Issues};
 use crate::modbus::link::Link;
 use crate::model::AssetId;
 use crate::mqtt::payload::PayloadMap;
@@ -167,25 +167,6 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1);
 /// the bus's baud rate (so the whole timeout follows from the baud rate and the read size).
 const DEFAULT_SERIAL_TIMEOUT: Duration = Duration::from_millis(100);
 const DEFAULT_PROBE: Duration = Duration::from_secs(30);
-
-struct Issues {
-    errors: Vec<ConfigIssue>,
-    warnings: Vec<String>,
-}
-
-impl Issues {
-    fn err(&mut self, file: &str, path: impl Into<String>, message: impl Into<String>) {
-        self.errors.push(ConfigIssue {
-            file: file.to_string(),
-            path: path.into(),
-            message: message.into(),
-        });
-    }
-    fn warn(&mut self, file: &str, path: impl AsRef<str>, message: impl AsRef<str>) {
-        self.warnings
-            .push(format!("{file}: {}: {}", path.as_ref(), message.as_ref()));
-    }
-}
 
 fn read_secret_file(path: &str) -> Result<Secret, String> {
     match std::fs::read_to_string(path) {

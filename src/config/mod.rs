@@ -26,6 +26,35 @@ pub struct ConfigIssue {
     pub message: String,
 }
 
+/// Errors and warnings gathered while checking configuration, each naming file and key path.
+#[derive(Debug, Default)]
+pub(crate) struct Issues {
+    pub errors: Vec<ConfigIssue>,
+    /// Formatted like errors.
+    pub warnings: Vec<String>,
+}
+
+impl Issues {
+    pub fn err(&mut self, file: &str, path: impl Into<String>, message: impl Into<String>) {
+        self.errors.push(ConfigIssue {
+            file: file.to_string(),
+            path: path.into(),
+            message: message.into(),
+        });
+    }
+
+    pub fn warn(&mut self, file: &str, path: impl Into<String>, message: impl Into<String>) {
+        self.warnings.push(
+            ConfigIssue {
+                file: file.to_string(),
+                path: path.into(),
+                message: message.into(),
+            }
+            .to_string(),
+        );
+    }
+}
+
 impl fmt::Display for ConfigIssue {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.path.is_empty() {

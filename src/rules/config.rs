@@ -25,8 +25,8 @@ use super::state::{StateMode, StateSet, StateSpec, StateValue};
 use super::template::{Placeholder, Template};
 use super::threshold::ThresholdSpec;
 use super::types::{AssetInfo, PointInfo, Priority, WorkOrderKind};
-use crate::config::ConfigIssue;
 use crate::config::units::Duration;
+use crate::config::{ConfigIssue, Issues};
 use crate::model::AssetId;
 use crate::profile::PointKind;
 
@@ -453,32 +453,6 @@ impl<'de> Deserialize<'de> for Lead {
 
 // ---------------------------------------------------------------------------------------------
 // Parsing.
-
-struct Issues {
-    errors: Vec<ConfigIssue>,
-    warnings: Vec<String>,
-}
-
-impl Issues {
-    fn err(&mut self, file: &str, path: impl Into<String>, message: impl Into<String>) {
-        self.errors.push(ConfigIssue {
-            file: file.to_string(),
-            path: path.into(),
-            message: message.into(),
-        });
-    }
-
-    fn warn(&mut self, file: &str, path: impl Into<String>, message: impl Into<String>) {
-        self.warnings.push(
-            ConfigIssue {
-                file: file.to_string(),
-                path: path.into(),
-                message: message.into(),
-            }
-            .to_string(),
-        );
-    }
-}
 
 /// The values of enums as the config crate names them in its messages.
 const ENUM_VALUES: &[(&str, &str)] = &[
