@@ -197,7 +197,7 @@ impl LineEncoder {
     /// false and appends nothing when the record has no writable field.
     pub fn encode(&self, record: &Record, out: &mut String) -> bool {
         match record {
-            Record::Reading(r) => self.encode_reading(r, out, None),
+            Record::Reading(r) => self.encode_reading([out, &mut String::new()], r, false)[0],
             Record::Status(s) => self.encode_status(s, out),
             Record::Line(l) => {
                 out.push_str(l);
@@ -219,46 +219,53 @@ impl LineEncoder {
         priority: &mut String,
     ) -> (u32, u32) {
         match record {
-            Record::Reading(r) => (
-                self.encode_reading(r, bulk, Some(false)) as u32,
-                self.encode_reading(r, priority, Some(true)) as u32,
-            ),
+            Record::Reading(r) => {
+                let [b, p] = self.encode_reading([bulk, priority], r, true);
+                (b as u32, p as u32)
+            }
             other => (0, self.encode(other, priority) as u32),
         }
     }
 
-    /// `only`: just the points whose priority flag equals it.
-    fn encode_reading(&self, r: &Reading, out: &mut String, only: Option<bool>) -> bool {
+    /// One pass over a reading's values: each field goes to `outs[0]`, or, when `split`, a
+    /// priority point's to `outs[1]`; a buffer that got a field gets one line with the time.
+    /// Returns which buffers got a line.
+    fn encode_reading(&self, mut outs: [&mut String; 2], r: &Reading, split: bool) -> [bool; 2] {
         let table = self.table();
         let Some(Some(d)) = table.get(r.device) else {
-            return false;
+            return [false; 2];
         };
-        let mark = out.len();
-        out.push_str(&d.reading_prefix);
-        let mut sep = ' ';
+        let marks = [outs[0].len(), outs[1].len()];
+        let mut started = [false; 2];
+        let mut fields = [false; 2];
         for (i, v) in &r.values {
             let Some(key) = d.fields.get(*i) else {
                 continue;
             };
-            if only.is_some_and(|p| d.priority.get(*i).copied().unwrap_or(false) != p) {
-                continue;
+            let k = usize::from(split && d.priority.get(*i).copied().unwrap_or(false));
+            let out = &mut *outs[k];
+            if !started[k] {
+                out.push_str(&d.reading_prefix);
+                started[k] = true;
             }
             let field_mark = out.len();
-            out.push(sep);
+            out.push(if fields[k] { ',' } else { ' ' });
             out.push_str(key);
             out.push('=');
             if write_value(v, out) {
-                sep = ',';
+                fields[k] = true;
             } else {
                 out.truncate(field_mark);
             }
         }
-        if sep == ' ' {
-            out.truncate(mark);
-            return false;
+        for (k, out) in outs.iter_mut().enumerate() {
+            if fields[k] {
+                let _ = writeln!(out, " {}", r.timestamp_ns);
+            } else {
+                out.truncate(marks[k]);
+            }
         }
-        let _ = writeln!(out, " {}", r.timestamp_ns);
-        true
+        fields
     }
 
     fn encode_status(&self, s: &DeviceStatus, out: &mut String) -> bool {
@@ -439,5 +446,52 @@ mod tests {
         assert!(s.is_empty());
         assert!(write_value(&Value::Float(2.0), &mut s));
         assert_eq!(s, "2.0");
+    }
+
+    #[test]
+    fn split_sends_priority_points_to_their_own_line_with_the_same_series_and_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.toml");
+        std::fs::write(
+            &path,
+            "[gateway]\nid = \"gw\"\n[[devices]]\nid = \"P1\"\nprofile = \"pump\"\nmodbus = { url = \"tcp://127.0.0.1:1\" }\n",
+        )
+        .unwrap();
+        let s = crate::config::load_with_env(&path, Default::default()).unwrap();
+        let points = &s.devices[0].profile.points;
+        let idx = |n: &str| points.iter().position(|p| &*p.name == n).unwrap();
+        let enc = LineEncoder::new("gw", &s.devices);
+        let reading = |values: Vec<(usize, Value)>| {
+            Record::Reading(Reading {
+                device: 0,
+                timestamp_ns: 7,
+                values,
+            })
+        };
+        let (mut bulk, mut prio) = (String::new(), String::new());
+        let both = reading(vec![
+            (idx("discharge_pressure_bar"), Value::Float(6.5)),
+            (idx("fault"), Value::Bool(true)),
+            (idx("running"), Value::Bool(false)),
+        ]);
+        assert_eq!(enc.encode_split(&both, &mut bulk, &mut prio), (1, 1));
+        let prefix = bulk.split(' ').next().unwrap().to_string();
+        assert_eq!(bulk, format!("{prefix} discharge_pressure_bar=6.5 7\n"));
+        assert_eq!(prio, format!("{prefix} fault=true,running=false 7\n"));
+        // The plain encoding has every field on one line.
+        let mut one = String::new();
+        assert!(enc.encode(&both, &mut one));
+        assert_eq!(
+            one,
+            format!("{prefix} discharge_pressure_bar=6.5,fault=true,running=false 7\n")
+        );
+        // A class whose only value cannot be written gets no line at all.
+        let (mut bulk, mut prio) = (String::new(), String::new());
+        let nan = reading(vec![
+            (idx("discharge_pressure_bar"), Value::Float(f64::NAN)),
+            (idx("fault"), Value::Bool(false)),
+        ]);
+        assert_eq!(enc.encode_split(&nan, &mut bulk, &mut prio), (0, 1));
+        assert!(bulk.is_empty());
     }
 }
