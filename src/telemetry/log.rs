@@ -1098,10 +1098,16 @@ impl Writer {
     /// Writes every part of `cmd`; on failure returns what is left of it.
     fn write_cmd(&mut self, mut cmd: Cmd) -> Result<(), (Cmd, io::Error)> {
         while !cmd.parts.is_empty() {
-            if let Err(e) = self.write_part(&cmd.parts[0]) {
-                return Err((cmd, e));
+            let part = cmd.parts.remove(0);
+            match self.write_part(&part) {
+                // Kept (not copied) until the sync: a failed one writes it again.
+                Ok(true) => self.unsynced.push(part),
+                Ok(false) => {}
+                Err(e) => {
+                    cmd.parts.insert(0, part);
+                    return Err((cmd, e));
+                }
             }
-            cmd.parts.remove(0);
         }
         if self.unsynced_since.is_none() {
             // Everything before these acks is synced already.
@@ -1119,9 +1125,10 @@ impl Writer {
         Ok(())
     }
 
-    fn write_part(&mut self, part: &Part) -> io::Result<()> {
+    /// Appends one record; false when there was nothing to append.
+    fn write_part(&mut self, part: &Part) -> io::Result<bool> {
         if part.lines == 0 || part.body.is_empty() {
-            return Ok(());
+            return Ok(false);
         }
         let seg_bytes = self.log.cfg.segment_bytes();
         let rec_len = (HEADER_LEN + part.body.len()) as u64;
@@ -1156,7 +1163,6 @@ impl Writer {
         self.active_bytes += rec_len;
         self.next_seq += 1;
         self.unsynced_since.get_or_insert_with(Instant::now);
-        self.unsynced.push(part.clone());
         let stats = &self.log.stats;
         stats.appended_lines.fetch_add(h.lines as u64, Relaxed);
         stats.appended_bytes.fetch_add(rec_len, Relaxed);
@@ -1170,7 +1176,7 @@ impl Writer {
         st.backlog_bytes += rec_len;
         st.backlog_lines += h.lines as u64;
         self.log.publish_gauges(&st);
-        Ok(())
+        Ok(true)
     }
 
     /// Syncs the active segment: everything appended is accepted now. False when the sync
