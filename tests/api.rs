@@ -335,6 +335,8 @@ async fn history_comes_from_the_local_log() {
     assert!(j["error"].as_str().unwrap().contains("RFC 3339"), "{j}");
     let (status, _) = get("/api/v1/assets/PU-1/history?from=1m&to=2h".into()).await;
     assert_eq!(status, 400, "from after to");
+    let (status, j) = get("/api/v1/assets/PU-1/history?from=200000000y".into()).await;
+    assert_eq!(status, 400, "a time out of range is bad input: {j}");
     stop.cancel();
     task.await.unwrap().unwrap();
 }

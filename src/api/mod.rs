@@ -289,8 +289,9 @@ fn parse_time(v: &str, key: &str) -> Result<i64, ApiError> {
     if let Ok(d) = humantime::parse_duration(v) {
         let ago = chrono::Duration::from_std(d)
             .map_err(|_| ApiError::bad_request(format!("{key}: out of range")))?;
-        return (Utc::now() - ago)
-            .timestamp_nanos_opt()
+        return Utc::now()
+            .checked_sub_signed(ago)
+            .and_then(|t| t.timestamp_nanos_opt())
             .ok_or_else(|| ApiError::bad_request(format!("{key}: out of range")));
     }
     Err(ApiError::bad_request(format!(
