@@ -24,16 +24,22 @@ impl fmt::Display for Duration {
     }
 }
 
+/// The longest duration the config takes: beyond it a deadline (`now + d`) could overflow the
+/// clock, and no interval, delay or retention of a gateway needs more.
+const MAX_DURATION: StdDuration = StdDuration::from_secs(100 * 365 * 86_400);
+
 impl std::str::FromStr for Duration {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        humantime::parse_duration(s.trim())
-            .map(Duration)
-            .map_err(|e| {
-                format!(
-                    "expected a duration such as \"500ms\", \"30s\" or \"15d\", found {s:?} ({e})"
-                )
-            })
+        let d = humantime::parse_duration(s.trim()).map_err(|e| {
+            format!("expected a duration such as \"500ms\", \"30s\" or \"15d\", found {s:?} ({e})")
+        })?;
+        if d > MAX_DURATION {
+            return Err(format!(
+                "expected a duration of at most 100 years, found {s:?}"
+            ));
+        }
+        Ok(Duration(d))
     }
 }
 
@@ -137,5 +143,12 @@ mod tests {
         assert_eq!("64KiB".parse::<ByteSize>().unwrap().0, 65536);
         assert_eq!("1GiB".parse::<ByteSize>().unwrap().0, 1 << 30);
         assert!("12 parsecs".parse::<ByteSize>().is_err());
+    }
+
+    #[test]
+    fn a_duration_past_a_century_is_refused_not_an_overflow_later() {
+        assert!("36500d".parse::<Duration>().is_ok());
+        let e = "500000000000y".parse::<Duration>().unwrap_err();
+        assert!(e.contains("at most 100 years"), "{e}");
     }
 }

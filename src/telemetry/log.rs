@@ -1370,7 +1370,8 @@ impl Writer {
 
     /// Removes forwarded segments older than `history_retention`.
     fn expire_history(&mut self) {
-        let limit = now_ms() - self.log.cfg.retention.as_millis().min(i64::MAX as u128) as i64;
+        let limit = now_ms()
+            .saturating_sub(self.log.cfg.retention.as_millis().min(i64::MAX as u128) as i64);
         let mut removed = Vec::new();
         {
             let mut st = self.log.lock();
@@ -1490,7 +1491,7 @@ impl Writer {
                 0
             }
         };
-        if self.log.lock().total_bytes <= max + slack {
+        if self.log.lock().total_bytes <= max.saturating_add(slack) {
             return;
         }
         // Last resort: whole closed segments, oldest first, whatever they carry.
@@ -1498,7 +1499,7 @@ impl Writer {
         let mut removed = Vec::new();
         {
             let mut st = self.log.lock();
-            while st.total_bytes > max + slack && st.segments.len() > 1 {
+            while st.total_bytes > max.saturating_add(slack) && st.segments.len() > 1 {
                 let Some(seg) = st.segments.pop_front() else {
                     break;
                 };
