@@ -4,7 +4,9 @@
 #
 # Installs what the integration tests need when it is missing, then runs
 # `cargo test --all-targets ARGS...` and exits with its status:
-#   - Debian packages: victoria-metrics (the database in tests), mosquitto (the
+#   - Debian packages: victoria-metrics (the database in tests), influxdb (InfluxDB
+#     1.x: a real engine that enforces field types and answers the dashboards'
+#     InfluxQL; the tests start their own influxd, never the packaged service), mosquitto (the
 #     MQTT broker in tests), socat (serial-port pairs), libssl-dev and pkg-config
 #     (native-tls), systemd (`systemd-analyze security --offline=yes` scores
 #     systemd/facilityd.service in tests/systemd.rs); `apt-get update` once, then
@@ -21,7 +23,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 PYMODBUS_VERSION=3.8.6
 PYSERIAL_VERSION=3.5
 VENV=target/test-venv
-APT_PACKAGES=(victoria-metrics mosquitto socat libssl-dev pkg-config systemd util-linux)
+APT_PACKAGES=(victoria-metrics influxdb mosquitto socat libssl-dev pkg-config systemd util-linux)
 
 say() { printf '==> test.sh: %s\n' "$*" >&2; }
 

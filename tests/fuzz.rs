@@ -28,7 +28,8 @@ use facilityd::model::{DeviceStatus, Quality, Reading, Record, Value};
 use facilityd::mqtt::payload::PayloadMap;
 use facilityd::mqtt::topic::{Capture, PubTemplate, RouteDevice, Router, SubTemplate};
 use facilityd::profile::{
-    ByteOrder, DataType, Point, PointKind, Profile, RegisterKind, RegisterSpec, Transform, builtin,
+    ByteOrder, DataType, FieldType, Point, PointKind, Profile, RegisterKind, RegisterSpec,
+    Transform, builtin,
 };
 use facilityd::telemetry::line::LineEncoder;
 use facilityd::telemetry::log::{
@@ -558,16 +559,25 @@ fn arb_transform() -> impl Strategy<Value = Transform> {
             arb_text(8),
             0..4,
         )),
+        proptest::option::of(prop_oneof![
+            Just(FieldType::Float),
+            Just(FieldType::Integer),
+            Just(FieldType::Boolean),
+            Just(FieldType::String),
+        ]),
     )
-        .prop_map(|(scale, offset, integer, na, min, max, map)| Transform {
-            scale,
-            offset,
-            integer,
-            na,
-            min,
-            max,
-            map,
-        })
+        .prop_map(
+            |(scale, offset, integer, na, min, max, map, output)| Transform {
+                scale,
+                offset,
+                integer,
+                na,
+                min,
+                max,
+                map,
+                output,
+            },
+        )
 }
 
 fn arb_raw() -> impl Strategy<Value = Raw> {
@@ -680,6 +690,7 @@ fn parse_codec_seed(line: &str) -> (RegisterSpec, Transform, Vec<u16>, u16) {
         min: opt(f[8]).map(|s| s.parse().unwrap()),
         max: opt(f[9]).map(|s| s.parse().unwrap()),
         map: None,
+        output: None,
     };
     let words = words
         .split_whitespace()

@@ -301,10 +301,16 @@ pub(crate) fn build(loaded: Loaded) -> Result<Settings, ConfigError> {
     let mqtt_configured = cfg.mqtt.is_some();
 
     // Profiles: built-ins, then the configured ones (which may not reuse a name).
+    // The schema: one type per field of a measurement, whoever writes it (the built-ins
+    // agree; a configured profile that disagrees is refused).
+    let mut schema = crate::profile::Schema::new();
     let mut profiles: BTreeMap<String, Arc<Profile>> = BTreeMap::new();
     for name in builtin::names() {
         match builtin::load(name).map(|r| r.map(|c| c.build())) {
             Some(Ok(Ok((p, _)))) => {
+                for c in schema.add(&p) {
+                    issues.err("built-in profiles", name, c.to_string());
+                }
                 profiles.insert(name.to_string(), Arc::new(p));
             }
             other => issues.err(
@@ -346,6 +352,13 @@ pub(crate) fn build(loaded: Loaded) -> Result<Settings, ConfigError> {
             Ok((p, warns)) => {
                 for w in warns {
                     issues.warn(file, format!("{at}.{}", w.path), w.message);
+                }
+                for c in schema.add(&p) {
+                    issues.err(
+                        file,
+                        format!("{at}.points[{}].output", c.point),
+                        c.to_string(),
+                    );
                 }
                 profiles.insert(item.name.clone(), Arc::new(p));
             }

@@ -94,8 +94,31 @@ fn matches_na(raw: i128, na: i64, data_type: DataType) -> bool {
     raw & mask == i128::from(na) & mask
 }
 
-/// Scales, maps and range-checks a raw value.
+/// Scales, maps and range-checks a raw value, and gives it the point's field type (a value
+/// that cannot have it, such as a fraction for an integer field, is out of range).
 pub fn apply(transform: &Transform, data_type: Option<DataType>, raw: Raw) -> Decoded {
+    coerce(transform, scale_and_map(transform, data_type, raw))
+}
+
+/// `decoded` as the point's field type.
+pub fn coerce(transform: &Transform, decoded: Decoded) -> Decoded {
+    let Some(output) = transform.output else {
+        return decoded;
+    };
+    match decoded {
+        Decoded::Good(v) => match output.coerce(v) {
+            Some(v) => Decoded::Good(v),
+            None => Decoded::Bad(Quality::OutOfRange),
+        },
+        Decoded::Unmapped(v) => match output.coerce(v) {
+            Some(v) => Decoded::Unmapped(v),
+            None => Decoded::Bad(Quality::OutOfRange),
+        },
+        bad => bad,
+    }
+}
+
+fn scale_and_map(transform: &Transform, data_type: Option<DataType>, raw: Raw) -> Decoded {
     match raw {
         Raw::Bool(b) => Decoded::Good(Value::Bool(b)),
         Raw::Str(s) => Decoded::Good(Value::Str(s)),
@@ -176,7 +199,7 @@ pub fn decode_bit_point(point: &Point, start: u16, bits: &[bool]) -> Decoded {
         return Decoded::Bad(Quality::CommError);
     };
     match bits.get(usize::from(spec.address.wrapping_sub(start))) {
-        Some(&b) => Decoded::Good(Value::Bool(b)),
+        Some(&b) => coerce(&point.transform, Decoded::Good(Value::Bool(b))),
         None => Decoded::Bad(Quality::CommError),
     }
 }

@@ -207,7 +207,7 @@ impl PayloadMap {
             };
             let Some(v) = v else { continue };
             readable = true;
-            match p.value(v) {
+            match p.typed(p.value(v)) {
                 Read::Good(value) => out.values.push((i, value)),
                 Read::Unmapped(value) => {
                     out.unmapped += 1;
@@ -292,6 +292,19 @@ enum Read {
 }
 
 impl PointMap {
+    /// A read value as the point's field type; one that cannot have it (a fraction for an
+    /// integer field, a word for a number) is a bad value.
+    fn typed(&self, read: Read) -> Read {
+        let Some(output) = self.transform.output else {
+            return read;
+        };
+        match read {
+            Read::Good(v) => output.coerce(v).map_or(Read::Bad, Read::Good),
+            Read::Unmapped(v) => output.coerce(v).map_or(Read::Bad, Read::Unmapped),
+            other => other,
+        }
+    }
+
     fn value(&self, v: &Json) -> Read {
         match v {
             Json::Null => Read::Bad,
@@ -463,7 +476,7 @@ mod tests {
                 (0, Value::Str("open_forced".into())),
                 (1, Value::Float(180.0)),
                 (2, Value::Float(13.450000000000001)),
-                (3, Value::Int(10234)),
+                (3, Value::Float(10234.0)),
                 (4, Value::Bool(false)),
                 (7, Value::Str("auto".into())),
             ]
@@ -514,9 +527,52 @@ mod tests {
                 T0,
             )
             .unwrap();
-        assert_eq!(got.values, [(0, Value::Str("open".into()))]);
-        assert_eq!(got.wrong_type, 3);
+        // A counter is a float field: a fraction is a good value.
+        assert_eq!(
+            got.values,
+            [(0, Value::Str("open".into())), (3, Value::Float(12.5))]
+        );
+        assert_eq!(got.wrong_type, 2);
         assert_eq!(got.bad_values, 1);
+    }
+
+    #[test]
+    fn values_take_the_declared_field_type() {
+        let p = PayloadMap::new(&profile(
+            r#"
+            name = "typed"
+            device_type = "other"
+            points = [
+              { name = "count", kind = "counter", json = "/n", output = "integer" },
+              { name = "level", kind = "gauge", json = "/level" },
+              { name = "closed", kind = "state", json = "/closed", output = "boolean" },
+              { name = "mode", kind = "state", json = "/mode" },
+            ]
+            "#,
+        ));
+        // The same values spelt as integers, floats and texts give the same fields.
+        for doc in [
+            &br#"{"n":7,"level":3,"closed":true,"mode":2}"#[..],
+            br#"{"n":7.0,"level":3.0,"closed":1,"mode":"2"}"#,
+            br#"{"n":"7","level":"3","closed":"on","mode":2.0}"#,
+        ] {
+            let got = p.decode(doc, None, T0).unwrap();
+            assert_eq!(
+                got.values,
+                [
+                    (0, Value::Int(7)),
+                    (1, Value::Float(3.0)),
+                    (2, Value::Bool(true)),
+                    (3, Value::Str("2".into())),
+                ],
+                "{}",
+                String::from_utf8_lossy(doc)
+            );
+        }
+        // A fraction for an integer field is a counted bad value, never a float.
+        let got = p.decode(br#"{"n":7.5}"#, None, T0).unwrap();
+        assert!(got.values.is_empty());
+        assert_eq!(got.bad_values + got.wrong_type, 1);
     }
 
     #[test]
@@ -543,7 +599,7 @@ mod tests {
             name = "plug"
             device_type = "other"
             points = [
-              { name = "POWER", kind = "state", json = "" },
+              { name = "POWER", kind = "state", json = "", output = "boolean" },
               { name = "temp_c", kind = "gauge", json = "", scale = 0.1 },
               { name = "fault", kind = "alarm", json = "" },
             ]

@@ -11,6 +11,7 @@
 //! - [`Daemon`]: the facilityd binary (or any binary) as a child process.
 //! - [`Mosquitto`]: the MQTT broker, with persistence, stoppable and restartable on its port.
 //! - [`pty::PtyPair`]: two pseudo-terminals joined by socat, a serial line for RTU tests.
+//! - [`influxdb::InfluxDb1`]: a real InfluxDB 1.x engine (field types enforced, InfluxQL).
 //!
 //! A missing server binary or Python package fails the test with a message saying
 //! how to install it (`./scripts/test.sh` installs everything); nothing is skipped.
@@ -31,6 +32,7 @@ use tempfile::TempDir;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{ChildStdin, ChildStdout};
 
+pub mod influxdb;
 pub mod pty;
 
 /// How often the `wait_*` helpers poll.
