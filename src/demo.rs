@@ -35,16 +35,24 @@ pub struct DemoArgs {
     /// Where the demo keeps its configuration and state (a restarted demo resumes there).
     #[arg(long, default_value = "./facilityd-demo")]
     pub state_dir: PathBuf,
-    /// Write telemetry to this InfluxDB v2 (or VictoriaMetrics) URL instead of only showing it.
+    /// Write telemetry to this database URL instead of only showing it: InfluxDB 2.x, 3.x or
+    /// 1.8+ and VictoriaMetrics (API v2), or InfluxDB 1.x (with `--influxdb-api v1`).
     #[arg(long, value_name = "URL")]
     pub influxdb_url: Option<String>,
+    /// The write API: v2 (org, bucket, token) or v1 (database; InfluxDB 1.x).
+    #[arg(long, value_enum, ignore_case = true, default_value = "v2")]
+    pub influxdb_api: DemoInfluxApi,
+    /// API v2: the organisation and bucket.
     #[arg(long, default_value = "facility")]
     pub influxdb_org: String,
     #[arg(long, default_value = "telemetry")]
     pub influxdb_bucket: String,
-    /// File holding the InfluxDB token (or set FACILITYD_INFLUXDB__TOKEN).
+    /// API v2: file holding the InfluxDB token (or set FACILITYD_INFLUXDB__TOKEN).
     #[arg(long, value_name = "FILE")]
     pub influxdb_token_file: Option<PathBuf>,
+    /// API v1: the database (create it first: `influx -execute 'CREATE DATABASE facilityd'`).
+    #[arg(long, default_value = "facilityd")]
+    pub influxdb_database: String,
     /// Stop after this long (default: run until Ctrl-C).
     #[arg(long, value_parser = humantime::parse_duration)]
     pub duration: Option<Duration>,
@@ -54,6 +62,13 @@ pub struct DemoArgs {
     /// Use this MQTT broker (mqtt://HOST:PORT) instead of the embedded one.
     #[arg(long, value_name = "URL")]
     pub mqtt_url: Option<String>,
+}
+
+/// `facilityd demo --influxdb-api`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DemoInfluxApi {
+    V1,
+    V2,
 }
 
 /// A device of the demo that publishes over MQTT.
@@ -416,11 +431,22 @@ fn demo_config(
     if let Some(url) = &args.influxdb_url {
         let _ = writeln!(
             cfg,
-            "[influxdb]\nurl = {url:?}\norg = {:?}\nbucket = {:?}\nbatch_size = 5000\nflush_interval = \"1s\"",
-            args.influxdb_org, args.influxdb_bucket
+            "[influxdb]\nurl = {url:?}\nbatch_size = 5000\nflush_interval = \"1s\""
         );
-        if let Some(t) = &args.influxdb_token_file {
-            let _ = writeln!(cfg, "token_file = {:?}", t.display().to_string());
+        match args.influxdb_api {
+            DemoInfluxApi::V2 => {
+                let _ = writeln!(
+                    cfg,
+                    "org = {:?}\nbucket = {:?}",
+                    args.influxdb_org, args.influxdb_bucket
+                );
+                if let Some(t) = &args.influxdb_token_file {
+                    let _ = writeln!(cfg, "token_file = {:?}", t.display().to_string());
+                }
+            }
+            DemoInfluxApi::V1 => {
+                let _ = writeln!(cfg, "api = \"v1\"\ndatabase = {:?}", args.influxdb_database);
+            }
         }
         cfg.push('\n');
     }
@@ -584,14 +610,27 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         settings.rules.len(),
         cfg_path.display()
     );
-    match &args.influxdb_url {
-        Some(u) => println!(
-            "writing telemetry to {u} (org {}, bucket {})",
+    match (&args.influxdb_url, args.influxdb_api) {
+        (Some(u), DemoInfluxApi::V2) => println!(
+            "writing telemetry to {u} (API v2, org {}, bucket {})",
             args.influxdb_org, args.influxdb_bucket
         ),
-        None => println!(
-            "no database: telemetry is encoded and counted; pass --influxdb-url to write it"
+        (Some(u), DemoInfluxApi::V1) => println!(
+            "writing telemetry to {u} (API v1, database {})",
+            args.influxdb_database
         ),
+        (None, _) => {
+            println!("no database: telemetry is encoded and counted; to write it, pass");
+            println!(
+                "  --influxdb-url http://127.0.0.1:8428                      (VictoriaMetrics)"
+            );
+            println!(
+                "  --influxdb-url http://127.0.0.1:8086 --influxdb-token-file FILE \\\n    --influxdb-org ORG --influxdb-bucket BUCKET                (InfluxDB 2.x, 3.x)"
+            );
+            println!(
+                "  --influxdb-url http://127.0.0.1:8086 --influxdb-api v1 \\\n    --influxdb-database facilityd                             (InfluxDB 1.x)"
+            );
+        }
     }
     println!("scripted faults:");
     for (_, _, from, until, what) in &script {

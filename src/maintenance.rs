@@ -97,14 +97,15 @@ pub struct Maintenance {
     gateway: Option<GatewayWatch>,
 }
 
-/// The gateway's own faults (DESIGN §4): work orders on the asset named by `gateway.id`.
+/// The gateway's own faults: work orders on the asset named by `gateway.id`.
 struct GatewayWatch {
     asset: Arc<AssetInfo>,
     faults: Arc<GatewayFaults>,
     log: Arc<LogStats>,
-    /// Per fault: whether it may have an open work order. Starts `true`, so that the first
+    /// Per fault: whether it was last seen on. Starts unknown, so that the first evidence
+    /// either way acts: a fault present from start-up opens its work order, and the first
     /// evidence that all is well resolves one left open by an earlier run.
-    active: [bool; 3],
+    active: [Option<bool>; 3],
 }
 
 /// Rule ids of the gateway's own work orders.
@@ -178,10 +179,10 @@ impl GatewayWatch {
         ];
         for (i, (rule, state, title, description)) in faults.into_iter().enumerate() {
             let Some(on) = state else { continue };
-            if on == self.active[i] {
+            if Some(on) == self.active[i] {
                 continue;
             }
-            self.active[i] = on;
+            self.active[i] = Some(on);
             let evidence = crate::rules::types::Evidence::default();
             out.push(Trigger {
                 asset: self.asset.clone(),
@@ -238,7 +239,7 @@ impl Maintenance {
             asset,
             faults,
             log,
-            active: [true; 3],
+            active: [None; 3],
         });
         self
     }

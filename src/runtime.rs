@@ -410,6 +410,7 @@ impl Gateway {
                 devices: view.clone(),
                 stats: self.mqtt.clone(),
                 max_payload_bytes: m.max_payload_bytes,
+                time_window: m.time_window,
                 tx: sink.tx.clone(),
             };
             subscribers.spawn(sub.run(incoming, sub_stop.clone()));

@@ -172,10 +172,20 @@ async fn garbage_answers_are_counted_and_never_stop_the_other_links() {
 /// A scripted HTTP peer: answers the n-th write with `script(n, body)`, records what it got.
 async fn scripted_http(
     script: impl Fn(usize, &str) -> u16 + Send + Sync + 'static,
-) -> (String, Arc<Mutex<Vec<(u16, String)>>>) {
+) -> (String, TimedLog) {
+    scripted_http_with(move |n, body| (script(n, body), None)).await
+}
+
+/// What the scripted peer got: the status it answered, the body, and when.
+type TimedLog = Arc<Mutex<Vec<(u16, String, std::time::Instant)>>>;
+
+/// [`scripted_http`] whose script may also set a `Retry-After` header.
+async fn scripted_http_with(
+    script: impl Fn(usize, &str) -> (u16, Option<&'static str>) + Send + Sync + 'static,
+) -> (String, TimedLog) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
-    let log: Arc<Mutex<Vec<(u16, String)>>> = Arc::default();
+    let log: TimedLog = Arc::default();
     let script = Arc::new(script);
     let l = log.clone();
     tokio::spawn(async move {
@@ -212,16 +222,21 @@ async fn scripted_http(
                     let body = String::from_utf8_lossy(&buf[head_end..head_end + len]).to_string();
                     buf.drain(..head_end + len);
                     let n = log.lock().unwrap().len();
-                    let code = script(n, &body);
-                    log.lock().unwrap().push((code, body));
+                    let (code, retry_after) = script(n, &body);
+                    log.lock()
+                        .unwrap()
+                        .push((code, body, std::time::Instant::now()));
                     let reason = if code == 204 { "No Content" } else { "Error" };
                     let text = if code == 204 {
                         String::new()
                     } else {
                         format!("{{\"code\":\"x\",\"message\":\"scripted {code}\"}}")
                     };
+                    let extra = retry_after
+                        .map(|r| format!("Retry-After: {r}\r\n"))
+                        .unwrap_or_default();
                     let resp = format!(
-                        "HTTP/1.1 {code} {reason}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{text}",
+                        "HTTP/1.1 {code} {reason}\r\n{extra}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{text}",
                         text.len()
                     );
                     if sock.write_all(resp.as_bytes()).await.is_err() {
@@ -340,8 +355,8 @@ async fn database_errors_are_retried_split_or_dead_lettered_never_dropped() {
     let got = log.lock().unwrap().clone();
     let delivered: String = got
         .iter()
-        .filter(|(c, _)| *c == 204)
-        .map(|(_, b)| b.as_str())
+        .filter(|(c, _, _)| *c == 204)
+        .map(|(_, b, _)| b.as_str())
         .collect();
     assert_eq!(
         delivered,
@@ -360,8 +375,8 @@ async fn database_errors_are_retried_split_or_dead_lettered_never_dropped() {
         .lock()
         .unwrap()
         .iter()
-        .filter(|(c, _)| *c == 204)
-        .map(|(_, b)| b.clone())
+        .filter(|(c, _, _)| *c == 204)
+        .map(|(_, b, _)| b.clone())
         .collect();
     assert_eq!(delivered, lines(0..13).body);
     assert_eq!(stats.lines_written.load(Relaxed), 13);
@@ -382,8 +397,8 @@ async fn database_errors_are_retried_split_or_dead_lettered_never_dropped() {
         .lock()
         .unwrap()
         .iter()
-        .filter(|(c, _)| *c == 204)
-        .flat_map(|(_, b)| b.lines().map(String::from).collect::<Vec<_>>())
+        .filter(|(c, _, _)| *c == 204)
+        .flat_map(|(_, b, _)| b.lines().map(String::from).collect::<Vec<_>>())
         .collect();
     written.sort();
     let mut expected: Vec<String> = lines(0..8)
@@ -423,10 +438,174 @@ async fn database_errors_are_retried_split_or_dead_lettered_never_dropped() {
         log.lock()
             .unwrap()
             .iter()
-            .filter(|(c, _)| *c == 401)
+            .filter(|(c, _, _)| *c == 401)
             .count(),
         3
     );
     assert_eq!(stats.lines_written.load(Relaxed), 3);
     assert_eq!(stats.lines_dead_lettered.load(Relaxed), 0);
+}
+
+/// The lines of a dead-letter file (without its comment lines).
+fn dead_lines(dir: &std::path::Path) -> String {
+    std::fs::read_to_string(dir.join("dead-letter.lp"))
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| format!("{l}\n"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_422_dead_letters_only_the_refused_line_and_forwarding_goes_on() {
+    // InfluxDB 2.x answers 422 to a batch with a field-type conflict and writes its other
+    // lines; the scripted peer refuses every batch that holds line 6.
+    let (url, log) = scripted_http(|_, body| if body.contains("v=6i") { 422 } else { 204 }).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (fw, app, stats, faults) = forwarder(&url, dir.path(), "a");
+    push(&app, lines(0..10)).await;
+    push(&app, lines(10..14)).await;
+    drain(fw, app).await;
+    assert_eq!(dead_lines(dir.path()), lines(6..7).body);
+    assert_eq!(stats.lines_dead_lettered.load(Relaxed), 1);
+    let mut written: Vec<String> = log
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(c, _, _)| *c == 204)
+        .flat_map(|(_, b, _)| b.lines().map(String::from).collect::<Vec<_>>())
+        .collect();
+    written.sort();
+    written.dedup();
+    let mut expected: Vec<String> = lines(0..14)
+        .body
+        .lines()
+        .filter(|l| !l.contains("v=6i"))
+        .map(String::from)
+        .collect();
+    expected.sort();
+    assert_eq!(written, expected, "every other line, the next batch too");
+    assert!(faults.database_unexpected().is_none() && faults.database_refused().is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_429_with_retry_after_waits_as_told() {
+    let (url, log) = scripted_http_with(|n, _| match n {
+        0 => (429, Some("3")),
+        _ => (204, None),
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let (fw, app, stats, _) = forwarder(&url, dir.path(), "a");
+    push(&app, lines(0..5)).await;
+    drain(fw, app).await;
+    let got = log.lock().unwrap().clone();
+    assert_eq!(got.len(), 2, "one refusal, one retry: {got:?}");
+    let waited = got[1].2 - got[0].2;
+    // The backoff alone would retry after 125-250 ms.
+    assert!(
+        waited >= Duration::from_millis(2900) && waited < Duration::from_secs(10),
+        "retried after {waited:?}, not after the 3 s Retry-After"
+    );
+    assert_eq!(stats.lines_written.load(Relaxed), 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_no_database_gives_holds_the_lines_and_raises_a_fault() {
+    // A proxy answering 405 three times, then the database behind it.
+    let (url, log) = scripted_http(|n, _| if n < 3 { 405 } else { 204 }).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (fw, app, stats, faults) = forwarder(&url, dir.path(), "a");
+    push(&app, lines(0..4)).await;
+    let seen = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watch = {
+        let (faults, seen) = (faults.clone(), seen.clone());
+        tokio::spawn(async move {
+            loop {
+                if faults
+                    .database_unexpected()
+                    .is_some_and(|w| w.contains("405"))
+                {
+                    seen.store(true, Relaxed);
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+    };
+    drain(fw, app).await;
+    watch.abort();
+    assert!(
+        seen.load(Relaxed),
+        "HTTP 405 did not raise the gateway fault"
+    );
+    assert!(faults.database_unexpected().is_none() && faults.database_ok());
+    let got = log.lock().unwrap().clone();
+    assert_eq!(got.iter().filter(|(c, _, _)| *c == 405).count(), 3);
+    let delivered: String = got
+        .iter()
+        .filter(|(c, _, _)| *c == 204)
+        .map(|(_, b, _)| b.as_str())
+        .collect();
+    assert_eq!(delivered, lines(0..4).body, "held, then written once");
+    assert_eq!(stats.lines_dead_lettered.load(Relaxed), 0);
+    assert_eq!(stats.failures_by_status(), [(405, 3)]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_opens_a_gateway_work_order_for_a_405() {
+    // A fault present from the first write on (the case that once never opened one).
+    let (url, _log) = scripted_http(|_, _| 405).await;
+    let sim = facilityd::sim::start(SimSpec {
+        ports: vec![SimPortSpec {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            devices: vec![SimDeviceSpec::new(1, "pump")],
+        }],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let port = support::free_port();
+    let cfg = format!(
+        "[gateway]\nid = \"gw-405\"\nstate_dir = {:?}\n\n[http]\nlisten = \"127.0.0.1:{port}\"\n\n[influxdb]\nurl = \"{url}\"\norg = \"o\"\nbucket = \"b\"\nflush_interval = \"200ms\"\n\n[[devices]]\nid = \"PU-1\"\nprofile = \"pump\"\ninterval = \"500ms\"\nmodbus = {{ url = \"tcp://{}\", unit = 1 }}\n",
+        dir.path().join("state").display().to_string(),
+        sim.addrs()[0]
+    );
+    let path = dir.path().join("facilityd.toml");
+    std::fs::write(&path, cfg).unwrap();
+    let mut gw = support::Daemon::start(
+        env!("CARGO_BIN_EXE_facilityd"),
+        &["run", "-c", &path.display().to_string()],
+        &[("RUST_LOG", "info")],
+    );
+    let api = format!("http://127.0.0.1:{port}/api/v1/work-orders?asset=gw-405");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let mut found = None;
+    while std::time::Instant::now() < deadline && found.is_none() {
+        if let Ok(r) = reqwest011::get(&api).await {
+            let list: serde_json::Value = r.json().await.unwrap_or_default();
+            found = list.as_array().and_then(|l| {
+                l.iter()
+                    .find(|w| w["rule"] == "gateway_database_unexpected")
+                    .cloned()
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let wo =
+        found.unwrap_or_else(|| panic!("no gateway work order for HTTP 405:\n{}", gw.output()));
+    assert_eq!(wo["status"], "open");
+    assert!(
+        wo["description"].as_str().unwrap_or("").contains("405"),
+        "{wo}"
+    );
+    assert!(gw.is_running(), "{}", gw.output());
+    gw.sigterm();
+    assert!(
+        gw.wait_with_timeout(Duration::from_secs(20))
+            .await
+            .is_some_and(|s| s.success()),
+        "{}",
+        gw.output()
+    );
 }

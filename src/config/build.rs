@@ -556,28 +556,28 @@ fn resolve_influxdb(
             }
         }
     };
-    let secret =
-        |issues: &mut Issues, key: &str, inline: &Option<Secret>, from: &Option<String>| match (
-            inline, from,
-        ) {
-            (Some(_), Some(_)) => {
-                issues.err(
-                    file,
-                    format!("influxdb.{key}_file"),
-                    format!(
-                        "set either `{key}` (or FACILITYD_INFLUXDB__{}) or `{key}_file`, not both",
-                        key.to_uppercase()
-                    ),
-                );
-                Secret::default()
-            }
-            (Some(t), None) => t.clone(),
-            (None, Some(f)) => read_secret_file(f).unwrap_or_else(|e| {
-                issues.err(file, format!("influxdb.{key}_file"), e);
-                Secret::default()
-            }),
-            (None, None) => Secret::default(),
-        };
+    let secret = |issues: &mut Issues,
+                  key: &str,
+                  inline: &Option<Secret>,
+                  from: &Option<String>| match (inline, from) {
+        (Some(_), Some(_)) => {
+            issues.err(
+                file,
+                format!("influxdb.{key}_file"),
+                format!(
+                    "set either `{key}` (or FACILITYD_INFLUXDB__{}) or `{key}_file`, not both",
+                    key.to_uppercase()
+                ),
+            );
+            Secret::default()
+        }
+        (Some(t), None) => t.clone(),
+        (None, Some(f)) => read_secret_file(f).unwrap_or_else(|e| {
+            issues.err(file, format!("influxdb.{key}_file"), e);
+            Secret::default()
+        }),
+        (None, None) => Secret::default(),
+    };
     let api = match api_name {
         InfluxApiName::V2 => {
             other_api(

@@ -131,6 +131,10 @@ pub struct MqttSection {
     pub keep_alive: Option<Duration>,
     /// Largest device payload taken (default 64KiB); larger ones are counted and dropped.
     pub max_payload_bytes: Option<ByteSize>,
+    /// Payload times older than this are refused (default 7d).
+    pub max_timestamp_age: Option<Duration>,
+    /// Payload times further ahead of the gateway's clock than this are refused (default 5m).
+    pub max_timestamp_ahead: Option<Duration>,
     /// Republish telemetry per device (off by default).
     pub publish_telemetry: Option<PublishTelemetryConfig>,
 }

@@ -45,6 +45,7 @@ pub struct MqttStats {
     pub oversized: AtomicU64,
     pub unknown_topic: AtomicU64,
     pub bad_timestamp: AtomicU64,
+    pub timestamp_out_of_range: AtomicU64,
     pub published_telemetry: AtomicU64,
     pub published_work_orders: AtomicU64,
     pub published_status: AtomicU64,
@@ -62,6 +63,7 @@ impl MqttStats {
             Cause::Oversized => &self.oversized,
             Cause::UnknownTopic => &self.unknown_topic,
             Cause::BadTimestamp => &self.bad_timestamp,
+            Cause::TimestampOutOfRange => &self.timestamp_out_of_range,
         };
         c.fetch_add(n, Relaxed);
     }
@@ -73,6 +75,7 @@ impl MqttStats {
             Cause::Oversized => &self.oversized,
             Cause::UnknownTopic => &self.unknown_topic,
             Cause::BadTimestamp => &self.bad_timestamp,
+            Cause::TimestampOutOfRange => &self.timestamp_out_of_range,
         }
         .load(Relaxed)
     }

@@ -37,15 +37,19 @@ pub enum Cause {
     UnknownTopic,
     /// A `timestamp` missing or unreadable: the time of receipt was used.
     BadTimestamp,
+    /// A payload time older than `max_timestamp_age` or further ahead than
+    /// `max_timestamp_ahead`: the message is refused, nothing of it is written.
+    TimestampOutOfRange,
 }
 
 impl Cause {
-    pub const ALL: [Cause; 5] = [
+    pub const ALL: [Cause; 6] = [
         Cause::Malformed,
         Cause::WrongType,
         Cause::Oversized,
         Cause::UnknownTopic,
         Cause::BadTimestamp,
+        Cause::TimestampOutOfRange,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -55,6 +59,7 @@ impl Cause {
             Cause::Oversized => "oversized",
             Cause::UnknownTopic => "unknown_topic",
             Cause::BadTimestamp => "bad_timestamp",
+            Cause::TimestampOutOfRange => "timestamp_out_of_range",
         }
     }
 }
@@ -63,6 +68,8 @@ impl Cause {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Decoded1 {
     pub timestamp_ns: i64,
+    /// The time came from the payload (not the time of receipt).
+    pub payload_time: bool,
     /// Good values, as (point index, value).
     pub values: Vec<(usize, Value)>,
     /// Values left out: `null`, `na`, out of range.
@@ -183,7 +190,10 @@ impl PayloadMap {
         };
         if let Some(ts) = &self.timestamp {
             match (&doc, timestamp(&doc, ts, received_ns)) {
-                (Doc::Json(_), Some(t)) => out.timestamp_ns = t,
+                (Doc::Json(_), Some(t)) => {
+                    out.timestamp_ns = t;
+                    out.payload_time = true;
+                }
                 (Doc::Json(_), None) => out.bad_timestamp = true,
                 // A plain value carries no time.
                 (Doc::Text(_), _) => {}
@@ -247,9 +257,9 @@ fn parse(payload: &[u8]) -> Result<Doc, Cause> {
     }
 }
 
-/// The time a payload carries, in ns; `None` when missing, unreadable, or more than a day
-/// ahead of `received_ns` (a clock or unit mistake).
-fn timestamp(doc: &Doc, ts: &TimestampConfig, received_ns: i64) -> Option<i64> {
+/// The time a payload carries, in ns; `None` when missing or unreadable. Whether it is
+/// plausible (not too old, not ahead of the clock) is the subscriber's [`TimeWindow`].
+fn timestamp(doc: &Doc, ts: &TimestampConfig, _received_ns: i64) -> Option<i64> {
     let Doc::Json(j) = doc else { return None };
     let v = j.pointer(&ts.json)?;
     let ns = match ts.format {
@@ -278,7 +288,30 @@ fn timestamp(doc: &Doc, ts: &TimestampConfig, received_ns: i64) -> Option<i64> {
             }
         }
     };
-    (ns > 0 && ns <= received_ns.saturating_add(86_400_000_000_000)).then_some(ns)
+    (ns > 0).then_some(ns)
+}
+
+/// The payload times taken: at most `max_age` before the time of receipt and `max_ahead`
+/// after it. Anything else is a device clock or unit mistake (or a replay of old data the
+/// database may no longer keep), and is refused rather than written at a wrong time.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TimeWindow {
+    pub max_age: std::time::Duration,
+    pub max_ahead: std::time::Duration,
+}
+
+impl TimeWindow {
+    pub const DEFAULT: TimeWindow = TimeWindow {
+        max_age: std::time::Duration::from_secs(7 * 86_400),
+        max_ahead: std::time::Duration::from_secs(300),
+    };
+
+    /// Whether a payload time `ts` received at `received` lies in the window.
+    pub fn accepts(&self, ts: i64, received: i64) -> bool {
+        let ns = |d: std::time::Duration| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX);
+        ts >= received.saturating_sub(ns(self.max_age))
+            && ts <= received.saturating_add(ns(self.max_ahead))
+    }
 }
 
 enum Read {

@@ -74,6 +74,8 @@ pub struct MqttSettings {
     pub password: Option<Secret>,
     pub keep_alive: Duration,
     pub max_payload_bytes: usize,
+    /// Payload times taken.
+    pub time_window: super::payload::TimeWindow,
     /// `facilityd-<gateway.id>`.
     pub client_id: String,
     /// `facilityd/<gateway.id>/status`: retained `online`, last will `offline`.
@@ -240,6 +242,19 @@ pub fn resolve(m: &MqttSection, gateway_id: &str) -> Result<MqttSettings, Vec<(S
         err("username", "must not be empty".into());
     }
 
+    let default_window = super::payload::TimeWindow::DEFAULT;
+    let time_window = super::payload::TimeWindow {
+        max_age: m.max_timestamp_age.map_or(default_window.max_age, |d| d.0),
+        max_ahead: m
+            .max_timestamp_ahead
+            .map_or(default_window.max_ahead, |d| d.0),
+    };
+    if time_window.max_age.is_zero() {
+        err(
+            "max_timestamp_age",
+            "expected a duration above zero (payload times are refused when older)".into(),
+        );
+    }
     let keep_alive = m.keep_alive.map_or(DEFAULT_KEEP_ALIVE, |d| d.0);
     if !keep_alive.is_zero()
         && (keep_alive < Duration::from_secs(1)
@@ -309,6 +324,7 @@ pub fn resolve(m: &MqttSection, gateway_id: &str) -> Result<MqttSettings, Vec<(S
         password,
         keep_alive,
         max_payload_bytes: max_payload as usize,
+        time_window,
         client_id: format!("facilityd-{gateway_id}"),
         status_topic: format!("facilityd/{}/status", level(gateway_id)),
         publish_telemetry,

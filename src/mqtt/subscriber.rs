@@ -25,7 +25,7 @@ use tracing::{debug, warn};
 
 use super::MqttStats;
 use super::client::{IncomingMessages, MqttClient};
-use super::payload::{Cause, PayloadMap};
+use super::payload::{Cause, PayloadMap, TimeWindow};
 use super::settings::Routing;
 use super::topic::Unrouted;
 use crate::config::{Device, DeviceSource};
@@ -97,11 +97,13 @@ pub struct Subscriber {
     pub devices: watch::Receiver<Arc<MqttDevices>>,
     pub stats: Arc<MqttStats>,
     pub max_payload_bytes: usize,
+    /// Payload times taken (others refuse the message).
+    pub time_window: TimeWindow,
     pub tx: mpsc::Sender<Record>,
 }
 
 struct Logs {
-    by_cause: [LogLimiter; 5],
+    by_cause: [LogLimiter; Cause::ALL.len()],
 }
 
 impl Logs {
@@ -262,6 +264,23 @@ impl Subscriber {
                 return None;
             }
         };
+        if decoded.payload_time && !self.time_window.accepts(decoded.timestamp_ns, received) {
+            self.stats.count(Cause::TimestampOutOfRange, 1);
+            errors.fetch_add(1, Relaxed);
+            if let Some(held) = logs.allow(Cause::TimestampOutOfRange) {
+                let ahead_s = (decoded.timestamp_ns - received) as f64 / 1e9;
+                warn!(
+                    cause = "timestamp_out_of_range",
+                    topic,
+                    payload_time_minus_now_s = ahead_s,
+                    max_age = %humantime::format_duration(self.time_window.max_age),
+                    max_ahead = %humantime::format_duration(self.time_window.max_ahead),
+                    suppressed = held,
+                    "MQTT message refused: its payload time is too old or ahead of the clock ([mqtt] max_timestamp_age, max_timestamp_ahead)"
+                );
+            }
+            return None;
+        }
         if decoded.wrong_type > 0 {
             self.stats
                 .count(Cause::WrongType, u64::from(decoded.wrong_type));
@@ -293,7 +312,9 @@ impl Subscriber {
             debug!(topic, "MQTT message with no value for the device's points");
             return None;
         }
-        stats.last_good_ns.fetch_max(decoded.timestamp_ns, Relaxed);
+        // Liveness is the time of receipt: a payload time (even one inside the window) says
+        // when the device measured, not that it is talking now.
+        stats.last_good_ns.fetch_max(received, Relaxed);
         Some(Reading {
             device: dev.slot,
             timestamp_ns: decoded.timestamp_ns,
