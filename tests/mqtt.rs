@@ -586,8 +586,20 @@ async fn bad_payloads_are_counted_and_do_not_disturb_the_rest() {
         json!({"ts": "soon", "car": {"floor": 5}}).to_string(),
     )
     .await; // bad timestamp: receipt time
+    pubr.publish(
+        topic,
+        true,
+        json!({"ts": base - 8 * 86_400_000, "car": {"floor": 8}}).to_string(),
+    )
+    .await; // older than max_timestamp_age (7 days): refused
+    pubr.publish(
+        topic,
+        true,
+        json!({"ts": base + 2 * 3_600_000, "car": {"floor": 9}}).to_string(),
+    )
+    .await; // an hour ahead of the clock: refused
     pubr.publish(topic, true, good(6)).await;
-    pubr.wait_acks(9, Duration::from_secs(10)).await;
+    pubr.wait_acks(11, Duration::from_secs(10)).await;
 
     let want = |s: &[ExportedSeries]| {
         let f = series_points(s, "elevator_car_floor", "LIFT-1");
@@ -618,6 +630,10 @@ async fn bad_payloads_are_counted_and_do_not_disturb_the_rest() {
             .any(|(t, v)| *v == 5.0 && *t > base + 3_000_000),
         "{floors:?}"
     );
+    assert!(
+        !floors.iter().any(|(_, v)| *v == 8.0 || *v == 9.0),
+        "a payload time outside the window was written: {floors:?}"
+    );
     assert_eq!(
         series_points(&series, "elevator_trips_total", "LIFT-1"),
         [(base + 2, 10.0)]
@@ -629,6 +645,7 @@ async fn bad_payloads_are_counted_and_do_not_disturb_the_rest() {
         ("oversized", 1.0),
         ("unknown_topic", 1.0),
         ("bad_timestamp", 1.0),
+        ("timestamp_out_of_range", 2.0),
     ] {
         let name = format!("facilityd_mqtt_payload_errors_total{{cause=\"{cause}\"}}");
         assert_eq!(gw.metric(&name).await, n, "{cause}");

@@ -570,6 +570,26 @@ mod tests {
     }
 
     #[test]
+    fn the_time_window_takes_a_week_back_and_five_minutes_ahead() {
+        let w = TimeWindow::DEFAULT;
+        let now = T0;
+        let s = 1_000_000_000i64;
+        assert!(w.accepts(now, now));
+        assert!(w.accepts(now - 7 * 86_400 * s, now));
+        assert!(!w.accepts(now - 7 * 86_400 * s - 1, now));
+        assert!(w.accepts(now + 300 * s, now));
+        assert!(!w.accepts(now + 300 * s + 1, now));
+        assert!(!w.accepts(i64::MAX, now) && !w.accepts(1, now));
+        // The payload's own time is reported as such (the subscriber applies the window).
+        let d = door();
+        let got = d
+            .decode(br#"{"ts":"1999-01-01T00:00:00Z","state":2}"#, None, T0)
+            .unwrap();
+        assert!(got.payload_time && !got.bad_timestamp);
+        assert!(!w.accepts(got.timestamp_ns, T0));
+    }
+
+    #[test]
     fn values_take_the_declared_field_type() {
         let p = PayloadMap::new(&profile(
             r#"
