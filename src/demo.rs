@@ -773,6 +773,8 @@ fn render(gw: &Gateway, capture: &CaptureWriter, to_db: bool, elapsed: Duration)
                         .cloned()
                         .flatten()
                         .map_or("-".to_string(), |(v, _)| match v {
+                            // Counts and floors are floats in telemetry but whole here.
+                            Value::Float(f) if f.fract() == 0.0 => format!("{f:.0}"),
                             Value::Float(f) => format!("{f:.2}"),
                             v => v.to_string(),
                         });
