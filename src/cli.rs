@@ -74,17 +74,32 @@ pub fn describe(s: &Settings) -> String {
     );
     match &s.influxdb {
         Some(ix) => {
+            let secret = match &ix.api {
+                crate::config::InfluxApi::V2 { token, .. } => {
+                    format!(
+                        "token {}",
+                        if token.0.is_empty() { "not set" } else { "set" }
+                    )
+                }
+                crate::config::InfluxApi::V1 {
+                    username, password, ..
+                } => match username {
+                    Some(u) => format!(
+                        "user {u:?} password {}",
+                        if password.0.is_empty() {
+                            "not set"
+                        } else {
+                            "set"
+                        }
+                    ),
+                    None => "no authentication".to_string(),
+                },
+            };
             let _ = writeln!(
                 out,
-                "influxdb: {} org {} bucket {} token {} batch {} lines / {}",
+                "influxdb: {} ({}) {secret} batch {} lines / {}",
                 ix.url,
-                ix.org,
-                ix.bucket,
-                if ix.token.0.is_empty() {
-                    "not set"
-                } else {
-                    "set"
-                },
+                ix.api.target(),
                 ix.batch_size,
                 humantime::format_duration(ix.flush_interval)
             );

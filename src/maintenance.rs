@@ -104,12 +104,13 @@ struct GatewayWatch {
     log: Arc<LogStats>,
     /// Per fault: whether it may have an open work order. Starts `true`, so that the first
     /// evidence that all is well resolves one left open by an earlier run.
-    active: [bool; 2],
+    active: [bool; 3],
 }
 
 /// Rule ids of the gateway's own work orders.
 pub const RULE_DATABASE_REFUSED: &str = "gateway_database_refused";
 pub const RULE_LOG_DISK: &str = "gateway_log_disk";
+pub const RULE_DATABASE_UNEXPECTED: &str = "gateway_database_unexpected";
 
 /// The gateway as an asset of its own work orders.
 pub fn gateway_asset(s: &crate::config::Settings) -> Arc<AssetInfo> {
@@ -135,6 +136,12 @@ impl GatewayWatch {
             None if self.faults.database_ok() => Some(false),
             None => None,
         };
+        let unexpected = self.faults.database_unexpected();
+        let odd = match &unexpected {
+            Some(_) => Some(true),
+            None if self.faults.database_ok() => Some(false),
+            None => None,
+        };
         let disk_failing = self.log.disk_failing.load(Relaxed) == 1;
         let disk = if disk_failing {
             Some(true)
@@ -151,6 +158,15 @@ impl GatewayWatch {
                 format!(
                     "The time-series database refuses facilityd's writes ({}). Telemetry is kept in the local log until it is fixed; check the [influxdb] token, org and bucket.",
                     refused.as_deref().unwrap_or("HTTP 401/403/404")
+                ),
+            ),
+            (
+                RULE_DATABASE_UNEXPECTED,
+                odd,
+                "Database URL answers writes unexpectedly".to_string(),
+                format!(
+                    "Telemetry writes get an answer no database gives ({}): a proxy, a redirect or another service may sit at [influxdb] url. Telemetry is kept in the local log until writes succeed.",
+                    unexpected.as_deref().unwrap_or("an unexpected HTTP status")
                 ),
             ),
             (
@@ -222,7 +238,7 @@ impl Maintenance {
             asset,
             faults,
             log,
-            active: [true; 2],
+            active: [true; 3],
         });
         self
     }

@@ -349,7 +349,7 @@ pub fn render(gw: &Gateway, extra: &str) -> String {
 /// The on-disk telemetry log: size, backlog, forwarding, drops, recovery (DESIGN §7).
 fn log_metrics(out: &mut String, gw: &Gateway) {
     let l = &gw.log_stats;
-    let scalars: [(&str, &str, &str, u64); 13] = [
+    let scalars: [(&str, &str, &str, u64); 14] = [
         (
             "facilityd_log_bytes",
             "gauge",
@@ -391,6 +391,12 @@ fn log_metrics(out: &mut String, gw: &Gateway) {
             "gauge",
             "1 while the database refuses our writes (HTTP 401, 403, 404).",
             gw.faults.database_refused().is_some() as u64,
+        ),
+        (
+            "facilityd_gateway_database_unexpected",
+            "gauge",
+            "1 while telemetry writes get an answer no database gives (a redirect, 405, an unexpected 2xx).",
+            gw.faults.database_unexpected().is_some() as u64,
         ),
         (
             "facilityd_log_appended_lines_total",
@@ -497,4 +503,16 @@ fn log_metrics(out: &mut String, gw: &Gateway) {
         escape_label(&file.display().to_string()),
         gw.telemetry.lines_dead_lettered.load(Relaxed)
     );
+    family(
+        out,
+        "facilityd_telemetry_write_failures_total",
+        "counter",
+        "Failed telemetry writes by the database's HTTP status (0: no answer: a network error or timeout).",
+    );
+    for (status, n) in gw.telemetry.failures_by_status() {
+        let _ = writeln!(
+            out,
+            "facilityd_telemetry_write_failures_total{{status=\"{status}\"}} {n}"
+        );
+    }
 }

@@ -147,6 +147,7 @@ async fn readyz(State(s): State<ApiState>) -> Response {
             "writer_running": l.writer_running.load(Relaxed) == 1,
         },
         "database_refused": s.gw.faults.database_refused(),
+        "database_unexpected": s.gw.faults.database_unexpected(),
         "telemetry_write_errors": t.write_errors.load(Relaxed),
     });
     // Ready: config loaded, stores open, and the telemetry log taking batches.

@@ -34,12 +34,45 @@ pub struct Gateway {
 #[derive(Debug, Clone)]
 pub struct InfluxSettings {
     pub url: url::Url,
-    pub org: String,
-    pub bucket: String,
-    pub token: Secret,
+    pub api: InfluxApi,
     pub batch_size: usize,
     pub flush_interval: Duration,
     pub timeout: Duration,
+}
+
+/// Which write API the database is reached by, with its own settings.
+#[derive(Debug, Clone)]
+pub enum InfluxApi {
+    /// `POST /api/v2/write?org=&bucket=`, `Authorization: Token`.
+    V2 {
+        org: String,
+        bucket: String,
+        token: Secret,
+    },
+    /// `POST /write?db=&rp=`, HTTP basic authentication when a user is set.
+    V1 {
+        database: String,
+        retention_policy: Option<String>,
+        username: Option<String>,
+        password: Secret,
+    },
+}
+
+impl InfluxApi {
+    /// Where the lines go, for logs and `check`: `bucket "b" of org "o"`.
+    pub fn target(&self) -> String {
+        match self {
+            InfluxApi::V2 { org, bucket, .. } => format!("API v2, org {org:?}, bucket {bucket:?}"),
+            InfluxApi::V1 {
+                database,
+                retention_policy,
+                ..
+            } => match retention_policy {
+                Some(rp) => format!("API v1, database {database:?}, retention policy {rp:?}"),
+                None => format!("API v1, database {database:?}"),
+            },
+        }
+    }
 }
 
 /// `[storage]`, resolved.
@@ -227,64 +260,10 @@ pub(crate) fn build(loaded: Loaded) -> Result<Settings, ConfigError> {
         );
     }
 
-    let influxdb = cfg.influxdb.as_ref().and_then(|ix| {
-        let mut missing = false;
-        let mut need = |key: &str, v: &Option<String>| -> String {
-            match v {
-                Some(s) if !s.trim().is_empty() => s.clone(),
-                _ => {
-                    missing = true;
-                    issues.err(&main_file, format!("influxdb.{key}"), format!("expected `{key}` in [influxdb]"));
-                    String::new()
-                }
-            }
-        };
-        let url_s = need("url", &ix.url);
-        let org = need("org", &ix.org);
-        let bucket = need("bucket", &ix.bucket);
-        let url = match url::Url::parse(&url_s) {
-            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Some(u),
-            _ if missing => None,
-            _ => {
-                issues.err(&main_file, "influxdb.url", format!("expected an http:// or https:// URL such as http://127.0.0.1:8086, found {url_s:?}"));
-                None
-            }
-        };
-        if let Some(u) = &url
-            && !matches!(u.path(), "" | "/")
-        {
-            issues.warn(&main_file, "influxdb.url", format!("the path {:?} is ignored: writes go to {}/api/v2/write", u.path(), u.origin().ascii_serialization()));
-        }
-        let token = match (&ix.token, &ix.token_file) {
-            (Some(_), Some(_)) => {
-                issues.err(&main_file, "influxdb.token_file", "set either `token` (or FACILITYD_INFLUXDB__TOKEN) or `token_file`, not both");
-                Secret::default()
-            }
-            (Some(t), None) => t.clone(),
-            (None, Some(f)) => read_secret_file(f).unwrap_or_else(|e| {
-                issues.err(&main_file, "influxdb.token_file", e);
-                Secret::default()
-            }),
-            (None, None) => Secret::default(),
-        };
-        let batch_size = ix.batch_size.unwrap_or(5000);
-        if batch_size == 0 {
-            issues.err(&main_file, "influxdb.batch_size", "expected at least 1 line per batch");
-        }
-        let flush_interval = ix.flush_interval.map_or(Duration::from_secs(1), |d| d.0);
-        if flush_interval.is_zero() {
-            issues.err(&main_file, "influxdb.flush_interval", "expected a duration above zero");
-        }
-        Some(InfluxSettings {
-            url: url?,
-            org,
-            bucket,
-            token,
-            batch_size,
-            flush_interval,
-            timeout: ix.timeout.map_or(Duration::from_secs(10), |d| d.0),
-        })
-    });
+    let influxdb = cfg
+        .influxdb
+        .as_ref()
+        .and_then(|ix| resolve_influxdb(ix, &main_file, &mut issues));
 
     let mut mqtt =
         cfg.mqtt
@@ -541,6 +520,145 @@ pub(crate) fn build(loaded: Loaded) -> Result<Settings, ConfigError> {
     })
 }
 
+/// `[influxdb]`: the write API with its keys (those of the other API are errors), the URL and
+/// the secrets.
+fn resolve_influxdb(
+    ix: &super::schema::InfluxSection,
+    file: &str,
+    issues: &mut Issues,
+) -> Option<InfluxSettings> {
+    use super::schema::InfluxApiName;
+    let api_name = ix.api.unwrap_or(InfluxApiName::V2);
+    let mut missing = false;
+    let mut need = |issues: &mut Issues, key: &str, v: &Option<String>| -> String {
+        match v {
+            Some(s) if !s.trim().is_empty() => s.clone(),
+            _ => {
+                missing = true;
+                issues.err(
+                    file,
+                    format!("influxdb.{key}"),
+                    format!("expected `{key}` in [influxdb]"),
+                );
+                String::new()
+            }
+        }
+    };
+    let url_s = need(issues, "url", &ix.url);
+    let other_api = |issues: &mut Issues, keys: &[(&str, bool)], api: &str| {
+        for (key, set) in keys {
+            if *set {
+                issues.err(
+                    file,
+                    format!("influxdb.{key}"),
+                    format!("`{key}` belongs to api = \"{api}\"; set api = \"{api}\" or remove it"),
+                );
+            }
+        }
+    };
+    let secret =
+        |issues: &mut Issues, key: &str, inline: &Option<Secret>, from: &Option<String>| match (
+            inline, from,
+        ) {
+            (Some(_), Some(_)) => {
+                issues.err(
+                    file,
+                    format!("influxdb.{key}_file"),
+                    format!(
+                        "set either `{key}` (or FACILITYD_INFLUXDB__{}) or `{key}_file`, not both",
+                        key.to_uppercase()
+                    ),
+                );
+                Secret::default()
+            }
+            (Some(t), None) => t.clone(),
+            (None, Some(f)) => read_secret_file(f).unwrap_or_else(|e| {
+                issues.err(file, format!("influxdb.{key}_file"), e);
+                Secret::default()
+            }),
+            (None, None) => Secret::default(),
+        };
+    let api = match api_name {
+        InfluxApiName::V2 => {
+            other_api(
+                issues,
+                &[
+                    ("database", ix.database.is_some()),
+                    ("retention_policy", ix.retention_policy.is_some()),
+                    ("username", ix.username.is_some()),
+                    ("password", ix.password.is_some()),
+                    ("password_file", ix.password_file.is_some()),
+                ],
+                "v1",
+            );
+            let org = need(issues, "org", &ix.org);
+            let bucket = need(issues, "bucket", &ix.bucket);
+            let token = secret(issues, "token", &ix.token, &ix.token_file);
+            InfluxApi::V2 { org, bucket, token }
+        }
+        InfluxApiName::V1 => {
+            other_api(
+                issues,
+                &[
+                    ("org", ix.org.is_some()),
+                    ("bucket", ix.bucket.is_some()),
+                    ("token", ix.token.is_some()),
+                    ("token_file", ix.token_file.is_some()),
+                ],
+                "v2",
+            );
+            let database = need(issues, "database", &ix.database);
+            let password = secret(issues, "password", &ix.password, &ix.password_file);
+            let username = ix.username.clone().filter(|u| !u.is_empty());
+            if username.is_none() && !password.0.is_empty() {
+                issues.err(file, "influxdb.username", "a password needs `username`");
+            }
+            InfluxApi::V1 {
+                database,
+                retention_policy: ix.retention_policy.clone().filter(|r| !r.is_empty()),
+                username,
+                password,
+            }
+        }
+    };
+    let url = match url::Url::parse(&url_s) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Some(u),
+        _ if missing => None,
+        _ => {
+            issues.err(file, "influxdb.url", format!("expected an http:// or https:// URL such as http://127.0.0.1:8086, found {url_s:?}"));
+            None
+        }
+    };
+    if let Some(u) = &url
+        && (u.query().is_some() || u.fragment().is_some())
+    {
+        issues.err(file, "influxdb.url", "expected a base URL without a query or fragment: facilityd adds the write API's path and parameters");
+    }
+    let batch_size = ix.batch_size.unwrap_or(5000);
+    if batch_size == 0 {
+        issues.err(
+            file,
+            "influxdb.batch_size",
+            "expected at least 1 line per batch",
+        );
+    }
+    let flush_interval = ix.flush_interval.map_or(Duration::from_secs(1), |d| d.0);
+    if flush_interval.is_zero() {
+        issues.err(
+            file,
+            "influxdb.flush_interval",
+            "expected a duration above zero",
+        );
+    }
+    Some(InfluxSettings {
+        url: url?,
+        api,
+        batch_size,
+        flush_interval,
+        timeout: ix.timeout.map_or(Duration::from_secs(10), |d| d.0),
+    })
+}
+
 /// [`Settings::restart_keys`]: what `run` reads once at start-up (the state directory, the
 /// API's address and token file, the InfluxDB writer, the MQTT connection, the storage bounds,
 /// response times and the notifiers). Devices, profiles and rules are not here: a reload
@@ -567,10 +685,20 @@ fn restart_keys(
     match (&cfg.influxdb, influxdb) {
         (Some(ix), Some(resolved)) => {
             put("influxdb.url", resolved.url.to_string());
-            put("influxdb.org", resolved.org.clone());
-            put("influxdb.bucket", resolved.bucket.clone());
-            put("influxdb.token", secret_digest(&resolved.token));
-            put("influxdb.token_file", format!("{:?}", ix.token_file));
+            put("influxdb.api", resolved.api.target());
+            match &resolved.api {
+                InfluxApi::V2 { token, .. } => {
+                    put("influxdb.token", secret_digest(token));
+                    put("influxdb.token_file", format!("{:?}", ix.token_file));
+                }
+                InfluxApi::V1 {
+                    username, password, ..
+                } => {
+                    put("influxdb.username", format!("{username:?}"));
+                    put("influxdb.password", secret_digest(password));
+                    put("influxdb.password_file", format!("{:?}", ix.password_file));
+                }
+            }
             put("influxdb.batch_size", resolved.batch_size.to_string());
             put(
                 "influxdb.flush_interval",

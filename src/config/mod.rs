@@ -8,7 +8,7 @@ pub mod schema;
 pub mod units;
 
 pub use build::{
-    Device, DeviceSource, Gateway, InfluxSettings, ModbusSource, Notifiers, Settings,
+    Device, DeviceSource, Gateway, InfluxApi, InfluxSettings, ModbusSource, Notifiers, Settings,
     StorageSettings, asset_info,
 };
 pub use load::{load, load_with_env};

@@ -75,10 +75,22 @@ pub struct HttpSection {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct InfluxSection {
-    /// Base URL of the InfluxDB v2 write API, e.g. http://127.0.0.1:8086.
+    /// Which write API: `v2` (default: `/api/v2/write` with org, bucket and token; InfluxDB
+    /// 2.x, 3.x, 1.8+, VictoriaMetrics) or `v1` (`/write` with database and retention policy;
+    /// InfluxDB 1.x).
+    pub api: Option<InfluxApiName>,
+    /// Base URL of the database, e.g. http://127.0.0.1:8086 (a path is kept as a prefix).
     pub url: Option<String>,
     pub org: Option<String>,
     pub bucket: Option<String>,
+    /// `api = "v1"`: the database and, optionally, its retention policy.
+    pub database: Option<String>,
+    pub retention_policy: Option<String>,
+    /// `api = "v1"` with authentication: the user, and the password (prefer `password_file`
+    /// or FACILITYD_INFLUXDB__PASSWORD).
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+    pub password_file: Option<String>,
     /// The API token (prefer `token_file` or FACILITYD_INFLUXDB__TOKEN).
     pub token: Option<Secret>,
     /// File holding the API token (systemd credentials).
@@ -89,6 +101,14 @@ pub struct InfluxSection {
     pub flush_interval: Option<Duration>,
     /// Timeout of one write request (default 10s).
     pub timeout: Option<Duration>,
+}
+
+/// `[influxdb] api`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InfluxApiName {
+    V1,
+    V2,
 }
 
 /// `[mqtt]`: the broker that MQTT devices publish to, and MQTT notifiers and telemetry publish

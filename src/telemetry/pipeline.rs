@@ -46,35 +46,73 @@ pub struct TelemetryStats {
     /// Lines lost: the log writer was gone (only at shutdown), or the dead-letter file could
     /// not be written.
     pub lines_dropped: AtomicU64,
+    /// Failed writes by the database's HTTP status (0: no answer: network error, timeout).
+    pub write_failures_by_status: Mutex<std::collections::BTreeMap<u16, u64>>,
 }
 
-/// Faults of the gateway itself, raised as work orders on the gateway's own asset (DESIGN §4).
+impl TelemetryStats {
+    fn count_failure(&self, status: u16) {
+        self.write_errors.fetch_add(1, Relaxed);
+        *self
+            .write_failures_by_status
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(status)
+            .or_default() += 1;
+    }
+
+    /// Failed writes by HTTP status, for `/metrics`.
+    pub fn failures_by_status(&self) -> Vec<(u16, u64)> {
+        self.write_failures_by_status
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(k, v)| (*k, *v))
+            .collect()
+    }
+}
+
+/// Faults of the gateway itself, raised as work orders on the gateway's own asset.
 #[derive(Debug, Default)]
 pub struct GatewayFaults {
     /// The database refuses our writes (HTTP 401, 403, 404): what it said.
     pub database_refused: Mutex<Option<String>>,
+    /// Writes get an answer no database gives (a redirect, 405, an unexpected 2xx): what.
+    pub database_unexpected: Mutex<Option<String>>,
     /// A write has succeeded since start-up.
     pub database_written: std::sync::atomic::AtomicBool,
 }
 
+fn get(m: &Mutex<Option<String>>) -> Option<String> {
+    m.lock().unwrap_or_else(|p| p.into_inner()).clone()
+}
+
+fn set(m: &Mutex<Option<String>>, why: Option<String>) {
+    *m.lock().unwrap_or_else(|p| p.into_inner()) = why;
+}
+
 impl GatewayFaults {
     pub fn set_database_refused(&self, why: Option<String>) {
-        *self
-            .database_refused
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()) = why;
+        set(&self.database_refused, why)
     }
 
-    /// The database has taken a write since start-up (and refuses none now).
+    pub fn set_database_unexpected(&self, why: Option<String>) {
+        set(&self.database_unexpected, why)
+    }
+
+    /// The database has taken a write since start-up (and none fails for a held reason now).
     pub fn database_ok(&self) -> bool {
-        self.database_written.load(Relaxed) && self.database_refused().is_none()
+        self.database_written.load(Relaxed)
+            && self.database_refused().is_none()
+            && self.database_unexpected().is_none()
     }
 
     pub fn database_refused(&self) -> Option<String> {
-        self.database_refused
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        get(&self.database_refused)
+    }
+
+    pub fn database_unexpected(&self) -> Option<String> {
+        get(&self.database_unexpected)
     }
 }
 
@@ -399,9 +437,12 @@ impl Forwarder {
                         info!("database writes succeed again");
                         failing = false;
                     }
-                    if self.faults.database_refused().is_some() {
+                    if self.faults.database_refused().is_some()
+                        || self.faults.database_unexpected().is_some()
+                    {
                         info!("the database takes our writes again");
                         self.faults.set_database_refused(None);
+                        self.faults.set_database_unexpected(None);
                     }
                     continue;
                 }
@@ -421,26 +462,63 @@ impl Forwarder {
                         continue;
                     }
                 },
-                // Bisect down to the lines the database refuses; the others are written (a
-                // line written twice is overwritten in place).
-                Err(WriteError::Rejected(text)) => match part.split() {
-                    (a, Some(b)) => {
-                        parts.push_front(b);
-                        parts.push_front(a);
-                        continue;
+                // Bisect down to the lines the database refuses; the others are written
+                // (InfluxDB writes the valid lines of a refused batch too; a line written
+                // twice is overwritten in place).
+                Err(WriteError::Rejected { status, text }) => {
+                    self.stats.count_failure(status);
+                    match part.split() {
+                        (a, Some(b)) => {
+                            parts.push_front(b);
+                            parts.push_front(a);
+                        }
+                        (a, None) => {
+                            self.dead_letter(&a.body, &format!("HTTP {status}: {text}"))
+                                .await;
+                        }
                     }
-                    (a, None) => {
-                        self.dead_letter(&a.body, &text).await;
-                        continue;
-                    }
-                },
+                    continue;
+                }
                 Err(WriteError::Refused { status, text }) => {
+                    self.stats.count_failure(status);
                     let why = format!("HTTP {status}: {text}");
                     if self.faults.database_refused().as_deref() != Some(why.as_str()) {
-                        error!(status, reason = %text, "the database refuses our writes (check [influxdb] token, org and bucket); telemetry stays in the local log");
+                        error!(status, reason = %text, "the database refuses our writes (check the [influxdb] credentials, org, bucket or database); telemetry stays in the local log");
                         self.faults.set_database_refused(Some(why));
                     }
-                    part
+                    if !self.wait(&mut backoff, None, stop).await {
+                        return Outcome::Stopped;
+                    }
+                    parts.push_front(part);
+                    continue;
+                }
+                Err(WriteError::Unexpected { status, text }) => {
+                    self.stats.count_failure(status);
+                    let why = format!("HTTP {status}: {text}");
+                    if self.faults.database_unexpected().as_deref() != Some(why.as_str()) {
+                        error!(status, reason = %text, "the database URL answers writes as no database does (a proxy, a redirect, another service?); telemetry stays in the local log");
+                        self.faults.set_database_unexpected(Some(why));
+                    }
+                    if !self.wait(&mut backoff, None, stop).await {
+                        return Outcome::Stopped;
+                    }
+                    parts.push_front(part);
+                    continue;
+                }
+                Err(WriteError::Throttled {
+                    status,
+                    retry_after,
+                    text,
+                }) => {
+                    self.stats.count_failure(status);
+                    if let Some(held) = log.allow() {
+                        error!(status, reason = %text, retry_after_ms = retry_after.map(|d| d.as_millis() as u64), suppressed = held, "database busy; the lines stay in the log, retrying");
+                    }
+                    if !self.wait(&mut backoff, retry_after, stop).await {
+                        return Outcome::Stopped;
+                    }
+                    parts.push_front(part);
+                    continue;
                 }
                 Err(e) => {
                     if let Some(held) = log.allow() {
@@ -450,22 +528,42 @@ impl Forwarder {
                     part
                 }
             };
-            self.stats.write_errors.fetch_add(1, Relaxed);
+            self.stats.count_failure(0);
             failing = true;
-            // Nothing goes through while this lasts.
-            self.log
-                .stats
-                .forward_rate_bits
-                .store(0f64.to_bits(), Relaxed);
             parts.push_front(retry);
-            let wait = backoff.mul_f64(rand::rng().random_range(0.5..1.0));
-            backoff = (backoff * 2).min(BACKOFF_MAX);
-            tokio::select! {
-                _ = stop.cancelled() => return Outcome::Stopped,
-                _ = sleep(wait) => {}
+            if !self.wait(&mut backoff, None, stop).await {
+                return Outcome::Stopped;
             }
         }
         Outcome::Written
+    }
+
+    /// Waits before a retry: `exactly` when the database said how long (`Retry-After`), else
+    /// the backoff with jitter, which then doubles up to [`BACKOFF_MAX`]. False when `stop`
+    /// fires first.
+    async fn wait(
+        &self,
+        backoff: &mut Duration,
+        exactly: Option<Duration>,
+        stop: &CancellationToken,
+    ) -> bool {
+        // Nothing goes through while this lasts.
+        self.log
+            .stats
+            .forward_rate_bits
+            .store(0f64.to_bits(), Relaxed);
+        let wait = match exactly {
+            Some(d) => d,
+            None => {
+                let w = backoff.mul_f64(rand::rng().random_range(0.5..1.0));
+                *backoff = (*backoff * 2).min(BACKOFF_MAX);
+                w
+            }
+        };
+        tokio::select! {
+            _ = stop.cancelled() => false,
+            _ = sleep(wait) => true,
+        }
     }
 
     async fn dead_letter(&self, body: &str, why: &str) {
