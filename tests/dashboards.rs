@@ -415,7 +415,7 @@ async fn every_dashboard_query_runs_on_influxdb_and_prometheus_filled_by_the_dae
         "[gateway]\nid = \"gw-dash\"\nsite = \"tower-a\"\nstate_dir = {:?}\n\n[http]\nlisten = \"127.0.0.1:{http_port}\"\n\n{}\n[mqtt]\nurl = {:?}\n\n\
          [[notify]]\ntype = \"webhook\"\nid = \"cmms\"\nurl = \"http://127.0.0.1:{}/hook\"\n\n",
         dir.path().join("state").display().to_string(),
-        influx_section_via_proxy(&influx).await,
+        influx_section(&influx),
         broker.url(),
         free_port(),
     );
@@ -525,45 +525,10 @@ async fn every_dashboard_query_runs_on_influxdb_and_prometheus_filled_by_the_dae
     assert!(checked > 200, "only {checked} queries ran");
 }
 
-/// DEVELOPMENT ONLY, until the daemon's InfluxDB 1.x writer (`api = "v1"`) is merged: the
-/// daemon writes through its v2 client to this proxy, which hands the unchanged body to
-/// influxd's 1.x `/write`.
-async fn influx_section_via_proxy(influx: &InfluxDb1) -> String {
-    use axum::body::Bytes;
-    use axum::extract::{Query, State};
-    use axum::http::StatusCode;
-    let app = axum::Router::new()
-        .route(
-            "/api/v2/write",
-            axum::routing::post(
-                |State(u): State<String>,
-                 Query(q): Query<BTreeMap<String, String>>,
-                 body: Bytes| async move {
-                    let precision = match q.get("precision").map(String::as_str) {
-                        Some("ns") | None => "n".to_string(),
-                        Some("us") => "u".to_string(),
-                        Some(p) => p.to_string(),
-                    };
-                    let r = reqwest011::Client::new()
-                        .post(format!("{u}/write?db=facilityd&precision={precision}"))
-                        .body(body.to_vec())
-                        .send()
-                        .await;
-                    match r {
-                        Ok(r) => (
-                            StatusCode::from_u16(r.status().as_u16()).unwrap(),
-                            r.text().await.unwrap_or_default(),
-                        ),
-                        Err(e) => (StatusCode::BAD_GATEWAY, e.to_string()),
-                    }
-                },
-            ),
-        )
-        .with_state(influx.url());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+/// The `[influxdb]` section that makes the daemon write to `influx`'s database `facilityd`.
+fn influx_section(influx: &InfluxDb1) -> String {
     format!(
-        "[influxdb]\nurl = \"http://{addr}\"\norg = \"facility\"\nbucket = \"facilityd\"\ntoken = \"t\"\nflush_interval = \"200ms\"\n"
+        "[influxdb]\napi = \"v1\"\nurl = {:?}\ndatabase = \"facilityd\"\nflush_interval = \"200ms\"\n",
+        influx.url()
     )
 }

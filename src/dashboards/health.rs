@@ -224,7 +224,7 @@ fn rows() -> Vec<(&'static str, Vec<Chart>)> {
                 ),
                 chart(
                     "Database write errors",
-                    "Failed database writes (retried) and refused log writes, per second.",
+                    "Failed database writes (retried), by HTTP status (0: no answer), and refused log writes, per second.",
                     "ops",
                     vec![
                         (
