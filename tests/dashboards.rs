@@ -122,6 +122,11 @@ const CUSTOM_CONFIG: &str = r#"
 id = "gw-custom"
 site = "plant"
 
+[influxdb]
+api = "v1"
+url = "http://127.0.0.1:8086"
+database = "plantdb"
+
 [[profiles]]
 name = "chiller_x"
 device_type = "other"
@@ -168,6 +173,9 @@ fn cli_writes_a_dashboard_for_a_custom_measurement_with_its_points() {
             "{f} not reported: {stdout}"
         );
     }
+    // Grafana queries the database the daemon writes.
+    let ds = std::fs::read_to_string(out.join("provisioning/datasources/facilityd.yaml")).unwrap();
+    assert!(ds.contains("\n      dbName: plantdb\n"), "{ds}");
     // Only the measurements in use: no built-in device type's dashboard.
     assert!(!out.join("dashboards/facilityd-elevator.json").exists());
     let problems = check::structure(&out);

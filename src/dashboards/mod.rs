@@ -24,8 +24,20 @@ use serde_json::Value;
 use crate::config::{self, ConfigError, Settings};
 use crate::profile::{Point, Profile};
 
-/// The InfluxDB database the shipped data-source file names.
+/// The InfluxDB database the data-source file names when the configuration has no
+/// `[influxdb]` (the shipped files).
 pub const DEFAULT_DATABASE: &str = "facilityd";
+
+/// The database name InfluxQL queries go to: the 1.x database written to, or for the v2 API
+/// the bucket (InfluxDB 2.x maps a bucket to a database of its name unless a DBRP mapping
+/// says otherwise).
+fn database(s: &Settings) -> &str {
+    match s.influxdb.as_ref().map(|i| &i.api) {
+        Some(config::InfluxApi::V1 { database, .. }) => database,
+        Some(config::InfluxApi::V2 { bucket, .. }) => bucket,
+        None => DEFAULT_DATABASE,
+    }
+}
 
 /// The points written to one measurement, over every profile in use that writes it.
 #[derive(Debug, Clone)]
@@ -181,7 +193,7 @@ pub fn files(s: &Settings) -> Vec<(PathBuf, String)> {
         .collect();
     out.push((
         Path::new("provisioning/datasources/facilityd.yaml").to_path_buf(),
-        provisioning::datasources(DEFAULT_DATABASE, &min_interval(s)),
+        provisioning::datasources(database(s), &min_interval(s)),
     ));
     out.push((
         Path::new("provisioning/dashboards/facilityd.yaml").to_path_buf(),
