@@ -6,7 +6,9 @@
 # `cargo test --all-targets ARGS...` and exits with its status:
 #   - Debian packages: victoria-metrics (the database in tests), influxdb (InfluxDB
 #     1.x: a real engine that enforces field types and answers the dashboards'
-#     InfluxQL; the tests start their own influxd, never the packaged service), mosquitto (the
+#     InfluxQL; the tests start their own influxd, never the packaged service), prometheus
+#     (runs the gateway-health dashboard's PromQL on the daemon's /metrics in
+#     tests/dashboards.rs; started by the test, never the packaged service), mosquitto (the
 #     MQTT broker in tests), socat (serial-port pairs), libssl-dev and pkg-config
 #     (native-tls), systemd (`systemd-analyze security --offline=yes` scores
 #     systemd/facilityd.service in tests/systemd.rs); `apt-get update` once, then
@@ -23,7 +25,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 PYMODBUS_VERSION=3.8.6
 PYSERIAL_VERSION=3.5
 VENV=target/test-venv
-APT_PACKAGES=(victoria-metrics influxdb mosquitto socat libssl-dev pkg-config systemd util-linux)
+APT_PACKAGES=(victoria-metrics influxdb mosquitto socat libssl-dev pkg-config systemd util-linux prometheus)
 
 say() { printf '==> test.sh: %s\n' "$*" >&2; }
 

@@ -7,6 +7,7 @@
 pub mod api;
 pub mod cli;
 pub mod config;
+pub mod dashboards;
 pub mod demo;
 pub mod maintenance;
 pub mod modbus;

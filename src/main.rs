@@ -36,6 +36,14 @@ enum Command {
     },
     /// Simulated equipment and the gateway in one process; no external services needed.
     Demo(facilityd::demo::DemoArgs),
+    /// Write Grafana dashboards for the configured devices' profiles, and provisioning files.
+    Dashboards {
+        #[arg(short, long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Output directory: dashboards/*.json and provisioning/ are written into it.
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
     /// Modbus TCP simulators of the built-in device types, with fault injection.
     Simulate(facilityd::sim::SimulateArgs),
     /// Read registers once from a device and print raw and decoded values.
@@ -89,6 +97,24 @@ fn main() -> ExitCode {
                 Err(e) => {
                     eprintln!("{e}");
                     eprintln!("configuration invalid: {}", path.display());
+                    ExitCode::from(1)
+                }
+            }
+        }
+        Command::Dashboards { config, out } => {
+            let path = cli::config_path(config);
+            match facilityd::dashboards::run(&path, &out) {
+                Ok(report) => {
+                    print!("{report}");
+                    ExitCode::SUCCESS
+                }
+                Err(e @ facilityd::dashboards::DashboardsError::Config(_)) => {
+                    eprintln!("{e}");
+                    eprintln!("configuration invalid: {}", path.display());
+                    ExitCode::from(1)
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
                     ExitCode::from(1)
                 }
             }
