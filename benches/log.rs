@@ -232,7 +232,11 @@ async fn drain(ingest: u64, outage: u64) {
         log: log.clone(),
         stats: tstats.clone(),
         batch_size: 5000,
-        dead_letter: dir.path().join("dead-letter.lp"),
+        dead_letter: Arc::new(facilityd::telemetry::dead_letter::DeadLetter::new(
+            dir.path(),
+            64 << 20,
+            Arc::default(),
+        )),
         faults: Arc::new(GatewayFaults::default()),
     };
     let drained = CancellationToken::new();

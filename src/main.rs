@@ -51,6 +51,9 @@ enum Command {
     /// List, show, acknowledge, resolve or close work orders of the running daemon.
     #[command(name = "work-orders")]
     WorkOrders(facilityd::wo_client::WorkOrdersArgs),
+    /// List the telemetry dead-letter files, or re-send their lines to the database.
+    #[command(name = "dead-letters")]
+    DeadLetters(facilityd::telemetry::dead_letter_cmd::DeadLettersArgs),
 }
 
 #[derive(clap::Args)]
@@ -135,6 +138,10 @@ fn main() -> ExitCode {
         Command::WorkOrders(a) => {
             cli::init_logging("warn");
             block_on(facilityd::wo_client::run(a))
+        }
+        Command::DeadLetters(a) => {
+            cli::init_logging("warn");
+            block_on(facilityd::telemetry::dead_letter_cmd::run(a))
         }
         Command::Probe(a) => {
             cli::init_logging("warn");

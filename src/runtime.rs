@@ -29,6 +29,7 @@ use crate::mqtt::MqttStats;
 use crate::mqtt::republish::Republisher;
 use crate::mqtt::subscriber::{MqttDevice, MqttDevices, Subscriber, run_status};
 use crate::reload::{CurrentDevices, DeviceSet, DeviceSlots, ReloadRequest, ReloadStats, Reloader};
+use crate::telemetry::dead_letter::DeadLetter;
 use crate::telemetry::influx::{InfluxWriter, LineWriter};
 use crate::telemetry::line::LineEncoder;
 use crate::telemetry::log::{LogConfig, LogStats, TelemetryLog};
@@ -465,6 +466,14 @@ impl Gateway {
         let forward_drain = CancellationToken::new();
         let ix = s.influxdb.as_ref();
         let batch_size = ix.map_or(5000, |i| i.batch_size);
+        let dead_letter = Arc::new(DeadLetter::new(
+            &s.gateway.state_dir,
+            s.storage.dead_letter_max_bytes,
+            self.telemetry.dead_letter.clone(),
+        ));
+        // Its size for /metrics before the gateway is ready, then every 30 s.
+        dead_letter.clone().refresh_in_background().await;
+        tokio::spawn(dead_letter.clone().watch(shutdown.clone()));
         let forwarder = match writer {
             Some(writer) => {
                 let fw = Forwarder {
@@ -472,7 +481,7 @@ impl Gateway {
                     log: log.clone(),
                     stats: self.telemetry.clone(),
                     batch_size,
-                    dead_letter: s.gateway.state_dir.join(DEAD_LETTER_FILE),
+                    dead_letter,
                     faults: self.faults.clone(),
                 };
                 Some(tokio::spawn(

@@ -12,6 +12,7 @@ use facilityd::modbus::stats::DeviceStats;
 use facilityd::model::Value;
 use facilityd::runtime::Gateway;
 use facilityd::sim::{SimDeviceSpec, SimPortSpec, SimSpec};
+use facilityd::telemetry::dead_letter::{DeadLetter, read_entries};
 use facilityd::telemetry::influx::InfluxWriter;
 use facilityd::telemetry::log::{Class, LogAppender, LogConfig, LogStats, Part, TelemetryLog};
 use facilityd::telemetry::pipeline::{Batch, Forwarder, GatewayFaults, TelemetryStats};
@@ -287,7 +288,7 @@ fn forwarder(
             log,
             stats: stats.clone(),
             batch_size: 10,
-            dead_letter: dir.join("dead-letter.lp"),
+            dead_letter: Arc::new(DeadLetter::new(dir, 64 << 20, Arc::default())),
             faults: faults.clone(),
         },
         appender,
@@ -388,10 +389,10 @@ async fn database_errors_are_retried_split_or_dead_lettered_never_dropped() {
     push(&app, lines(0..5)).await;
     push(&app, lines(5..8)).await;
     drain(fw, app).await;
-    assert_eq!(
-        std::fs::read_to_string(dir.path().join("dead-letter.lp")).unwrap(),
-        lines(3..4).body
-    );
+    let kept = read_entries(&dir.path().join("dead-letter.lp")).unwrap();
+    assert_eq!(kept.len(), 1);
+    assert!(kept[0].reason().starts_with("HTTP 400"), "{kept:?}");
+    assert_eq!(kept[0].lines.join("\n") + "\n", lines(3..4).body);
     assert_eq!(stats.lines_dead_lettered.load(Relaxed), 1);
     let mut written: Vec<String> = log
         .lock()

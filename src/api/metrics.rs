@@ -505,6 +505,28 @@ fn log_metrics(out: &mut String, gw: &Gateway) {
     );
     family(
         out,
+        "facilityd_telemetry_dead_letter_bytes",
+        "gauge",
+        "Bytes of the dead-letter files: the current file, its rotations, and files a resend has taken.",
+    );
+    let _ = writeln!(
+        out,
+        "facilityd_telemetry_dead_letter_bytes {}",
+        gw.telemetry.dead_letter.bytes.load(Relaxed)
+    );
+    family(
+        out,
+        "facilityd_telemetry_dead_letter_dropped_lines_total",
+        "counter",
+        "Dead-lettered lines removed with the oldest rotation to stay within storage.dead_letter_max_bytes.",
+    );
+    let _ = writeln!(
+        out,
+        "facilityd_telemetry_dead_letter_dropped_lines_total {}",
+        gw.telemetry.dead_letter.dropped_lines.load(Relaxed)
+    );
+    family(
+        out,
         "facilityd_telemetry_write_failures_total",
         "counter",
         "Failed telemetry writes by the database's HTTP status (0: no answer: a network error or timeout).",

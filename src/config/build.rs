@@ -81,10 +81,14 @@ pub struct StorageSettings {
     pub log_max_bytes: u64,
     pub history_retention: Duration,
     pub fsync_interval: Duration,
+    /// Bound of `dead-letter.lp` and its rotations together.
+    pub dead_letter_max_bytes: u64,
 }
 
 /// The smallest log bound accepted: a few segments of the smallest size.
 pub const MIN_LOG_BYTES: u64 = 64 << 10;
+/// The smallest dead-letter bound accepted: each of its four files gets a quarter.
+pub const MIN_DEAD_LETTER_BYTES: u64 = 64 << 10;
 
 /// How a Modbus device is reached.
 #[derive(Debug, Clone, PartialEq)]
@@ -471,7 +475,18 @@ pub(crate) fn build(loaded: Loaded) -> Result<Settings, ConfigError> {
         fsync_interval: st
             .fsync_interval
             .map_or(Duration::from_millis(100), |d| d.0),
+        dead_letter_max_bytes: st.dead_letter_max_bytes.map_or(64 << 20, |b| b.0),
     };
+    if storage.dead_letter_max_bytes < MIN_DEAD_LETTER_BYTES {
+        issues.err(
+            &main_file,
+            "storage.dead_letter_max_bytes",
+            format!(
+                "expected at least 64KiB, found {} bytes",
+                storage.dead_letter_max_bytes
+            ),
+        );
+    }
     if storage.log_max_bytes < MIN_LOG_BYTES {
         issues.err(
             &main_file,
@@ -735,6 +750,10 @@ fn restart_keys(
         format!("{:?}", st.history_retention),
     );
     put("storage.fsync_interval", format!("{:?}", st.fsync_interval));
+    put(
+        "storage.dead_letter_max_bytes",
+        format!("{:?}", st.dead_letter_max_bytes),
+    );
     put(
         "work_orders.response_times",
         format!("{:?}", cfg.work_orders.response_times),

@@ -161,6 +161,8 @@ pub struct StorageSection {
     pub history_retention: Option<Duration>,
     /// Group commit: how often appended telemetry is synced (default 100ms; 0 syncs every batch).
     pub fsync_interval: Option<Duration>,
+    /// Bound of the dead-letter file and its rotations together (default 64MiB).
+    pub dead_letter_max_bytes: Option<ByteSize>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -9,8 +9,6 @@
 //! cursor only after a 2xx; it never slows the batcher or the pollers.
 
 use std::collections::VecDeque;
-use std::io::Write as _;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -21,6 +19,7 @@ use tokio::time::{Instant, sleep, sleep_until};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
+use super::dead_letter::{DeadLetter, DeadLetterStats};
 use super::influx::{LineWriter, WriteError};
 use super::line::LineEncoder;
 use super::log::{Chunk, Class, LogAppender, Part, TelemetryLog};
@@ -48,6 +47,8 @@ pub struct TelemetryStats {
     pub lines_dropped: AtomicU64,
     /// Failed writes by the database's HTTP status (0: no answer: network error, timeout).
     pub write_failures_by_status: Mutex<std::collections::BTreeMap<u16, u64>>,
+    /// The dead-letter files' size and the lines their bound removed.
+    pub dead_letter: Arc<DeadLetterStats>,
 }
 
 impl TelemetryStats {
@@ -289,7 +290,7 @@ pub struct Forwarder {
     /// Lines per write (several log records are joined up to it).
     pub batch_size: usize,
     /// Where lines the database rejects (HTTP 400) are kept.
-    pub dead_letter: PathBuf,
+    pub dead_letter: Arc<DeadLetter>,
     pub faults: Arc<GatewayFaults>,
 }
 
@@ -568,26 +569,20 @@ impl Forwarder {
 
     async fn dead_letter(&self, body: &str, why: &str) {
         let lines = body.lines().count() as u64;
-        let path = self.dead_letter.clone();
-        let data = body.to_string();
-        let res = tokio::task::spawn_blocking(move || {
-            let mut f = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&path)?;
-            f.write_all(data.as_bytes())?;
-            f.sync_data()
-        })
-        .await
-        .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        let dead_letter = self.dead_letter.clone();
+        let (data, reason) = (body.to_string(), why.to_string());
+        let res = tokio::task::spawn_blocking(move || dead_letter.append(&data, &reason))
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        let file = self.dead_letter.path();
         match res {
-            Ok(()) => {
+            Ok(_) => {
                 self.stats.lines_dead_lettered.fetch_add(lines, Relaxed);
-                error!(lines, file = %self.dead_letter.display(), reason = why, "database rejected lines; kept them in the dead-letter file")
+                error!(lines, file = %file.display(), reason = why, "database rejected lines; kept them in the dead-letter file")
             }
             Err(e) => {
                 self.stats.lines_dropped.fetch_add(lines, Relaxed);
-                error!(lines, file = %self.dead_letter.display(), reason = why, error = %e, "database rejected lines and the dead-letter file cannot be written; lines lost")
+                error!(lines, file = %file.display(), reason = why, error = %e, "database rejected lines and the dead-letter file cannot be written; lines lost")
             }
         }
     }
