@@ -198,7 +198,7 @@ pub fn describe(s: &Settings) -> String {
                 );
             }
         }
-        let _ = writeln!(out, "    points:");
+        let _ = writeln!(out, "    points (name, kind, field type, source):");
         for p in &d.profile.points {
             let src = match &p.register {
                 Some(r) => {
@@ -223,9 +223,10 @@ pub fn describe(s: &Settings) -> String {
             }
             let _ = writeln!(
                 out,
-                "      {:<26} {:<8} {src}{extra}",
+                "      {:<26} {:<8} {:<8} {src}{extra}",
                 p.name,
-                format!("{:?}", p.kind).to_lowercase()
+                format!("{:?}", p.kind).to_lowercase(),
+                p.field_type().as_str()
             );
         }
     }

@@ -63,7 +63,7 @@ async fn rtu_over_tcp_reads_two_units_behind_a_serial_device_server() {
     }))
     .await;
     let dir = tempfile::tempdir().unwrap();
-    let profile = "[[profiles]]\nname = \"tank\"\ndevice_type = \"pump\"\npoints = [\n  { name = \"level_cm\", kind = \"gauge\", register = \"holding\", address = 0, scale = 0.1 },\n  { name = \"alarms\", kind = \"state\", register = \"holding\", address = 1, na = 65535 },\n]\n";
+    let profile = "[[profiles]]\nname = \"tank\"\ndevice_type = \"pump\"\npoints = [\n  { name = \"level_cm\", kind = \"gauge\", register = \"holding\", address = 0, scale = 0.1 },\n  { name = \"alarms\", kind = \"state\", register = \"holding\", address = 1, na = 65535, output = \"integer\" },\n]\n";
     let url = format!("rtu+tcp://127.0.0.1:{}", server.port());
     let s = settings(
         dir.path(),

@@ -610,6 +610,21 @@ fn check_decoded(d: &Decoded) -> Result<(), TestCaseError> {
     Ok(())
 }
 
+/// A good value has the field type the point declares: the line would be refused otherwise.
+fn check_typed(d: &Decoded, output: Option<FieldType>) -> Result<(), TestCaseError> {
+    if let (Decoded::Good(v) | Decoded::Unmapped(v), Some(t)) = (d, output) {
+        let fits = matches!(
+            (t, v),
+            (FieldType::Float, Value::Float(_))
+                | (FieldType::Integer, Value::Int(_))
+                | (FieldType::Boolean, Value::Bool(_))
+                | (FieldType::String, Value::Str(_))
+        );
+        prop_assert!(fits, "{v:?} decoded for an output of {t:?}");
+    }
+    Ok(())
+}
+
 fn check_codec(
     spec: RegisterSpec,
     transform: Transform,
@@ -631,7 +646,9 @@ fn check_codec(
         check_decoded(&apply(&transform, Some(spec.data_type), raw.clone()))?;
         check_decoded(&apply(&transform, None, raw))?;
     }
-    check_decoded(&apply(&transform, Some(spec.data_type), raw.clone()))?;
+    let typed = apply(&transform, Some(spec.data_type), raw.clone());
+    check_decoded(&typed)?;
+    check_typed(&typed, transform.output)?;
     check_decoded(&apply(&transform, None, raw))?;
     let p = point(Some(spec), transform.clone());
     check_decoded(&decode_register_point(&p, start, &words))?;
@@ -641,10 +658,13 @@ fn check_codec(
         &words,
     ))?;
     let b = decode_bit_point(&p, start, &bits);
-    prop_assert!(matches!(
-        b,
-        Decoded::Good(Value::Bool(_)) | Decoded::Bad(Quality::CommError)
-    ));
+    check_typed(&b, transform.output)?;
+    if transform.output.is_none() {
+        prop_assert!(matches!(
+            b,
+            Decoded::Good(Value::Bool(_)) | Decoded::Bad(Quality::CommError)
+        ));
+    }
     let none = point(None, transform);
     prop_assert_eq!(
         decode_register_point(&none, start, &words),
@@ -865,14 +885,20 @@ fn check_payload(
             if let Value::Float(f) = v {
                 prop_assert!(f.is_finite(), "a non-finite value {f}");
             }
+            check_typed(
+                &Decoded::Good(v.clone()),
+                Some(profile.points[*i].field_type()),
+            )?;
             if let Some(p) = point {
                 prop_assert_eq!(*i, p);
             }
         }
-        if !d.bad_timestamp && profile.timestamp.is_some() && d.timestamp_ns != received {
-            prop_assert!(
-                d.timestamp_ns > 0 && d.timestamp_ns <= received.saturating_add(86_400_000_000_000)
-            );
+        // A payload time is positive (the subscriber then applies the time window); without
+        // one the time of receipt stands.
+        if d.payload_time {
+            prop_assert!(d.timestamp_ns > 0 && !d.bad_timestamp);
+        } else {
+            prop_assert_eq!(d.timestamp_ns, received);
         }
     }
     Ok(())
