@@ -191,6 +191,7 @@ fn assets(n: usize) -> Vec<Arc<AssetInfo>> {
             name: Arc::from(*name),
             kind: *kind,
             unit: unit.map(str::to_string),
+            numeric: matches!(kind, PointKind::Gauge | PointKind::Counter),
         })
         .collect();
     (0..n)

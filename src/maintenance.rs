@@ -105,13 +105,14 @@ struct GatewayWatch {
     /// Per fault: whether it was last seen on. Starts unknown, so that the first evidence
     /// either way acts: a fault present from start-up opens its work order, and the first
     /// evidence that all is well resolves one left open by an earlier run.
-    active: [Option<bool>; 3],
+    active: [Option<bool>; 4],
 }
 
 /// Rule ids of the gateway's own work orders.
 pub const RULE_DATABASE_REFUSED: &str = "gateway_database_refused";
 pub const RULE_LOG_DISK: &str = "gateway_log_disk";
 pub const RULE_DATABASE_UNEXPECTED: &str = "gateway_database_unexpected";
+pub const RULE_DATABASE_REJECTING: &str = "gateway_database_rejecting";
 
 /// The gateway as an asset of its own work orders.
 pub fn gateway_asset(s: &crate::config::Settings) -> Arc<AssetInfo> {
@@ -143,6 +144,12 @@ impl GatewayWatch {
             None if self.faults.database_ok() => Some(false),
             None => None,
         };
+        let rejecting = self.faults.database_rejecting();
+        let rejects = match &rejecting {
+            Some(_) => Some(true),
+            None if self.faults.database_written.load(Relaxed) => Some(false),
+            None => None,
+        };
         let disk_failing = self.log.disk_failing.load(Relaxed) == 1;
         let disk = if disk_failing {
             Some(true)
@@ -168,6 +175,15 @@ impl GatewayWatch {
                 format!(
                     "Telemetry writes get an answer no database gives ({}): a proxy, a redirect or another service may sit at [influxdb] url. Telemetry is kept in the local log until writes succeed.",
                     unexpected.as_deref().unwrap_or("an unexpected HTTP status")
+                ),
+            ),
+            (
+                RULE_DATABASE_REJECTING,
+                rejects,
+                "Database refuses every telemetry line".to_string(),
+                format!(
+                    "The database refused every line of a batch ({}). The lines are kept in the dead-letter file under state_dir; fix the cause (a field type, a retention policy, a proxy) and run `facilityd dead-letters resend`.",
+                    rejecting.as_deref().unwrap_or("HTTP 400/422")
                 ),
             ),
             (
@@ -239,7 +255,7 @@ impl Maintenance {
             asset,
             faults,
             log,
-            active: [None; 3],
+            active: [None; 4],
         });
         self
     }

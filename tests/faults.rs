@@ -610,3 +610,40 @@ async fn the_daemon_opens_a_gateway_work_order_for_a_405() {
         gw.output()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_refused_line_by_line_raises_a_fault_until_lines_are_taken_again() {
+    // A proxy answering 400 to every request while the first chunk is bisected (10 lines:
+    // 19 requests), then the database: the first chunk is all dead-lettered and raises the
+    // fault; the second is written and clears it.
+    let (url, _log) = scripted_http(|n, _| if n < 19 { 400 } else { 204 }).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (fw, app, stats, faults) = forwarder(&url, dir.path(), "a");
+    let drain = CancellationToken::new();
+    let run = tokio::spawn(fw.run(CancellationToken::new(), drain.clone()));
+    push(&app, lines(0..10)).await;
+    // The second chunk only once the fault is up, so the test sees it whatever the timing.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while faults.database_rejecting().is_none() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let why = faults.database_rejecting();
+    assert!(
+        why.as_deref()
+            .is_some_and(|w| w.contains("every line of a batch of 10") && w.contains("400")),
+        "no fault for a batch refused line by line: {why:?}"
+    );
+    push(&app, lines(10..20)).await;
+    tokio::task::spawn_blocking(move || app.close_and_join())
+        .await
+        .unwrap();
+    drain.cancel();
+    tokio::time::timeout(Duration::from_secs(30), run)
+        .await
+        .expect("forwarder did not drain the log")
+        .unwrap();
+    assert!(faults.database_rejecting().is_none(), "not cleared");
+    assert_eq!(dead_lines(dir.path()), lines(0..10).body);
+    assert_eq!(stats.lines_dead_lettered.load(Relaxed), 10);
+    assert_eq!(stats.lines_written.load(Relaxed), 10);
+}

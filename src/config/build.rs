@@ -645,6 +645,12 @@ fn resolve_influxdb(
         }
     };
     if let Some(u) = &url
+        && (!u.username().is_empty() || u.password().is_some())
+    {
+        // Not echoed: the URL holds a secret.
+        issues.err(file, "influxdb.url", "credentials do not go in the URL (it is printed and logged): use `token_file` (v2) or `username` and `password_file` (v1)");
+    }
+    if let Some(u) = &url
         && (u.query().is_some() || u.fragment().is_some())
     {
         issues.err(file, "influxdb.url", "expected a base URL without a query or fragment: facilityd adds the write API's path and parameters");
@@ -896,6 +902,10 @@ pub fn asset_info(d: &Device) -> AssetInfo {
                 name: p.name.clone(),
                 kind: p.kind,
                 unit: p.unit.clone(),
+                numeric: matches!(
+                    p.field_type(),
+                    crate::profile::FieldType::Float | crate::profile::FieldType::Integer
+                ),
             })
             .collect(),
     }

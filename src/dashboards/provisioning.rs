@@ -10,6 +10,10 @@ pub const DASHBOARDS_PATH: &str = "/var/lib/grafana/dashboards/facilityd";
 /// `$__interval` (the longest poll interval, so every interval holds a value of every device);
 /// `database` the InfluxDB 1.x database (the 2.x DBRP or 3.x database name).
 pub fn datasources(database: &str, min_interval: &str) -> String {
+    // InfluxDB 1.8's v2 endpoint takes `bucket = "database/retention_policy"`: InfluxQL names
+    // the database alone. Quoted, so that any name is one YAML string.
+    let database = database.split('/').next().unwrap_or(database);
+    let quoted = serde_json::to_string(database).unwrap_or_else(|_| "\"facilityd\"".into());
     format!(
         r#"# Grafana data sources of the facilityd dashboards (written by `facilityd dashboards`).
 # The dashboards name them by uid: {INFLUX_UID} (InfluxQL, every InfluxDB generation answers
@@ -28,7 +32,7 @@ datasources:
     url: ${{INFLUXDB_URL}}
     user: ${{INFLUXDB_USER}}
     jsonData:
-      dbName: {database}
+      dbName: {quoted}
       httpMode: POST
       timeInterval: {min_interval}
     secureJsonData:
@@ -45,7 +49,7 @@ datasources:
   #   access: proxy
   #   url: ${{INFLUXDB_URL}}
   #   jsonData:
-  #     dbName: {database}
+  #     dbName: {quoted}
   #     httpMode: POST
   #     timeInterval: {min_interval}
   #     httpHeaderName1: Authorization
@@ -63,7 +67,7 @@ datasources:
   #   user: facilityd
   #   jsonData:
   #     version: InfluxQL
-  #     dbName: {database}
+  #     dbName: {quoted}
   #     httpMode: POST
   #     timeInterval: {min_interval}
   #   secureJsonData:

@@ -9,9 +9,10 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
-use crate::model::Value;
-
 pub mod builtin;
+pub mod schema;
+
+pub use schema::{FieldOwner, FieldType, RESERVED_FIELDS, Schema, SchemaConflict};
 
 /// A name that line protocol cannot carry faithfully: a backslash (InfluxDB keeps `\\`
 /// literally in names, and a trailing one escapes the separator after it) or a control
@@ -57,66 +58,6 @@ pub enum PointKind {
     Alarm,
     /// A momentary occurrence; never "clears", feeds count windows.
     Event,
-}
-
-/// The type of a point's telemetry field. It is a function of the point's declaration only
-/// (kind, `map`, the register's bit-ness, `output`), never of a value or a scale, because
-/// InfluxDB fixes each field's type per measurement and refuses a line that changes it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum FieldType {
-    Float,
-    Integer,
-    Boolean,
-    String,
-}
-
-impl FieldType {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            FieldType::Float => "float",
-            FieldType::Integer => "integer",
-            FieldType::Boolean => "boolean",
-            FieldType::String => "string",
-        }
-    }
-
-    /// `value` as this type, or `None` when it cannot be one without losing meaning (a
-    /// fraction as an integer, a word as a number). Booleans become 1 and 0 as numbers.
-    pub fn coerce(self, value: Value) -> Option<Value> {
-        // Integers that a float carries exactly (|x| < 2^53).
-        const EXACT: f64 = 9_007_199_254_740_992.0;
-        match (self, value) {
-            (FieldType::Float, Value::Float(f)) => f.is_finite().then_some(Value::Float(f)),
-            (FieldType::Float, Value::Int(i)) => Some(Value::Float(i as f64)),
-            (FieldType::Float, Value::Bool(b)) => Some(Value::Float(f64::from(u8::from(b)))),
-            (FieldType::Float, Value::Str(s)) => s
-                .trim()
-                .parse::<f64>()
-                .ok()
-                .filter(|f| f.is_finite())
-                .map(Value::Float),
-            (FieldType::Integer, Value::Int(i)) => Some(Value::Int(i)),
-            (FieldType::Integer, Value::Float(f)) => {
-                (f.fract() == 0.0 && f.abs() < EXACT).then_some(Value::Int(f as i64))
-            }
-            (FieldType::Integer, Value::Bool(b)) => Some(Value::Int(i64::from(b))),
-            (FieldType::Integer, Value::Str(s)) => s.trim().parse::<i64>().ok().map(Value::Int),
-            (FieldType::Boolean, Value::Bool(b)) => Some(Value::Bool(b)),
-            (FieldType::Boolean, Value::Int(i)) => Some(Value::Bool(i != 0)),
-            (FieldType::Boolean, Value::Float(f)) => f.is_finite().then_some(Value::Bool(f != 0.0)),
-            (FieldType::Boolean, Value::Str(s)) => match s.trim().to_ascii_lowercase().as_str() {
-                "true" => Some(Value::Bool(true)),
-                "false" => Some(Value::Bool(false)),
-                _ => None,
-            },
-            (FieldType::String, Value::Str(s)) => Some(Value::Str(s)),
-            (FieldType::String, Value::Float(f)) => {
-                f.is_finite().then(|| Value::Str(f.to_string()))
-            }
-            (FieldType::String, v) => Some(Value::Str(v.to_string())),
-        }
-    }
 }
 
 /// The Modbus table a point is read from.
@@ -404,110 +345,6 @@ impl Profile {
     }
 }
 
-/// Fields of the measurements facilityd writes itself, with their fixed types.
-pub const RESERVED_FIELDS: &[(&str, &str, FieldType)] = &[
-    ("device_status", "online", FieldType::Boolean),
-    ("device_status", "poll_ms", FieldType::Float),
-    ("device_status", "errors", FieldType::Integer),
-    ("work_order", "id", FieldType::Integer),
-    ("work_order", "status", FieldType::String),
-    ("work_order", "event", FieldType::String),
-    ("work_order", "title", FieldType::String),
-];
-
-/// Who writes a field first, for [`Schema`]'s conflict messages.
-#[derive(Debug, Clone, PartialEq)]
-pub struct FieldOwner {
-    pub field_type: FieldType,
-    /// `profile "elevator"`, or `facilityd's own device_status`.
-    pub by: String,
-}
-
-/// The telemetry schema of a set of profiles: each measurement's fields and their types. A
-/// field written with two types is a conflict: InfluxDB would refuse the lines of one of them.
-#[derive(Debug, Clone, Default)]
-pub struct Schema {
-    fields: BTreeMap<(String, String), FieldOwner>,
-}
-
-/// A point whose field another profile (or facilityd itself) writes with another type.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SchemaConflict {
-    /// Index of the point in the profile being added.
-    pub point: usize,
-    pub measurement: String,
-    pub field: String,
-    pub field_type: FieldType,
-    pub other: FieldOwner,
-}
-
-impl std::fmt::Display for SchemaConflict {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "field {:?} of measurement {:?} would be written as {}, but {} writes it as {}; InfluxDB refuses a field with two types: set `output = \"{}\"` or use another measurement",
-            self.field,
-            self.measurement,
-            self.field_type.as_str(),
-            self.other.by,
-            self.other.field_type.as_str(),
-            self.other.field_type.as_str(),
-        )
-    }
-}
-
-impl Schema {
-    /// The schema of facilityd's own measurements (`device_status`, `work_order`).
-    pub fn new() -> Schema {
-        let mut s = Schema::default();
-        for (m, f, t) in RESERVED_FIELDS {
-            s.fields.insert(
-                (m.to_string(), f.to_string()),
-                FieldOwner {
-                    field_type: *t,
-                    by: format!("facilityd's own {m}"),
-                },
-            );
-        }
-        s
-    }
-
-    /// Adds a profile's fields; returns those that conflict with fields already there (which
-    /// keep their first type).
-    pub fn add(&mut self, profile: &Profile) -> Vec<SchemaConflict> {
-        let mut conflicts = Vec::new();
-        for (i, p) in profile.points.iter().enumerate() {
-            let key = (profile.measurement.clone(), p.name.to_string());
-            let t = p.field_type();
-            match self.fields.get(&key) {
-                Some(owner) if owner.field_type != t => conflicts.push(SchemaConflict {
-                    point: i,
-                    measurement: key.0,
-                    field: key.1,
-                    field_type: t,
-                    other: owner.clone(),
-                }),
-                Some(_) => {}
-                None => {
-                    self.fields.insert(
-                        key,
-                        FieldOwner {
-                            field_type: t,
-                            by: format!("profile {:?}", profile.name),
-                        },
-                    );
-                }
-            }
-        }
-        conflicts
-    }
-
-    /// Every field: (measurement, field) and its type and first writer, sorted.
-    pub fn fields(&self) -> impl Iterator<Item = (&(String, String), &FieldOwner)> {
-        self.fields.iter()
-    }
-}
-
 /// A problem in a profile, with the key path inside the profile (`points[3].bit`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ProfileIssue {
@@ -536,6 +373,17 @@ impl ProfileConfig {
                 &mut issues,
                 "name".into(),
                 "expected a non-empty profile name".into(),
+            );
+        }
+        if let Some(m) = &self.measurement
+            && RESERVED_FIELDS.iter().any(|(r, _, _)| r == m)
+        {
+            err(
+                &mut issues,
+                "measurement".into(),
+                format!(
+                    "{m:?} is facilityd's own measurement (device status, work-order events): choose another"
+                ),
             );
         }
         if let Some(m) = &self.measurement
@@ -986,166 +834,4 @@ impl ProfileConfig {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn build(points: &str) -> Result<Profile, Vec<ProfileIssue>> {
-        let toml = format!("name = \"p\"\ndevice_type = \"other\"\npoints = [\n{points}\n]\n");
-        let cfg: ProfileConfig = config::Config::builder()
-            .add_source(config::File::from_str(&toml, config::FileFormat::Toml))
-            .build()
-            .unwrap()
-            .try_deserialize()
-            .unwrap();
-        cfg.build().map(|(p, _)| p)
-    }
-
-    fn types(points: &str) -> Vec<FieldType> {
-        build(points)
-            .unwrap()
-            .points
-            .iter()
-            .map(Point::field_type)
-            .collect()
-    }
-
-    #[test]
-    fn field_types_follow_the_declaration_not_the_register() {
-        use FieldType::*;
-        assert_eq!(
-            types(
-                r#"{ name = "a", kind = "gauge", register = "input", address = 0, type = "i16" },
-                   { name = "b", kind = "gauge", register = "input", address = 1, type = "f32" },
-                   { name = "c", kind = "counter", register = "input", address = 3, type = "u32" },
-                   { name = "d", kind = "counter", register = "input", address = 5, type = "u32", output = "integer" },
-                   { name = "e", kind = "alarm", register = "discrete", address = 0 },
-                   { name = "f", kind = "state", register = "coil", address = 0 },
-                   { name = "g", kind = "state", register = "input", address = 7, map = { 0 = "off", 1 = "on" } },
-                   { name = "h", kind = "state", register = "input", address = 8 },
-                   { name = "i", kind = "event", register = "discrete", address = 1 },
-                   { name = "j", kind = "gauge", json = "/j" },
-                   { name = "k", kind = "state", json = "/k", output = "boolean" },
-                   { name = "l", kind = "event", json = "/l", map = { Forced = "true" } },
-                   { name = "m", kind = "state", json = "/m", map = { 0 = "idle", run = "running" } }"#
-            ),
-            [
-                Float, Float, Float, Integer, Boolean, Boolean, String, String, Boolean, Float,
-                Boolean, Boolean, String
-            ]
-        );
-    }
-
-    #[test]
-    fn impossible_outputs_are_refused_with_the_reason() {
-        for (point, why) in [
-            (
-                r#"{ name = "a", kind = "gauge", register = "input", address = 0, type = "f32", output = "integer" }"#,
-                "can produce a fraction",
-            ),
-            (
-                r#"{ name = "a", kind = "gauge", register = "input", address = 0, scale = 0.1, output = "integer" }"#,
-                "can produce a fraction",
-            ),
-            (
-                r#"{ name = "a", kind = "gauge", json = "/a", scale = 0.5, output = "integer" }"#,
-                "can produce a fraction",
-            ),
-            (
-                r#"{ name = "a", kind = "alarm", register = "discrete", address = 0, output = "integer" }"#,
-                "an alarm is written as a boolean",
-            ),
-            (
-                r#"{ name = "a", kind = "state", register = "input", address = 0, map = { 0 = "x" }, output = "integer" }"#,
-                "with `map`",
-            ),
-            (
-                r#"{ name = "a", kind = "state", register = "coil", address = 0, output = "string" }"#,
-                "a bit",
-            ),
-            (
-                r#"{ name = "a", kind = "gauge", json = "/a", output = "boolean" }"#,
-                "a gauge is a number",
-            ),
-        ] {
-            let errs = build(point).expect_err(point);
-            assert!(
-                errs.iter()
-                    .any(|e| e.path == "points[0].output" && e.message.contains(why)),
-                "{point}: {errs:?}"
-            );
-        }
-    }
-
-    #[test]
-    fn coercion_keeps_the_type_or_refuses() {
-        use FieldType::*;
-        assert_eq!(Float.coerce(Value::Int(3)), Some(Value::Float(3.0)));
-        assert_eq!(Integer.coerce(Value::Float(3.0)), Some(Value::Int(3)));
-        assert_eq!(Integer.coerce(Value::Float(3.5)), None);
-        assert_eq!(Integer.coerce(Value::Float(1e300)), None);
-        assert_eq!(Boolean.coerce(Value::Int(2)), Some(Value::Bool(true)));
-        assert_eq!(Boolean.coerce(Value::Str("maybe".into())), None);
-        assert_eq!(String.coerce(Value::Int(9)), Some(Value::Str("9".into())));
-        assert_eq!(Float.coerce(Value::Float(f64::NAN)), None);
-        assert_eq!(Float.coerce(Value::Str("inf".into())), None);
-    }
-
-    #[test]
-    fn every_builtin_profile_agrees_on_every_field() {
-        let mut schema = Schema::new();
-        let mut by_name = BTreeMap::new();
-        for name in builtin::names() {
-            let (p, _) = builtin::load(name).unwrap().unwrap().build().unwrap();
-            assert_eq!(schema.add(&p), [], "built-in profile {name}");
-            by_name.insert(name, p);
-        }
-        // The fields that two profiles (Modbus and MQTT) share were the ones that conflicted.
-        for (m, f, t) in [
-            ("elevator", "car_floor", FieldType::Float),
-            ("elevator", "load_pct", FieldType::Float),
-            ("elevator", "fault_level", FieldType::Integer),
-            ("elevator", "trips_total", FieldType::Float),
-            ("access_door", "lock_current_ma", FieldType::Float),
-            ("access_door", "held_open_s", FieldType::Float),
-            ("access_door", "door_closed", FieldType::Boolean),
-            ("access_door", "door_state", FieldType::String),
-        ] {
-            let owner = schema
-                .fields()
-                .find(|((mm, ff), _)| mm == m && ff == f)
-                .map(|(_, o)| o.field_type);
-            assert_eq!(owner, Some(t), "{m}.{f}");
-        }
-    }
-
-    #[test]
-    fn a_second_type_for_a_field_is_a_conflict_naming_both() {
-        let mut schema = Schema::new();
-        let (lift, _) = builtin::load("elevator").unwrap().unwrap().build().unwrap();
-        assert!(schema.add(&lift).is_empty());
-        let mut custom = build(
-            r#"{ name = "car_floor", kind = "gauge", register = "input", address = 0, output = "integer" },
-               { name = "online", kind = "gauge", register = "input", address = 1 }"#,
-        )
-        .unwrap();
-        custom.name = "my_lift".into();
-        custom.measurement = "elevator".into();
-        let c = schema.add(&custom);
-        assert_eq!(c.len(), 1, "{c:?}");
-        let msg = c[0].to_string();
-        assert!(
-            msg.contains("\"car_floor\"")
-                && msg.contains("profile \"elevator\"")
-                && msg.contains("integer")
-                && msg.contains("float"),
-            "{msg}"
-        );
-        custom.measurement = "device_status".into();
-        let c = schema.add(&custom);
-        assert!(
-            c.iter()
-                .any(|c| c.field == "online" && c.other.by.contains("device_status")),
-            "{c:?}"
-        );
-    }
-}
+mod tests;

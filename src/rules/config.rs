@@ -1046,12 +1046,18 @@ impl<'a> RuleCx<'a> {
         }
         let with = self.with_point(&c.point, issues)?;
         if let Some(m) = first_misfit(&with, |a, p| {
-            matches!(p.kind, PointKind::Alarm | PointKind::Event).then(|| {
-                format!(
+            if matches!(p.kind, PointKind::Alarm | PointKind::Event) {
+                return Some(format!(
                     "point {:?} of asset {} is {} point (true or false): use type = \"state\" with equals = true",
                     c.point,
                     a.id,
                     kind_name(p.kind)
+                ));
+            }
+            (!p.numeric).then(|| {
+                format!(
+                    "point {:?} of asset {} is not written as a number (a state without `output = \"integer\"` is a string): compare it with type = \"state\" and equals, or declare output = \"integer\" in its profile",
+                    c.point, a.id
                 )
             })
         }) {
@@ -1352,6 +1358,7 @@ pub(crate) mod tests {
             name: Arc::from(name),
             kind,
             unit: unit.map(Into::into),
+            numeric: matches!(kind, PointKind::Gauge | PointKind::Counter),
         }
     }
 
@@ -1720,6 +1727,10 @@ above = "high"
                     name: q.name.clone(),
                     kind: q.kind,
                     unit: q.unit.clone(),
+                    numeric: matches!(
+                        q.field_type(),
+                        crate::profile::FieldType::Float | crate::profile::FieldType::Integer
+                    ),
                 })
                 .collect();
             let mut tags = BTreeMap::new();

@@ -33,6 +33,8 @@ pub struct PointInfo {
     pub name: Arc<str>,
     pub kind: PointKind,
     pub unit: Option<String>,
+    /// Its values are numbers (a float or integer field), which thresholds compare.
+    pub numeric: bool,
 }
 
 impl AssetInfo {

@@ -17,6 +17,7 @@
 //! | 401, 403, 404 | token, user, org, bucket or database wrong | holds, retries, opens a gateway work order |
 //! | 429, 503 | busy | waits `Retry-After` (seconds or an HTTP date) or backs off |
 //! | 408, other 5xx, network errors, timeouts | transient | backs off and retries |
+//! | 500 "retention policy not found" (InfluxDB 1.x) | configuration | as 401, 403, 404 |
 //! | anything else (a 3xx, 405 from a proxy, another 2xx or 4xx) | not a database answering | holds, retries, opens a gateway work order |
 
 use std::future::Future;
@@ -31,9 +32,12 @@ pub const RETRY_AFTER_MAX: Duration = Duration::from_secs(600);
 /// Why a write failed, sorted by what the forwarder must do about it.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum WriteError {
-    /// Network trouble, timeouts, 408, 5xx other than 503: retry after a backoff.
+    /// Network trouble or a timeout (no answer): retry after a backoff.
     #[error("{0}")]
     Retryable(String),
+    /// 408, 5xx other than 503: retry after a backoff.
+    #[error("database error (HTTP {status}): {text}")]
+    ServerError { status: u16, text: String },
     /// 429 or 503: retry after `retry_after` when the answer said, else after a backoff.
     #[error("database busy (HTTP {status}){}: {text}", retry_after.map(|d| format!(", retry after {d:?}")).unwrap_or_default())]
     Throttled {
@@ -151,7 +155,8 @@ fn endpoint(base: &url::Url, api: &InfluxApi) -> Result<(reqwest011::Url, Option
 }
 
 /// `Retry-After` as a wait from `now`: delay-seconds (`3`, also `2.5`) or an HTTP date; `None`
-/// when absent or unreadable. Capped at [`RETRY_AFTER_MAX`]; a date in the past is zero.
+/// when absent or unreadable. Capped at [`RETRY_AFTER_MAX`]; a date in the past is zero (the
+/// forwarder never waits less than its backoff anyway).
 pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     let v = value.trim();
     let wait = if let Ok(secs) = v.parse::<f64>() {
@@ -173,12 +178,15 @@ pub fn classify(status: u16, retry_after: Option<Duration>, body: &str) -> Write
         400 | 422 => WriteError::Rejected { status, text },
         413 => WriteError::TooLarge,
         401 | 403 | 404 => WriteError::Refused { status, text },
+        // InfluxDB 1.x answers a write to a retention policy it does not have with a 500:
+        // a configuration error like a wrong database, not a transient one.
+        500 if text.contains("retention policy not found") => WriteError::Refused { status, text },
         429 | 503 => WriteError::Throttled {
             status,
             retry_after,
             text,
         },
-        408 | 500..=599 => WriteError::Retryable(format!("HTTP {status}: {text}")),
+        408 | 500..=599 => WriteError::ServerError { status, text },
         _ => WriteError::Unexpected { status, text },
     }
 }
@@ -251,8 +259,12 @@ mod tests {
             assert!(matches!(c(s), WriteError::Throttled { .. }), "{s}");
         }
         for s in [408, 500, 502, 504, 599] {
-            assert!(matches!(c(s), WriteError::Retryable(_)), "{s}");
+            assert!(matches!(c(s), WriteError::ServerError { .. }), "{s}");
         }
+        assert!(matches!(
+            classify(500, None, r#"{"error":"retention policy not found: year"}"#),
+            WriteError::Refused { status: 500, .. }
+        ));
         for s in [200, 201, 202, 301, 302, 307, 405, 406, 409, 415, 418, 451] {
             assert!(matches!(c(s), WriteError::Unexpected { .. }), "{s}");
         }

@@ -80,6 +80,8 @@ pub struct GatewayFaults {
     pub database_refused: Mutex<Option<String>>,
     /// Writes get an answer no database gives (a redirect, 405, an unexpected 2xx): what.
     pub database_unexpected: Mutex<Option<String>>,
+    /// The database refused every line of a batch (HTTP 400/422): the last such answer.
+    pub database_rejecting: Mutex<Option<String>>,
     /// A write has succeeded since start-up.
     pub database_written: std::sync::atomic::AtomicBool,
 }
@@ -114,6 +116,14 @@ impl GatewayFaults {
 
     pub fn database_unexpected(&self) -> Option<String> {
         get(&self.database_unexpected)
+    }
+
+    pub fn set_database_rejecting(&self, why: Option<String>) {
+        set(&self.database_rejecting, why)
+    }
+
+    pub fn database_rejecting(&self) -> Option<String> {
+        get(&self.database_rejecting)
     }
 }
 
@@ -418,6 +428,10 @@ impl Forwarder {
     /// Writes one chunk, splitting on 413 and bisecting on 400, retrying everything else
     /// until it goes through or `stop` fires.
     async fn write_all(&self, batch: Batch, stop: &CancellationToken) -> Outcome {
+        let total = batch.lines;
+        // Lines of this chunk the database refused (HTTP 400/422), and the last answer.
+        let mut refused = 0usize;
+        let mut last_refusal = String::new();
         let mut parts = VecDeque::from([batch]);
         let mut backoff = BACKOFF_MIN;
         let mut log = LogLimiter::new(Duration::from_secs(10));
@@ -447,22 +461,24 @@ impl Forwarder {
                     }
                     continue;
                 }
-                Err(WriteError::TooLarge) => match part.split() {
-                    (a, Some(b)) => {
-                        info!(
-                            lines,
-                            "database refused a batch as too large (413); splitting it"
-                        );
-                        parts.push_front(b);
-                        parts.push_front(a);
-                        continue;
+                Err(WriteError::TooLarge) => {
+                    self.stats.count_failure(413);
+                    match part.split() {
+                        (a, Some(b)) => {
+                            info!(
+                                lines,
+                                "database refused a batch as too large (413); splitting it"
+                            );
+                            parts.push_front(b);
+                            parts.push_front(a);
+                        }
+                        (a, None) => {
+                            self.dead_letter(&a.body, "a single line is too large (HTTP 413)")
+                                .await;
+                        }
                     }
-                    (a, None) => {
-                        self.dead_letter(&a.body, "a single line is too large (HTTP 413)")
-                            .await;
-                        continue;
-                    }
-                },
+                    continue;
+                }
                 // Bisect down to the lines the database refuses; the others are written
                 // (InfluxDB writes the valid lines of a refused batch too; a line written
                 // twice is overwritten in place).
@@ -474,31 +490,43 @@ impl Forwarder {
                             parts.push_front(a);
                         }
                         (a, None) => {
-                            self.dead_letter(&a.body, &format!("HTTP {status}: {text}"))
-                                .await;
+                            last_refusal = format!("HTTP {status}: {text}");
+                            refused += a.lines;
+                            self.dead_letter(&a.body, &last_refusal).await;
                         }
                     }
                     continue;
                 }
-                Err(WriteError::Refused { status, text }) => {
+                // Held: the lines stay, the gateway's own work order says why (one cause at a
+                // time: the other clears).
+                Err(e @ (WriteError::Refused { .. } | WriteError::Unexpected { .. })) => {
+                    let (status, text, refused) = match e {
+                        WriteError::Refused { status, text } => (status, text, true),
+                        WriteError::Unexpected { status, text } => (status, text, false),
+                        _ => unreachable!("matched above"),
+                    };
                     self.stats.count_failure(status);
-                    let why = format!("HTTP {status}: {text}");
-                    if self.faults.database_refused().as_deref() != Some(why.as_str()) {
-                        error!(status, reason = %text, "the database refuses our writes (check the [influxdb] credentials, org, bucket or database); telemetry stays in the local log");
-                        self.faults.set_database_refused(Some(why));
-                    }
-                    if !self.wait(&mut backoff, None, stop).await {
-                        return Outcome::Stopped;
-                    }
-                    parts.push_front(part);
-                    continue;
-                }
-                Err(WriteError::Unexpected { status, text }) => {
-                    self.stats.count_failure(status);
-                    let why = format!("HTTP {status}: {text}");
-                    if self.faults.database_unexpected().as_deref() != Some(why.as_str()) {
-                        error!(status, reason = %text, "the database URL answers writes as no database does (a proxy, a redirect, another service?); telemetry stays in the local log");
-                        self.faults.set_database_unexpected(Some(why));
+                    let why = Some(format!("HTTP {status}: {text}"));
+                    let (now, other) = if refused {
+                        (
+                            self.faults.database_refused(),
+                            &self.faults.database_unexpected,
+                        )
+                    } else {
+                        (
+                            self.faults.database_unexpected(),
+                            &self.faults.database_refused,
+                        )
+                    };
+                    if now != why {
+                        if refused {
+                            error!(status, reason = %text, "the database refuses our writes (check the [influxdb] credentials, org, bucket, database or retention policy); telemetry stays in the local log");
+                            self.faults.set_database_refused(why);
+                        } else {
+                            error!(status, reason = %text, "the database URL answers writes as no database does (a proxy, a redirect, another service?); telemetry stays in the local log");
+                            self.faults.set_database_unexpected(why);
+                        }
+                        *other.lock().unwrap_or_else(|p| p.into_inner()) = None;
                     }
                     if !self.wait(&mut backoff, None, stop).await {
                         return Outcome::Stopped;
@@ -521,6 +549,19 @@ impl Forwarder {
                     parts.push_front(part);
                     continue;
                 }
+                Err(WriteError::ServerError { status, text }) => {
+                    self.stats.count_failure(status);
+                    if let Some(held) = log.allow() {
+                        let backlog = self.log.stats.backlog_bytes.load(Relaxed);
+                        error!(status, reason = %text, retry_in_ms = backoff.as_millis() as u64, backlog_bytes = backlog, suppressed = held, "database write failed; the lines stay in the log, retrying");
+                    }
+                    failing = true;
+                    parts.push_front(part);
+                    if !self.wait(&mut backoff, None, stop).await {
+                        return Outcome::Stopped;
+                    }
+                    continue;
+                }
                 Err(e) => {
                     if let Some(held) = log.allow() {
                         let backlog = self.log.stats.backlog_bytes.load(Relaxed);
@@ -536,12 +577,25 @@ impl Forwarder {
                 return Outcome::Stopped;
             }
         }
+        // Every line of a chunk refused is rarely the lines' fault (a proxy's 400, a schema
+        // change): the lines are in the dead-letter file, and a person should look.
+        if total >= 2 && refused == total {
+            if self.faults.database_rejecting().is_none() {
+                error!(lines = total, reason = %last_refusal, "the database refused every line of a batch; they are in the dead-letter file (facilityd dead-letters resend once the cause is fixed)");
+            }
+            self.faults.set_database_rejecting(Some(format!(
+                "every line of a batch of {total} refused, last: {last_refusal}"
+            )));
+        } else if refused < total && self.faults.database_rejecting().is_some() {
+            info!("the database takes lines again");
+            self.faults.set_database_rejecting(None);
+        }
         Outcome::Written
     }
 
-    /// Waits before a retry: `exactly` when the database said how long (`Retry-After`), else
-    /// the backoff with jitter, which then doubles up to [`BACKOFF_MAX`]. False when `stop`
-    /// fires first.
+    /// Waits before a retry: the backoff with jitter, which then doubles up to [`BACKOFF_MAX`],
+    /// or `exactly` when the database said how long (`Retry-After`) and that is longer. False
+    /// when `stop` fires first.
     async fn wait(
         &self,
         backoff: &mut Duration,
@@ -553,14 +607,11 @@ impl Forwarder {
             .stats
             .forward_rate_bits
             .store(0f64.to_bits(), Relaxed);
-        let wait = match exactly {
-            Some(d) => d,
-            None => {
-                let w = backoff.mul_f64(rand::rng().random_range(0.5..1.0));
-                *backoff = (*backoff * 2).min(BACKOFF_MAX);
-                w
-            }
-        };
+        // The backoff always grows, and a `Retry-After` shorter than it (0, or a date our
+        // clock already passed) does not make the retry come sooner.
+        let jittered = backoff.mul_f64(rand::rng().random_range(0.5..1.0));
+        *backoff = (*backoff * 2).min(BACKOFF_MAX);
+        let wait = exactly.map_or(jittered, |d| d.max(jittered));
         tokio::select! {
             _ = stop.cancelled() => false,
             _ = sleep(wait) => true,
