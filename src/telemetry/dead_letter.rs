@@ -239,7 +239,10 @@ impl DeadLetter {
             let total = size + n + rotations.iter().map(|(_, s)| s).sum::<u64>();
             match rotations.last() {
                 Some(&(oldest, _)) if total > self.max_bytes => {
-                    self.drop_rotation(oldest);
+                    // A rotation that cannot be removed (a read-only or failing disk) ends
+                    // this: the append fails and its lines are counted as dropped, rather
+                    // than the lock being held in a loop.
+                    self.drop_rotation(oldest)?;
                     dir_changed = true;
                 }
                 _ => break,
@@ -273,7 +276,7 @@ impl DeadLetter {
     fn rotate(&self) -> io::Result<()> {
         let oldest = self.rotation(ROTATIONS);
         if oldest.exists() {
-            self.drop_rotation(ROTATIONS);
+            self.drop_rotation(ROTATIONS)?;
         }
         for i in (0..ROTATIONS).rev() {
             let from = self.rotation(i);
@@ -284,8 +287,9 @@ impl DeadLetter {
         Ok(())
     }
 
-    /// Removes a rotation and counts its lines (not its comments) as dropped.
-    fn drop_rotation(&self, n: u32) {
+    /// Removes a rotation and counts its lines (not its comments) as dropped; `Err` when it
+    /// stays.
+    fn drop_rotation(&self, n: u32) -> io::Result<()> {
         let path = self.rotation(n);
         let lines = match File::open(&path).and_then(|f| count_lines(BufReader::new(f))) {
             Ok(l) => l,
@@ -298,10 +302,12 @@ impl DeadLetter {
             Ok(()) => {
                 self.stats.dropped_lines.fetch_add(lines, Relaxed);
                 warn!(file = %path.display(), lines, bound = self.max_bytes, "dead-letter files at their bound (storage.dead_letter_max_bytes): removed the oldest rotation and its lines");
+                Ok(())
             }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
             Err(e) => {
-                error!(file = %path.display(), error = %e, "cannot remove the oldest dead-letter rotation")
+                error!(file = %path.display(), error = %e, "cannot remove the oldest dead-letter rotation");
+                Err(e)
             }
         }
     }

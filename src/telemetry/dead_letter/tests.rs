@@ -258,3 +258,28 @@ fn a_resend_takes_every_file_and_an_interrupted_ones_leftovers_first() {
     assert_eq!(d.stats.bytes.load(Relaxed), 0);
     assert_eq!(d.refresh().unwrap(), 0);
 }
+
+#[test]
+fn a_rotation_that_cannot_be_removed_fails_the_append_instead_of_looping() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dead_letter(dir.path(), 4000);
+    for k in 0..8 {
+        d.append(&lines("a", k * 5, 5), &format!("r{k}")).unwrap();
+    }
+    // The oldest rotation replaced by something no one can remove as a file, not even root:
+    // a directory with a file in it.
+    let oldest = d.rotation(ROTATIONS);
+    std::fs::remove_file(&oldest).unwrap();
+    std::fs::create_dir(&oldest).unwrap();
+    std::fs::write(oldest.join("x"), "x").unwrap();
+    let mut failed = false;
+    for k in 8..16 {
+        if d.append(&lines("b", k * 5, 5), "r").is_err() {
+            failed = true;
+            break;
+        }
+    }
+    assert!(failed, "the appends went on past the bound");
+    // Nothing else was touched, and the next append fails again rather than hanging.
+    assert!(d.append(&lines("c", 0, 50), "r").is_err());
+}
