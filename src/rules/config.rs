@@ -1755,10 +1755,11 @@ above = "high"
             }
         }
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/rules");
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            return;
-        };
+        let entries = std::fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("the shipped rules {}: {e}", dir.display()));
+        let mut files = 0;
         for f in entries {
+            files += 1;
             let f = f.unwrap().path();
             let text = std::fs::read_to_string(&f).unwrap();
             let it = items(&f.display().to_string(), &text);
@@ -1776,5 +1777,7 @@ above = "high"
                 ),
             }
         }
+        // One file per built-in device type at least: a test that read none would prove nothing.
+        assert!(files >= 4, "only {files} rule files in {}", dir.display());
     }
 }
