@@ -175,7 +175,7 @@ fn cli_writes_a_dashboard_for_a_custom_measurement_with_its_points() {
     }
     // Grafana queries the database the daemon writes.
     let ds = std::fs::read_to_string(out.join("provisioning/datasources/facilityd.yaml")).unwrap();
-    assert!(ds.contains("\n      dbName: plantdb\n"), "{ds}");
+    assert!(ds.contains("\n      dbName: \"plantdb\"\n"), "{ds}");
     // Only the measurements in use: no built-in device type's dashboard.
     assert!(!out.join("dashboards/facilityd-elevator.json").exists());
     let problems = check::structure(&out);
