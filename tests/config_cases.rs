@@ -118,6 +118,51 @@ fn check_never_prints_a_secret() {
         other => panic!("expected API v2, found {other:?}"),
     }
     assert!(!format!("{s:?}").contains("s3cr3t"));
+
+    // API v1: the password from a file and from the environment.
+    let password = dir.path().join("influx-password");
+    std::fs::write(&password, "pw-5up3r-s3cr3t\n").unwrap();
+    std::fs::write(
+        &cfg,
+        format!(
+            "[gateway]\nid = \"gw\"\n[influxdb]\napi = \"v1\"\nurl = \"http://127.0.0.1:8086\"\ndatabase = \"d\"\nusername = \"u\"\npassword_file = \"{}\"\n",
+            password.display()
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_facilityd"))
+        .args(["check", "-c"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("user \"u\" password set"), "{text}");
+    assert!(
+        !text.contains("s3cr3t"),
+        "check printed the password:\n{text}"
+    );
+    std::fs::write(
+        &cfg,
+        std::fs::read_to_string(&cfg)
+            .unwrap()
+            .replace(&format!("password_file = \"{}\"\n", password.display()), ""),
+    )
+    .unwrap();
+    let env = HashMap::from([(
+        "FACILITYD_INFLUXDB__PASSWORD".to_string(),
+        "env-s3cr3t".to_string(),
+    )]);
+    let s = facilityd::config::load_with_env(&cfg, env).unwrap();
+    match &s.influxdb.as_ref().unwrap().api {
+        facilityd::config::InfluxApi::V1 { password, .. } => assert_eq!(password.0, "env-s3cr3t"),
+        other => panic!("expected API v1, found {other:?}"),
+    }
+    assert!(!format!("{s:?}").contains("s3cr3t"));
 }
 
 #[test]
