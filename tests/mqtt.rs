@@ -224,7 +224,7 @@ name = "plug"
 device_type = "other"
 measurement = "plug"
 points = [
-  { name = "POWER", kind = "state", json = "" },
+  { name = "POWER", kind = "state", json = "", output = "boolean" },
   { name = "temp_c", kind = "gauge", json = "", scale = 0.1, unit = "degC" },
 ]
 "#;
@@ -1189,7 +1189,7 @@ async fn telemetry_is_republished_per_device() {
     assert_eq!(body["tags"]["building"], "A");
     assert_eq!(body["values"]["car_floor"], 12.0);
     assert_eq!(body["values"]["run_state"], "up");
-    assert_eq!(body["values"]["trips_total"], 7);
+    assert_eq!(body["values"]["trips_total"], 7.0, "a counter is a float field");
     let time = chrono::DateTime::parse_from_rfc3339(body["time"].as_str().unwrap()).unwrap();
     assert_eq!(time.timestamp_millis(), t);
     assert!(
