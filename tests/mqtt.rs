@@ -1189,7 +1189,10 @@ async fn telemetry_is_republished_per_device() {
     assert_eq!(body["tags"]["building"], "A");
     assert_eq!(body["values"]["car_floor"], 12.0);
     assert_eq!(body["values"]["run_state"], "up");
-    assert_eq!(body["values"]["trips_total"], 7.0, "a counter is a float field");
+    assert_eq!(
+        body["values"]["trips_total"], 7.0,
+        "a counter is a float field"
+    );
     let time = chrono::DateTime::parse_from_rfc3339(body["time"].as_str().unwrap()).unwrap();
     assert_eq!(time.timestamp_millis(), t);
     assert!(

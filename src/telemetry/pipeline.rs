@@ -425,8 +425,9 @@ impl Forwarder {
         }
     }
 
-    /// Writes one chunk, splitting on 413 and bisecting on 400, retrying everything else
-    /// until it goes through or `stop` fires.
+    /// Writes one chunk, splitting on 413 and bisecting on 400/422 (the refused lines go to the
+    /// dead-letter file), holding and retrying everything else until it goes through or
+    /// `stop` fires.
     async fn write_all(&self, batch: Batch, stop: &CancellationToken) -> Outcome {
         let total = batch.lines;
         // Lines of this chunk the database refused (HTTP 400/422), and the last answer.
