@@ -7,19 +7,20 @@
 //! temporary directory; stopped with SIGTERM on drop.
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use serde_json::Value;
 use tempfile::TempDir;
 
-use super::{find_binary, free_port, send_signal, sigterm_and_wait, tail, wait_child_blocking};
+use super::server::ServerProcess;
+use super::{find_binary, free_port, tail};
 
 const INFLUXD_MISSING: &str = "influxd not found: install InfluxDB 1.x with `apt-get install influxdb` (or run ./scripts/test.sh)";
 
 /// An `influxd` 1.x on 127.0.0.1:<free port>.
 pub struct InfluxDb1 {
-    child: Option<Child>,
+    process: ServerProcess,
     binary: PathBuf,
     port: u16,
     rpc_port: u16,
@@ -52,7 +53,7 @@ impl InfluxDb1 {
             .build()
             .expect("http client");
         let mut db = Self {
-            child: None,
+            process: ServerProcess::new("influxd", Duration::from_secs(30)),
             binary,
             port: 0,
             rpc_port: 0,
@@ -135,40 +136,26 @@ bind-address = "127.0.0.1:{rpc}"
             .append(true)
             .open(self.log_path())
             .expect("open influxd log");
-        let child = Command::new(&self.binary)
-            .arg("-config")
-            .arg(self.config_path())
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("clone log fd"))
-            .stderr(log)
-            .spawn()
-            .map_err(|e| format!("spawn {}: {e}", self.binary.display()))?;
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(60);
+        self.process.spawn(
+            Command::new(&self.binary)
+                .arg("-config")
+                .arg(self.config_path())
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().expect("clone log fd"))
+                .stderr(log),
+        )?;
         let ping = format!("{}/ping", self.url());
-        loop {
-            if let Some(status) = self
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten())
-            {
-                self.child = None;
-                return Err(format!("exited with {status}"));
-            }
-            let answer = self
-                .http
-                .get(&ping)
-                .timeout(Duration::from_secs(2))
-                .send()
-                .await;
-            if answer.is_ok_and(|r| r.status().as_u16() == 204) {
-                return Ok(());
-            }
-            if Instant::now() >= deadline {
-                return Err("/ping did not answer within 60 s".into());
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let http = &self.http;
+        self.process
+            .wait_ready(
+                Duration::from_secs(60),
+                "/ping did not answer",
+                async || {
+                    let answer = http.get(&ping).timeout(Duration::from_secs(2)).send().await;
+                    answer.is_ok_and(|r| r.status().as_u16() == 204)
+                },
+            )
+            .await
     }
 
     /// Base URL, e.g. `http://127.0.0.1:34567` (facilityd's `[influxdb] url`).
@@ -303,13 +290,10 @@ bind-address = "127.0.0.1:{rpc}"
 
     /// SIGTERM, then wait for the exit. Panics if it has not exited after 60 s.
     pub async fn stop(&mut self) {
-        if let Err(still) = sigterm_and_wait(&mut self.child, Duration::from_secs(60)).await {
-            panic!(
-                "influxd did not exit within {} s of SIGTERM\n--- log tail ---\n{}",
-                still.as_secs(),
-                self.log_tail()
-            );
-        }
+        let log = self.log_path();
+        self.process
+            .stop(Duration::from_secs(60), || tail(&log, 4096))
+            .await;
     }
 
     /// Stops it if running and starts it again on the same ports with the same data.
@@ -321,21 +305,6 @@ bind-address = "127.0.0.1:{rpc}"
                 self.port,
                 self.log_tail()
             );
-        }
-    }
-}
-
-impl Drop for InfluxDb1 {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take()
-            && let Ok(None) = child.try_wait()
-        {
-            send_signal(&child, libc::SIGTERM);
-            if wait_child_blocking(&mut child, Duration::from_secs(30)).is_none() {
-                eprintln!("influxd ignored SIGTERM for 30 s; killing it");
-                let _ = child.kill();
-                let _ = child.wait();
-            }
         }
     }
 }

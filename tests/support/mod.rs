@@ -36,6 +36,9 @@ use tokio::process::{ChildStdin, ChildStdout};
 pub mod influxdb;
 pub mod prometheus;
 pub mod pty;
+pub mod server;
+
+use server::ServerProcess;
 
 /// How often the `wait_*` helpers poll.
 const POLL: Duration = Duration::from_millis(100);
@@ -289,7 +292,7 @@ const VM_MISSING: &str = "victoria-metrics not found: install it with `apt-get i
 /// Stop it with [`VictoriaMetrics::stop`] (SIGTERM, then wait): it loses acknowledged
 /// writes on SIGKILL.
 pub struct VictoriaMetrics {
-    child: Option<Child>,
+    process: ServerProcess,
     binary: PathBuf,
     port: u16,
     dir: TempDir,
@@ -318,7 +321,7 @@ impl VictoriaMetrics {
             .build()
             .expect("http client");
         let mut vm = Self {
-            child: None,
+            process: ServerProcess::new("victoria-metrics", Duration::from_secs(30)),
             binary,
             port: 0,
             dir,
@@ -360,32 +363,23 @@ impl VictoriaMetrics {
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("clone log fd"))
             .stderr(log);
-        let child = cmd
-            .spawn()
-            .map_err(|e| format!("spawn {}: {e}", self.binary.display()))?;
-        self.child = Some(child);
-
-        let deadline = Instant::now() + Duration::from_secs(60);
+        self.process.spawn(&mut cmd)?;
         let health = format!("{}/health", self.url());
-        loop {
-            if let Some(status) = self.child.as_mut().unwrap().try_wait().expect("try_wait") {
-                self.child = None;
-                return Err(format!("exited with {status}"));
-            }
-            let answer = self
-                .http
-                .get(&health)
-                .timeout(Duration::from_secs(2))
-                .send()
-                .await;
-            if answer.is_ok_and(|resp| resp.status().is_success()) {
-                return Ok(());
-            }
-            if Instant::now() >= deadline {
-                return Err("/health did not answer within 60 s".into());
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let http = &self.http;
+        self.process
+            .wait_ready(
+                Duration::from_secs(60),
+                "/health did not answer",
+                async || {
+                    let answer = http
+                        .get(&health)
+                        .timeout(Duration::from_secs(2))
+                        .send()
+                        .await;
+                    answer.is_ok_and(|resp| resp.status().is_success())
+                },
+            )
+            .await
     }
 
     /// Base URL, e.g. `http://127.0.0.1:34567` (the InfluxDB `url` for facilityd).
@@ -417,10 +411,7 @@ impl VictoriaMetrics {
     }
 
     pub fn is_running(&mut self) -> bool {
-        match self.child.as_mut() {
-            Some(child) => child.try_wait().expect("try_wait").is_none(),
-            None => false,
-        }
+        self.process.is_running()
     }
 
     /// `GET /internal/force_flush`: makes new series searchable at once (else ~10 s);
@@ -536,13 +527,10 @@ impl VictoriaMetrics {
     /// SIGTERM, then wait for the exit (VictoriaMetrics flushes on SIGTERM). Never SIGKILL.
     /// Panics if it has not exited after 60 s. No-op when not running.
     pub async fn stop(&mut self) {
-        if let Err(still) = sigterm_and_wait(&mut self.child, Duration::from_secs(60)).await {
-            panic!(
-                "victoria-metrics did not exit within {} s of SIGTERM\n--- log tail ---\n{}",
-                still.as_secs(),
-                self.log_tail()
-            );
-        }
+        let log = self.log_path();
+        self.process
+            .stop(Duration::from_secs(60), || tail(&log, 4096))
+            .await;
     }
 
     /// Stops it (SIGTERM) if running, and starts it again on the same port with the same
@@ -555,23 +543,6 @@ impl VictoriaMetrics {
                 self.port,
                 self.log_tail()
             );
-        }
-    }
-}
-
-impl Drop for VictoriaMetrics {
-    /// SIGTERM and wait up to 30 s; only a server that ignores SIGTERM that long gets
-    /// SIGKILL (so no process is leaked; the test is over by then).
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take()
-            && let Ok(None) = child.try_wait()
-        {
-            send_signal(&child, libc::SIGTERM);
-            if wait_child_blocking(&mut child, Duration::from_secs(30)).is_none() {
-                eprintln!("victoria-metrics ignored SIGTERM for 30 s; killing it");
-                let _ = child.kill();
-                let _ = child.wait();
-            }
         }
     }
 }
@@ -1081,7 +1052,7 @@ const MOSQUITTO_MISSING: &str =
 /// [`restart`](Self::restart) on the same port brings back the persistent sessions and the
 /// QoS 1 messages queued for them.
 pub struct Mosquitto {
-    child: Option<Child>,
+    process: ServerProcess,
     binary: PathBuf,
     port: u16,
     dir: TempDir,
@@ -1106,7 +1077,7 @@ impl Mosquitto {
             .tempdir()
             .expect("temp dir");
         let mut m = Self {
-            child: None,
+            process: ServerProcess::new("mosquitto", Duration::from_secs(10)),
             binary,
             port: 0,
             dir,
@@ -1143,28 +1114,20 @@ impl Mosquitto {
             extra = self.extra,
         );
         std::fs::write(self.config_path(), conf).expect("write mosquitto.conf");
-        let child = Command::new(&self.binary)
-            .arg("-c")
-            .arg(self.config_path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| format!("spawn {}: {e}", self.binary.display()))?;
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(status) = self.child.as_mut().unwrap().try_wait().expect("try_wait") {
-                self.child = None;
-                return Err(format!("exited with {status}"));
-            }
-            if wait_for_tcp(self.addr(), Duration::from_millis(200)).await {
-                return Ok(());
-            }
-            if Instant::now() >= deadline {
-                return Err("no listener within 10 s".into());
-            }
-        }
+        self.process.spawn(
+            Command::new(&self.binary)
+                .arg("-c")
+                .arg(self.config_path())
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null()),
+        )?;
+        let addr = self.addr();
+        self.process
+            .wait_ready(Duration::from_secs(10), "no listener", async || {
+                wait_for_tcp(addr, Duration::from_millis(200)).await
+            })
+            .await
     }
 
     /// `mqtt://127.0.0.1:PORT`: the `[mqtt] url` for facilityd.
@@ -1195,22 +1158,16 @@ impl Mosquitto {
     }
 
     pub fn is_running(&mut self) -> bool {
-        match self.child.as_mut() {
-            Some(child) => child.try_wait().expect("try_wait").is_none(),
-            None => false,
-        }
+        self.process.is_running()
     }
 
     /// SIGTERM, then wait for the exit (it saves its store). Panics after 30 s. No-op when
     /// not running.
     pub async fn stop(&mut self) {
-        if let Err(still) = sigterm_and_wait(&mut self.child, Duration::from_secs(30)).await {
-            panic!(
-                "mosquitto did not exit within {} s of SIGTERM\n--- log tail ---\n{}",
-                still.as_secs(),
-                self.log_tail()
-            );
-        }
+        let log = self.log_path();
+        self.process
+            .stop(Duration::from_secs(30), || tail(&log, 4096))
+            .await;
     }
 
     /// Stops it (SIGTERM) if running and starts it again on the same port with the same
@@ -1231,20 +1188,6 @@ impl Mosquitto {
                     self.port,
                     self.log_tail()
                 ),
-            }
-        }
-    }
-}
-
-impl Drop for Mosquitto {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take()
-            && let Ok(None) = child.try_wait()
-        {
-            send_signal(&child, libc::SIGTERM);
-            if wait_child_blocking(&mut child, Duration::from_secs(10)).is_none() {
-                let _ = child.kill();
-                let _ = child.wait();
             }
         }
     }

@@ -3,19 +3,20 @@
 //! directory; stopped with SIGTERM on drop.
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use serde_json::Value;
 use tempfile::TempDir;
 
-use super::{find_binary, free_port, send_signal, tail, wait_child_blocking};
+use super::server::ServerProcess;
+use super::{find_binary, free_port, tail};
 
 const PROMETHEUS_MISSING: &str =
     "prometheus not found: install it with `apt-get install prometheus` (or run ./scripts/test.sh)";
 
 pub struct Prometheus {
-    child: Option<Child>,
+    process: ServerProcess,
     port: u16,
     dir: TempDir,
     http: reqwest011::Client,
@@ -47,59 +48,52 @@ impl Prometheus {
         // with the reason in the log.
         let port = free_port();
         let log = std::fs::File::create(dir.path().join("prometheus.log")).expect("log file");
-        let child = Command::new(&binary)
-            .arg(format!("--config.file={}", config.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.path().join("data").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("clone log fd"))
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn {}: {e}", binary.display()));
+        let mut process = ServerProcess::new("prometheus", Duration::from_secs(30));
+        let spawned = process.spawn(
+            Command::new(&binary)
+                .arg(format!("--config.file={}", config.display()))
+                .arg(format!(
+                    "--storage.tsdb.path={}",
+                    dir.path().join("data").display()
+                ))
+                .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().expect("clone log fd"))
+                .stderr(log),
+        );
         let mut p = Prometheus {
-            child: Some(child),
+            process,
             port,
             dir,
             http,
         };
-        if let Err(e) = p.wait_ready().await {
+        let ready = format!("{}/-/ready", p.url());
+        let started = match spawned {
+            Err(e) => Err(e),
+            Ok(()) => {
+                let http = &p.http;
+                p.process
+                    .wait_ready(
+                        Duration::from_secs(60),
+                        "/-/ready did not answer",
+                        async || {
+                            http.get(&ready)
+                                .timeout(Duration::from_secs(2))
+                                .send()
+                                .await
+                                .is_ok_and(|r| r.status().is_success())
+                        },
+                    )
+                    .await
+            }
+        };
+        if let Err(e) = started {
             panic!(
                 "prometheus did not start: {e}\n--- log tail ---\n{}",
                 p.log_tail()
             );
         }
         p
-    }
-
-    async fn wait_ready(&mut self) -> Result<(), String> {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let url = format!("{}/-/ready", self.url());
-        loop {
-            if let Some(status) = self
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten())
-            {
-                self.child = None;
-                return Err(format!("exited with {status}"));
-            }
-            let ok = self
-                .http
-                .get(&url)
-                .timeout(Duration::from_secs(2))
-                .send()
-                .await;
-            if ok.is_ok_and(|r| r.status().is_success()) {
-                return Ok(());
-            }
-            if Instant::now() >= deadline {
-                return Err("/-/ready did not answer within 60 s".into());
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
     }
 
     pub fn url(&self) -> String {
@@ -159,19 +153,5 @@ impl Prometheus {
             .flatten()
             .filter_map(|v| v.as_str().map(str::to_string))
             .collect())
-    }
-}
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take()
-            && let Ok(None) = child.try_wait()
-        {
-            send_signal(&child, libc::SIGTERM);
-            if wait_child_blocking(&mut child, Duration::from_secs(30)).is_none() {
-                let _ = child.kill();
-                let _ = child.wait();
-            }
-        }
     }
 }
