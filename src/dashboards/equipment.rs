@@ -233,18 +233,7 @@ pub fn drill_down(e: &Equipment, uid: &str) -> Value {
         if points.is_empty() {
             continue;
         }
-        let targets = points
-            .iter()
-            .enumerate()
-            .map(|(i, p)| {
-                influx_target(
-                    i,
-                    &influxql::series(m, p),
-                    Some(&p.name),
-                    Format::TimeSeries,
-                )
-            })
-            .collect();
+        let targets = series_targets(m, &points);
         let mut s =
             grafana::state_timeline(title, "One row per point.", grafana::influx(), targets);
         for p in &points {
@@ -267,18 +256,7 @@ pub fn drill_down(e: &Equipment, uid: &str) -> Value {
             None => "Readings without a unit".to_string(),
         };
         let names: Vec<&str> = points.iter().map(|p| &*p.name).collect();
-        let targets = points
-            .iter()
-            .enumerate()
-            .map(|(i, p)| {
-                influx_target(
-                    i,
-                    &influxql::series(m, p),
-                    Some(&p.name),
-                    Format::TimeSeries,
-                )
-            })
-            .collect();
+        let targets = series_targets(m, &points);
         let mut s =
             grafana::timeseries(&title, &names.join(", "), grafana::influx(), targets, false);
         decorate(&mut s, points[0], None);
@@ -344,4 +322,20 @@ pub fn drill_down(e: &Equipment, uid: &str) -> Value {
         b.add(24, 6, s);
     }
     b.finish()
+}
+
+/// One time-series query per point, aliased by the point's name.
+fn series_targets(m: &str, points: &[&Point]) -> Vec<Value> {
+    points
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            influx_target(
+                i,
+                &influxql::series(m, p),
+                Some(&p.name),
+                Format::TimeSeries,
+            )
+        })
+        .collect()
 }
