@@ -226,5 +226,9 @@ async fn a_disk_refusing_the_log_is_reported_and_polling_goes_on() {
 
     gw.sigterm();
     let status = gw.wait_with_timeout(Duration::from_secs(15)).await;
-    assert!(status.is_some(), "no clean stop:\n{}", gw.output());
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "no clean stop ({status:?}):\n{}",
+        gw.output()
+    );
 }
