@@ -500,35 +500,16 @@ impl Forwarder {
                 }
                 // Held: the lines stay, the gateway's own work order says why (one cause at a
                 // time: the other clears).
-                Err(e @ (WriteError::Refused { .. } | WriteError::Unexpected { .. })) => {
-                    let (status, text, refused) = match e {
-                        WriteError::Refused { status, text } => (status, text, true),
-                        WriteError::Unexpected { status, text } => (status, text, false),
-                        _ => unreachable!("matched above"),
-                    };
-                    self.stats.count_failure(status);
-                    let why = Some(format!("HTTP {status}: {text}"));
-                    let (now, other) = if refused {
-                        (
-                            self.faults.database_refused(),
-                            &self.faults.database_unexpected,
-                        )
-                    } else {
-                        (
-                            self.faults.database_unexpected(),
-                            &self.faults.database_refused,
-                        )
-                    };
-                    if now != why {
-                        if refused {
-                            error!(status, reason = %text, "the database refuses our writes (check the [influxdb] credentials, org, bucket, database or retention policy); telemetry stays in the local log");
-                            self.faults.set_database_refused(why);
-                        } else {
-                            error!(status, reason = %text, "the database URL answers writes as no database does (a proxy, a redirect, another service?); telemetry stays in the local log");
-                            self.faults.set_database_unexpected(why);
-                        }
-                        *other.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                Err(WriteError::Refused { status, text }) => {
+                    self.hold(status, &text, true);
+                    if !self.wait(&mut backoff, None, stop).await {
+                        return Outcome::Stopped;
                     }
+                    parts.push_front(part);
+                    continue;
+                }
+                Err(WriteError::Unexpected { status, text }) => {
+                    self.hold(status, &text, false);
                     if !self.wait(&mut backoff, None, stop).await {
                         return Outcome::Stopped;
                     }
@@ -592,6 +573,35 @@ impl Forwarder {
             self.faults.set_database_rejecting(None);
         }
         Outcome::Written
+    }
+
+    /// A write held for a configuration cause: `refused` (401, 403, 404: credentials, org,
+    /// bucket, database) or not (an answer no database gives). The gateway's own work order
+    /// says why; one cause at a time, so the other clears.
+    fn hold(&self, status: u16, text: &str, refused: bool) {
+        self.stats.count_failure(status);
+        let why = Some(format!("HTTP {status}: {text}"));
+        let (slot, other) = if refused {
+            (
+                &self.faults.database_refused,
+                &self.faults.database_unexpected,
+            )
+        } else {
+            (
+                &self.faults.database_unexpected,
+                &self.faults.database_refused,
+            )
+        };
+        if get(slot) == why {
+            return;
+        }
+        if refused {
+            error!(status, reason = %text, "the database refuses our writes (check the [influxdb] credentials, org, bucket, database or retention policy); telemetry stays in the local log");
+        } else {
+            error!(status, reason = %text, "the database URL answers writes as no database does (a proxy, a redirect, another service?); telemetry stays in the local log");
+        }
+        set(slot, why);
+        set(other, None);
     }
 
     /// Waits before a retry: the backoff with jitter, which then doubles up to [`BACKOFF_MAX`],
