@@ -224,11 +224,5 @@ async fn a_disk_refusing_the_log_is_reported_and_polling_goes_on() {
         "a gap of {widest} ms in PU-01's polls across the disk fault"
     );
 
-    gw.sigterm();
-    let status = gw.wait_with_timeout(Duration::from_secs(15)).await;
-    assert!(
-        status.is_some_and(|s| s.success()),
-        "no clean stop ({status:?}):\n{}",
-        gw.output()
-    );
+    gw.stop_cleanly(Duration::from_secs(15)).await;
 }

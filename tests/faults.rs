@@ -601,14 +601,7 @@ async fn the_daemon_opens_a_gateway_work_order_for_a_405() {
         "{wo}"
     );
     assert!(gw.is_running(), "{}", gw.output());
-    gw.sigterm();
-    assert!(
-        gw.wait_with_timeout(Duration::from_secs(20))
-            .await
-            .is_some_and(|s| s.success()),
-        "{}",
-        gw.output()
-    );
+    gw.stop_cleanly(Duration::from_secs(20)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

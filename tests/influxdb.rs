@@ -198,14 +198,7 @@ async fn a_wrong_password_is_held_and_raised_then_everything_lands() {
         gw.output()
     );
     assert!(gw.output().contains("status=401"), "{}", gw.output());
-    gw.sigterm();
-    assert!(
-        gw.wait_with_timeout(Duration::from_secs(20))
-            .await
-            .is_some_and(|s| s.success()),
-        "{}",
-        gw.output()
-    );
+    gw.stop_cleanly(Duration::from_secs(20)).await;
     let held = db.count("site", "pump").await;
     assert!(held.is_empty(), "written with a wrong password? {held:?}");
 
@@ -238,12 +231,5 @@ async fn a_wrong_password_is_held_and_raised_then_everything_lands() {
             );
         }
     }
-    gw.sigterm();
-    assert!(
-        gw.wait_with_timeout(Duration::from_secs(20))
-            .await
-            .is_some_and(|s| s.success()),
-        "{}",
-        gw.output()
-    );
+    gw.stop_cleanly(Duration::from_secs(20)).await;
 }

@@ -474,13 +474,7 @@ async fn kill_9_and_restart_loses_and_duplicates_nothing_and_timers_resume() {
     );
     tokio::time::sleep(Duration::from_millis(1000)).await;
     let all: Json = get(&format!("{api}/api/v1/work-orders")).await;
-    d.sigterm();
-    let status = d.wait_with_timeout(Duration::from_secs(5)).await;
-    assert!(
-        status.is_some_and(|s| s.success()),
-        "no clean stop ({status:?}):\n{}",
-        d.output()
-    );
+    d.stop_cleanly(Duration::from_secs(5)).await;
     let all = all.as_array().unwrap();
     assert_eq!(all.len(), 2, "{all:#?}");
     let trapped = all.iter().find(|w| w["rule"] == "trapped").unwrap();

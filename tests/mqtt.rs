@@ -1450,11 +1450,5 @@ async fn qos1_is_acknowledged_only_after_the_log_sync() {
     let got = series_points(&series, "elevator_car_floor", "LIFT-1");
     let expected: Vec<(i64, f64)> = (0..n).map(|i| (base + i, i as f64)).collect();
     assert_eq!(got, expected);
-    gw.sigterm();
-    let status = gw.wait_with_timeout(Duration::from_secs(10)).await;
-    assert!(
-        status.is_some_and(|s| s.success()),
-        "no clean stop ({status:?}):\n{}",
-        gw.output()
-    );
+    gw.stop_cleanly(Duration::from_secs(10)).await;
 }

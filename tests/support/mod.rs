@@ -991,6 +991,18 @@ impl Daemon {
         self.signal(libc::SIGTERM)
     }
 
+    /// SIGTERM, then asserts that it exits successfully within `within` (its output in the
+    /// failure message).
+    pub async fn stop_cleanly(&mut self, within: Duration) {
+        self.sigterm();
+        let status = self.wait_with_timeout(within).await;
+        assert!(
+            status.is_some_and(|s| s.success()),
+            "no clean stop ({status:?}):\n{}",
+            self.output()
+        );
+    }
+
     pub fn sighup(&mut self) {
         self.signal(libc::SIGHUP)
     }
