@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
-use facilityd::config::{Device, DeviceSource};
+use facilityd::device::{Device, DeviceSource};
 use facilityd::modbus::plan::{PlanLimits, ReadRequest, plan, split_point};
 use facilityd::modbus::poller::{LinkPoller, PolledDevice, RecordSink};
 use facilityd::modbus::serial::BusTiming;
@@ -136,7 +136,7 @@ async fn measure(baud: u32, a: &Args) -> Outcome {
     }
     std::fs::write(dir.path().join("facilityd.toml"), cfg).expect("config");
     let settings =
-        facilityd::config::load_with_env(&dir.path().join("facilityd.toml"), Default::default())
+        facilityd::settings::load_with_env(&dir.path().join("facilityd.toml"), Default::default())
             .unwrap_or_else(|e| panic!("{e}"));
 
     // The theoretical maximum for these maps and plans.

@@ -92,7 +92,7 @@ async fn run(devices: usize, seconds: u64) {
     }
     let path = dir.path().join("facilityd.toml");
     std::fs::write(&path, cfg).expect("config");
-    let settings = facilityd::config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    let settings = facilityd::settings::load(&path).unwrap_or_else(|e| panic!("{e}"));
     let gw = Gateway::new(settings);
     let stop = CancellationToken::new();
     let task = tokio::spawn({

@@ -22,9 +22,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
-use facilityd::config::Settings;
 use facilityd::model::{Reading, Record, Value};
 use facilityd::profile::PointKind;
+use facilityd::settings::Settings;
 use facilityd::telemetry::influx::InfluxWriter;
 use facilityd::telemetry::line::LineEncoder;
 use facilityd::telemetry::log::{Class, LogAppender, LogConfig, LogStats, Part, TelemetryLog};
@@ -86,7 +86,7 @@ fn settings(dir: &std::path::Path, influx: Option<&str>) -> Settings {
     }
     let path = dir.join("facilityd.toml");
     std::fs::write(&path, cfg).expect("config");
-    facilityd::config::load(&path).unwrap_or_else(|e| panic!("config: {e}"))
+    facilityd::settings::load(&path).unwrap_or_else(|e| panic!("config: {e}"))
 }
 
 /// One reading of every point of device `d` at time `ts`.

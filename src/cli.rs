@@ -5,9 +5,10 @@ use std::path::{Path, PathBuf};
 
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{self, DeviceSource, Settings};
+use crate::device::DeviceSource;
 use crate::modbus::plan::plan;
 use crate::modbus::poller::PolledDevice;
+use crate::settings::Settings;
 
 pub const DEFAULT_CONFIG: &str = "/etc/facilityd/facilityd.toml";
 
@@ -51,8 +52,8 @@ pub fn shutdown_on_signals() -> CancellationToken {
 }
 
 /// `facilityd check`: the text it prints, or the errors.
-pub fn check_report(path: &Path) -> Result<String, config::ConfigError> {
-    let s = config::load(path)?;
+pub fn check_report(path: &Path) -> Result<String, crate::config::ConfigError> {
+    let s = crate::settings::load(path)?;
     Ok(describe(&s))
 }
 
@@ -328,7 +329,7 @@ pub fn plans(s: &Settings) -> Vec<(String, usize)> {
 
 /// `facilityd run`.
 pub async fn run(path: &Path) -> anyhow::Result<()> {
-    let settings = config::load(path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let settings = crate::settings::load(path).map_err(|e| anyhow::anyhow!("{e}"))?;
     for w in &settings.warnings {
         tracing::warn!("{w}");
     }

@@ -22,7 +22,6 @@ use std::time::Duration;
 use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
 
-use crate::config;
 use crate::model::Value;
 use crate::runtime::{Gateway, RunOptions};
 use crate::sim::mqtt::{MqttSimAction, MqttSimDevice, MqttSimKind, MqttSimSpec};
@@ -597,7 +596,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let cfg_path = args.state_dir.join("facilityd.toml");
     std::fs::write(&cfg_path, demo_config(&args, &addrs, listen, &mqtt_url))
         .with_context(|| format!("cannot write {}", cfg_path.display()))?;
-    let settings = config::load(&cfg_path)
+    let settings = crate::settings::load(&cfg_path)
         .map_err(|e| anyhow::anyhow!("the demo's own configuration is invalid (a bug):\n{e}"))?;
 
     let list: Vec<String> = addrs.iter().map(|a| a.to_string()).collect();

@@ -12,7 +12,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use crate::modbus::stats::LogLimiter;
+use crate::events::LogLimiter;
 use crate::model::{Reading, Record};
 use crate::rules::config::Rule;
 use crate::rules::engine::RuleEngine;
@@ -115,7 +115,7 @@ pub const RULE_DATABASE_UNEXPECTED: &str = "gateway_database_unexpected";
 pub const RULE_DATABASE_REJECTING: &str = "gateway_database_rejecting";
 
 /// The gateway as an asset of its own work orders.
-pub fn gateway_asset(s: &crate::config::Settings) -> Arc<AssetInfo> {
+pub fn gateway_asset(s: &crate::settings::Settings) -> Arc<AssetInfo> {
     Arc::new(AssetInfo {
         id: s.gateway.id.as_str().into(),
         name: Some(format!("facilityd gateway {}", s.gateway.id)),

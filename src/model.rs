@@ -50,17 +50,6 @@ pub enum Quality {
     OutOfRange,
 }
 
-/// One point of one asset at one time.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Sample {
-    pub asset: AssetId,
-    pub point: Arc<str>,
-    pub value: Value,
-    /// Nanoseconds since the Unix epoch.
-    pub timestamp_ns: i64,
-    pub quality: Quality,
-}
-
 /// Everything read from one device in one poll: the unit that telemetry writes as one line.
 #[derive(Debug, Clone)]
 pub struct Reading {

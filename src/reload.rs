@@ -40,53 +40,19 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{error, info, warn};
 
-use crate::config::{self, Device, Settings};
+use crate::device::{Device, DeviceSlots};
 use crate::maintenance::{RulesReload, RulesReloaded};
 use crate::modbus::fleet::{Fleet, FleetChange, Member};
 use crate::modbus::stats::DeviceStats;
 use crate::mqtt::client::MqttClient;
 use crate::mqtt::subscriber::{MqttDevice, MqttDevices};
 use crate::runtime::Gateway;
+use crate::settings::Settings;
 use crate::telemetry::line::LineEncoder;
 
 /// How long a reload waits for the maintenance loop to swap its rule engine (it may be
 /// waiting for the work-order store).
 const RULES_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Every device the running gateway has had, by slot (see the module documentation): the
-/// configuration's devices first, then one per device a reload added or changed.
-#[derive(Clone, Default)]
-pub struct DeviceSlots(Arc<RwLock<Vec<Arc<Device>>>>);
-
-impl DeviceSlots {
-    /// Slots `0..n` for the configuration's devices.
-    pub fn new(devices: &[Arc<Device>]) -> Self {
-        DeviceSlots(Arc::new(RwLock::new(devices.to_vec())))
-    }
-
-    pub fn get(&self, slot: usize) -> Option<Arc<Device>> {
-        self.0
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(slot)
-            .cloned()
-    }
-
-    /// Opens the next slot for `device`.
-    fn push(&self, device: Arc<Device>) -> usize {
-        let mut t = self.0.write().unwrap_or_else(|p| p.into_inner());
-        t.push(device);
-        t.len() - 1
-    }
-
-    pub fn len(&self) -> usize {
-        self.0.read().unwrap_or_else(|p| p.into_inner()).len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
 
 /// The devices in force: the running configuration, and each device's slot and counters.
 #[derive(Debug)]
@@ -420,7 +386,7 @@ impl Reloader {
                 );
             }
         } else if new.devices.iter().any(|d| {
-            matches!(d.source, config::DeviceSource::Mqtt { .. })
+            matches!(d.source, crate::device::DeviceSource::Mqtt { .. })
                 && !old.devices.iter().any(|o| o.id == d.id)
         }) {
             warn!(
@@ -526,7 +492,7 @@ pub async fn reload(
     requests: &mpsc::Sender<ReloadRequest>,
 ) -> Result<ReloadSummary, ()> {
     let p = path.to_path_buf();
-    let settings = match tokio::task::spawn_blocking(move || config::load(&p)).await {
+    let settings = match tokio::task::spawn_blocking(move || crate::settings::load(&p)).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
             for issue in &e.0 {
@@ -585,7 +551,7 @@ mod tests {
         for (name, text) in conf_d {
             std::fs::write(d.join(name), text).unwrap();
         }
-        config::load_with_env(&path, Default::default()).unwrap_or_else(|e| panic!("{e}"))
+        crate::settings::load_with_env(&path, Default::default()).unwrap_or_else(|e| panic!("{e}"))
     }
 
     const MAIN: &str = r#"

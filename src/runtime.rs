@@ -20,7 +20,7 @@ use crate::rules::engine::RuleEngine;
 use crate::workorder::handle::StoreHandle;
 use crate::workorder::notify::run_notifier;
 
-use crate::config::Settings;
+use crate::device::DeviceSlots;
 use crate::modbus::fleet::{Fleet, Member};
 use crate::modbus::poller::RecordSink;
 use crate::modbus::stats::DeviceStats;
@@ -28,7 +28,8 @@ use crate::model::{Record, Value};
 use crate::mqtt::MqttStats;
 use crate::mqtt::republish::Republisher;
 use crate::mqtt::subscriber::{MqttDevice, MqttDevices, Subscriber, run_status};
-use crate::reload::{CurrentDevices, DeviceSet, DeviceSlots, ReloadRequest, ReloadStats, Reloader};
+use crate::reload::{CurrentDevices, DeviceSet, ReloadRequest, ReloadStats, Reloader};
+use crate::settings::Settings;
 use crate::telemetry::dead_letter::DeadLetter;
 use crate::telemetry::influx::{InfluxWriter, LineWriter};
 use crate::telemetry::line::LineEncoder;

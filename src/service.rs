@@ -19,7 +19,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::DeviceSource;
+use crate::device::DeviceSource;
 use crate::reload::DeviceSet;
 use crate::runtime::Gateway;
 

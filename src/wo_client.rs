@@ -75,7 +75,7 @@ struct Target {
 
 fn target(a: &WorkOrdersArgs) -> anyhow::Result<Target> {
     let path = crate::cli::config_path(a.config.clone());
-    let settings = match crate::config::load(&path) {
+    let settings = match crate::settings::load(&path) {
         Ok(s) => Some(s),
         Err(e) if a.url.is_none() => {
             return Err(anyhow!(

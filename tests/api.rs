@@ -28,7 +28,7 @@ async fn gateway(
         ),
     )
     .unwrap();
-    let settings = facilityd::config::load_with_env(&path, Default::default())
+    let settings = facilityd::settings::load_with_env(&path, Default::default())
         .unwrap_or_else(|e| panic!("{e}"));
     let gw = Gateway::new(settings);
     let stop = CancellationToken::new();

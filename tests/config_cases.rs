@@ -39,7 +39,7 @@ fn config_cases() {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         let prefix = format!("{}/", case.display());
-        let result = facilityd::config::load_with_env(&case.join("facilityd.toml"), env);
+        let result = facilityd::settings::load_with_env(&case.join("facilityd.toml"), env);
         let err_file = case.join("expected.err");
         let warn_file = case.join("expected.warn");
         match result {
@@ -112,7 +112,7 @@ fn check_never_prints_a_secret() {
             .replace(&format!("token_file = \"{}\"\n", token.display()), ""),
     )
     .unwrap();
-    let s = facilityd::config::load_with_env(&cfg, env).unwrap();
+    let s = facilityd::settings::load_with_env(&cfg, env).unwrap();
     match &s.influxdb.as_ref().unwrap().api {
         facilityd::config::InfluxApi::V2 { token, .. } => assert_eq!(token.0, "env-s3cr3t"),
         other => panic!("expected API v2, found {other:?}"),
@@ -157,7 +157,7 @@ fn check_never_prints_a_secret() {
         "FACILITYD_INFLUXDB__PASSWORD".to_string(),
         "env-s3cr3t".to_string(),
     )]);
-    let s = facilityd::config::load_with_env(&cfg, env).unwrap();
+    let s = facilityd::settings::load_with_env(&cfg, env).unwrap();
     match &s.influxdb.as_ref().unwrap().api {
         facilityd::config::InfluxApi::V1 { password, .. } => assert_eq!(password.0, "env-s3cr3t"),
         other => panic!("expected API v1, found {other:?}"),

@@ -143,7 +143,7 @@ async fn refused_lines_stay_until_the_cause_is_fixed_then_all_land() {
         .sum();
 
     // The daemon runs throughout, with the same state directory and database.
-    let settings = facilityd::config::load_with_env(&config, Default::default())
+    let settings = facilityd::settings::load_with_env(&config, Default::default())
         .unwrap_or_else(|e| panic!("{e}"));
     let gw = Gateway::new(settings);
     let stop = CancellationToken::new();

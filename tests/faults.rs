@@ -22,7 +22,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-fn settings(dir: &std::path::Path, body: &str) -> facilityd::config::Settings {
+fn settings(dir: &std::path::Path, body: &str) -> facilityd::settings::Settings {
     std::fs::write(
         dir.join("facilityd.toml"),
         format!(
@@ -31,7 +31,7 @@ fn settings(dir: &std::path::Path, body: &str) -> facilityd::config::Settings {
         ),
     )
     .unwrap();
-    facilityd::config::load_with_env(&dir.join("facilityd.toml"), Default::default())
+    facilityd::settings::load_with_env(&dir.join("facilityd.toml"), Default::default())
         .unwrap_or_else(|e| panic!("{e}"))
 }
 

@@ -19,7 +19,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use facilityd::config::load_with_env;
 use facilityd::modbus::codec::{
     Decoded, Raw, apply, decode_bit_point, decode_register_point, decode_words,
 };
@@ -31,6 +30,7 @@ use facilityd::profile::{
     ByteOrder, DataType, FieldType, Point, PointKind, Profile, RegisterKind, RegisterSpec,
     Transform, builtin,
 };
+use facilityd::settings::load_with_env;
 use facilityd::telemetry::line::LineEncoder;
 use facilityd::telemetry::log::{
     self as tlog, Class, FILE_MAGIC, HEADER_LEN, LogConfig, RecordHeader, TelemetryLog,

@@ -23,7 +23,7 @@ fn load_config(
     dir: &std::path::Path,
     body: &str,
     conf_d: &[(&str, &str)],
-) -> facilityd::config::Settings {
+) -> facilityd::settings::Settings {
     std::fs::write(dir.join("facilityd.toml"), body).unwrap();
     if !conf_d.is_empty() {
         std::fs::create_dir_all(dir.join("conf.d")).unwrap();
@@ -31,7 +31,7 @@ fn load_config(
             std::fs::write(dir.join("conf.d").join(name), text).unwrap();
         }
     }
-    facilityd::config::load_with_env(&dir.join("facilityd.toml"), Default::default())
+    facilityd::settings::load_with_env(&dir.join("facilityd.toml"), Default::default())
         .unwrap_or_else(|e| panic!("{e}"))
 }
 
@@ -45,7 +45,7 @@ fn header(dir: &std::path::Path, vm: &VictoriaMetrics, flush: &str) -> String {
 
 /// Runs the gateway in this process until the returned token is cancelled.
 fn spawn_gateway(
-    settings: facilityd::config::Settings,
+    settings: facilityd::settings::Settings,
 ) -> (
     Gateway,
     CancellationToken,

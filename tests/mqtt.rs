@@ -1047,7 +1047,7 @@ fn config_errors(body: &str) -> Vec<String> {
     let dir = tempfile::tempdir().unwrap();
     let path = write_config(dir.path(), body);
     let prefix = format!("{}: ", path.display());
-    match facilityd::config::load_with_env(&path, Default::default()) {
+    match facilityd::settings::load_with_env(&path, Default::default()) {
         Ok(_) => panic!("expected errors for:\n{body}"),
         Err(e) => {
             e.0.iter()

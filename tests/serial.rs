@@ -18,9 +18,9 @@ use support::pty::PtyPair;
 use support::{Daemon, ExportedSeries, PyModbusServer, VictoriaMetrics, find_series};
 use tokio_util::sync::CancellationToken;
 
-fn load_config(dir: &std::path::Path, body: &str) -> facilityd::config::Settings {
+fn load_config(dir: &std::path::Path, body: &str) -> facilityd::settings::Settings {
     std::fs::write(dir.join("facilityd.toml"), body).unwrap();
-    facilityd::config::load_with_env(&dir.join("facilityd.toml"), Default::default())
+    facilityd::settings::load_with_env(&dir.join("facilityd.toml"), Default::default())
         .unwrap_or_else(|e| panic!("{e}\n{body}"))
 }
 
@@ -40,7 +40,7 @@ fn header(dir: &std::path::Path, vm: Option<&VictoriaMetrics>) -> String {
 }
 
 fn spawn_gateway(
-    settings: facilityd::config::Settings,
+    settings: facilityd::settings::Settings,
 ) -> (
     Gateway,
     CancellationToken,
@@ -593,7 +593,7 @@ fn check_prints_bus_utilisation_and_warns_when_overloaded() {
     cfg += "[[devices]]\nid = \"B\"\nprofile = \"pump\"\nmodbus = { url = \"rtu:///dev/ttyUSB0?baud=19200\", unit = 2 }\n";
     std::fs::write(dir.path().join("facilityd.toml"), &cfg).unwrap();
     let err =
-        facilityd::config::load_with_env(&dir.path().join("facilityd.toml"), Default::default())
+        facilityd::settings::load_with_env(&dir.path().join("facilityd.toml"), Default::default())
             .unwrap_err()
             .to_string();
     assert!(

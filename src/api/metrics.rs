@@ -143,7 +143,7 @@ pub fn render(gw: &Gateway, extra: &str) -> String {
         "Serial bus time taken by each device's reads (frames, silences, turnaround, waiting for the answer); its rate summed by bus is the bus's utilisation.",
     );
     for ((id, s), d) in devices.iter().zip(set.settings.devices.iter()) {
-        if let crate::config::DeviceSource::Modbus(m) = &d.source
+        if let crate::device::DeviceSource::Modbus(m) = &d.source
             && let crate::modbus::link::Link::Rtu(serial) = &m.link
         {
             let _ = writeln!(

@@ -13,7 +13,7 @@ use config::{Config, Environment, File, FileFormat};
 use serde::de::DeserializeOwned;
 
 use super::schema::FileConfig;
-use super::{ConfigError, ConfigIssue, Settings, build};
+use super::{ConfigError, ConfigIssue};
 
 /// An array item with the file it came from and its index there.
 #[derive(Debug, Clone)]
@@ -32,20 +32,6 @@ pub(crate) struct Loaded {
     pub profiles: Vec<Sourced<crate::profile::ProfileConfig>>,
     pub rules: Vec<Sourced<config::Value>>,
     pub notify: Vec<Sourced<config::Value>>,
-}
-
-/// Loads and validates the configuration at `path` with the process environment.
-pub fn load(path: &Path) -> Result<Settings, ConfigError> {
-    let env: HashMap<String, String> = std::env::vars()
-        .filter(|(k, _)| k.starts_with("FACILITYD_"))
-        .collect();
-    load_with_env(path, env)
-}
-
-/// Like [`load`], with the FACILITYD_* variables given explicitly (tests, `check`).
-pub fn load_with_env(path: &Path, env: HashMap<String, String>) -> Result<Settings, ConfigError> {
-    let loaded = read_all(path, env)?;
-    build::build(loaded)
 }
 
 fn issue(file: &Path, path: impl Into<String>, message: impl Into<String>) -> ConfigError {
@@ -130,7 +116,8 @@ fn conf_d_files(main: &Path) -> Result<Vec<PathBuf>, ConfigError> {
     Ok(files)
 }
 
-fn read_all(path: &Path, env: HashMap<String, String>) -> Result<Loaded, ConfigError> {
+/// Reads the file at `path`, `conf.d/*.toml` beside it and the FACILITYD_* variables in `env`.
+pub(crate) fn read_all(path: &Path, env: HashMap<String, String>) -> Result<Loaded, ConfigError> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| issue(path, "", format!("cannot read the config file: {e}")))?;
     let mut files = vec![path.to_path_buf()];

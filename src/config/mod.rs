@@ -1,18 +1,21 @@
-//! Configuration: loading (file, `conf.d/*.toml`, environment), validation, and the validated
-//! [`Settings`] that `check` prints and `run` runs. Both commands go through [`load`], so what
-//! `check` accepts, `run` runs.
+//! Configuration as read: the file, `conf.d/*.toml` beside it and FACILITYD_* environment
+//! variables, deserialized with exact key paths ([`schema`]), the units it is written in
+//! ([`units`]), the plain sections resolved ([`sections`]), and the problems found, each
+//! located by file and key path ([`ConfigIssue`]). It imports nothing but the profile and value
+//! vocabulary: devices, rules, MQTT and notifiers validate their own parts, and
+//! `crate::settings` assembles them into what `check` prints and `run` runs.
 
-mod build;
 mod load;
 pub mod schema;
+pub mod sections;
 pub mod units;
 
-pub use build::{
-    Device, DeviceSource, Gateway, InfluxApi, InfluxSettings, ModbusSource, Notifiers, Settings,
-    StorageSettings, asset_info,
-};
-pub use load::{load, load_with_env};
+pub(crate) use load::{Loaded, Sourced, read_all};
 pub use schema::Secret;
+pub use sections::{
+    Gateway, InfluxApi, InfluxSettings, MIN_DEAD_LETTER_BYTES, MIN_LOG_BYTES, StorageSettings,
+    read_secret_file,
+};
 
 use std::fmt;
 

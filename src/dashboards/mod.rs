@@ -21,8 +21,9 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::config::{self, ConfigError, Settings};
+use crate::config::ConfigError;
 use crate::profile::{Point, Profile};
+use crate::settings::Settings;
 
 /// The InfluxDB database the data-source file names when the configuration has no
 /// `[influxdb]` (the shipped files).
@@ -33,8 +34,8 @@ pub const DEFAULT_DATABASE: &str = "facilityd";
 /// says otherwise).
 fn database(s: &Settings) -> &str {
     match s.influxdb.as_ref().map(|i| &i.api) {
-        Some(config::InfluxApi::V1 { database, .. }) => database,
-        Some(config::InfluxApi::V2 { bucket, .. }) => bucket,
+        Some(crate::config::InfluxApi::V1 { database, .. }) => database,
+        Some(crate::config::InfluxApi::V2 { bucket, .. }) => bucket,
         None => DEFAULT_DATABASE,
     }
 }
@@ -216,7 +217,7 @@ pub enum DashboardsError {
 /// `facilityd dashboards -c FILE --out DIR`: loads and validates the configuration as `check`
 /// does, writes the files under `out`, and returns the lines to print.
 pub fn run(config_path: &Path, out: &Path) -> Result<String, DashboardsError> {
-    let s = config::load(config_path)?;
+    let s = crate::settings::load(config_path)?;
     let mut report = String::new();
     for (rel, text) in files(&s) {
         let path = out.join(&rel);

@@ -18,7 +18,7 @@ use tracing::{info, warn};
 use super::link::Link;
 use super::poller::{LinkChange, LinkPoller, PolledDevice, RecordSink};
 use super::stats::DeviceStats;
-use crate::config::{Device, DeviceSource};
+use crate::device::{Device, DeviceSource};
 
 /// How long a stopped link may take to close its connection before its task is aborted.
 const STOP_TIMEOUT: Duration = Duration::from_secs(5);

@@ -3,7 +3,7 @@
 pub mod bus;
 pub mod codec;
 pub mod fleet;
-pub mod link;
+pub use crate::device::link;
 pub mod plan;
 pub mod poller;
 pub mod probe;

@@ -34,8 +34,9 @@ use super::bus::{self, SerialBus};
 use super::codec::{Decoded, decode_bit_point, decode_register_point};
 use super::link::Link;
 use super::plan::{Boundary, PlanLimits, ReadRequest, plan, plan_only, split_point};
-use super::stats::{DeviceStats, LogLimiter};
-use crate::config::{Device, DeviceSource, ModbusSource};
+use super::stats::DeviceStats;
+use crate::device::{Device, DeviceSource, ModbusSource};
+use crate::events::LogLimiter;
 use crate::model::{DeviceStatus, Quality, Reading, Record, Value, now_ns};
 use crate::profile::RegisterKind;
 

@@ -13,7 +13,7 @@ use std::time::Duration;
 use super::link::{Link, SerialSettings};
 use super::plan::{PlanLimits, ReadRequest, plan};
 use super::rtu::{READ_REQUEST_LEN, reply_len};
-use crate::config::{Device, DeviceSource};
+use crate::device::{Device, DeviceSource};
 
 /// The silence between frames above 19200 baud (the specification's fixed value).
 pub const FAST_T35: Duration = Duration::from_micros(1750);

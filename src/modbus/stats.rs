@@ -2,7 +2,7 @@
 //! HTTP API's /metrics).
 
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Counters of one polled device. Monotonic except the gauges noted.
 #[derive(Debug, Default)]
@@ -72,38 +72,5 @@ impl DeviceStats {
             + Self::get(&self.malformed)
             + Self::get(&self.crc_errors)
             + Self::get(&self.wrong_unit)
-    }
-}
-
-/// Allows one log line per `every`, counting what it held back.
-#[derive(Debug)]
-pub struct LogLimiter {
-    every: Duration,
-    last: Option<Instant>,
-    suppressed: u64,
-}
-
-impl LogLimiter {
-    pub const fn new(every: Duration) -> Self {
-        LogLimiter {
-            every,
-            last: None,
-            suppressed: 0,
-        }
-    }
-
-    /// `Some(suppressed since the last line)` when a line may be logged now.
-    pub fn allow(&mut self) -> Option<u64> {
-        let now = Instant::now();
-        match self.last {
-            Some(t) if now.duration_since(t) < self.every => {
-                self.suppressed += 1;
-                None
-            }
-            _ => {
-                self.last = Some(now);
-                Some(std::mem::take(&mut self.suppressed))
-            }
-        }
     }
 }

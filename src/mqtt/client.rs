@@ -32,7 +32,7 @@ use tracing::{debug, error, info, warn};
 use super::MqttStats;
 use super::settings::{MAX_OUTGOING_PACKET, MqttSettings};
 use super::tracker::PublishTracker;
-use crate::modbus::stats::LogLimiter;
+use crate::events::LogLimiter;
 
 /// rumqttc's request channel: publishes, acks, subscriptions waiting for the event loop.
 const REQUEST_CAP: usize = 4096;

@@ -14,8 +14,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::client::{MqttClient, PublishError};
 use super::settings::TelemetryTopic;
+use crate::device::DeviceSlots;
 use crate::model::{Reading, Value};
-use crate::reload::DeviceSlots;
 use crate::telemetry::line::device_tags;
 
 pub struct Republisher {

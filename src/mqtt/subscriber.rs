@@ -28,8 +28,9 @@ use super::client::{IncomingMessages, MqttClient};
 use super::payload::{Cause, PayloadMap, TimeWindow};
 use super::settings::Routing;
 use super::topic::Unrouted;
-use crate::config::{Device, DeviceSource};
-use crate::modbus::stats::{DeviceStats, LogLimiter};
+use crate::device::{Device, DeviceSource};
+use crate::events::LogLimiter;
+use crate::modbus::stats::DeviceStats;
 use crate::model::{Ack, DeviceStatus, Reading, Record, now_ns};
 
 /// How long a stopping subscriber waits for the log to sync what it has taken.

@@ -48,7 +48,7 @@ pub enum DeadLettersCommand {
 /// Runs `facilityd dead-letters ...`.
 pub async fn run(a: DeadLettersArgs) -> anyhow::Result<()> {
     let path = crate::cli::config_path(a.config.clone());
-    let s = crate::config::load(&path).map_err(|e| anyhow!("{e}"))?;
+    let s = crate::settings::load(&path).map_err(|e| anyhow!("{e}"))?;
     let dl = Arc::new(DeadLetter::new(
         &s.gateway.state_dir,
         s.storage.dead_letter_max_bytes,

@@ -10,7 +10,7 @@
 use std::fmt::Write as _;
 use std::sync::{Arc, RwLock};
 
-use crate::config::Device;
+use crate::device::Device;
 use crate::model::{DeviceStatus, Reading, Record, Value};
 
 fn escape(s: &str, specials: &[char], out: &mut String) {
@@ -405,7 +405,7 @@ mod tests {
         };
         let load = |text: String| {
             std::fs::write(&path, format!("[gateway]\nid = \"gw\"\n{text}")).unwrap();
-            crate::config::load_with_env(&path, Default::default()).unwrap()
+            crate::settings::load_with_env(&path, Default::default()).unwrap()
         };
         let old = load(device("P-1", "A"));
         let enc = LineEncoder::new("gw", &old.devices);
@@ -457,7 +457,7 @@ mod tests {
             "[gateway]\nid = \"gw\"\n[[devices]]\nid = \"P1\"\nprofile = \"pump\"\nmodbus = { url = \"tcp://127.0.0.1:1\" }\n",
         )
         .unwrap();
-        let s = crate::config::load_with_env(&path, Default::default()).unwrap();
+        let s = crate::settings::load_with_env(&path, Default::default()).unwrap();
         let points = &s.devices[0].profile.points;
         let idx = |n: &str| points.iter().position(|p| &*p.name == n).unwrap();
         let enc = LineEncoder::new("gw", &s.devices);

@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
-use crate::modbus::stats::LogLimiter;
+use crate::events::LogLimiter;
 use crate::model::Ack;
 
 /// The first bytes of every segment file.

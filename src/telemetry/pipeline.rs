@@ -23,7 +23,7 @@ use super::dead_letter::{DeadLetter, DeadLetterStats};
 use super::influx::{LineWriter, WriteError};
 use super::line::LineEncoder;
 use super::log::{Chunk, Class, LogAppender, Part, TelemetryLog};
-use crate::modbus::stats::LogLimiter;
+use crate::events::LogLimiter;
 use crate::model::{Ack, Record};
 
 /// How soon a batch that holds an MQTT QoS 1 acknowledgement is cut.

@@ -1284,7 +1284,7 @@ impl Running {
 
 /// Loads `path` and runs the gateway until [`Running::stop`]; returns once it is ready.
 pub async fn start_gateway(path: &std::path::Path) -> Running {
-    let settings = facilityd::config::load_with_env(path, Default::default())
+    let settings = facilityd::settings::load_with_env(path, Default::default())
         .unwrap_or_else(|e| panic!("{e}"));
     let gw = facilityd::runtime::Gateway::new(settings);
     let stop = tokio_util::sync::CancellationToken::new();

@@ -89,34 +89,35 @@ impl fmt::Debug for WebhookNotifier {
 }
 
 /// Builds the webhook notifiers of the `notify` items (`(file, index in that file, item)`),
-/// leaving `type = "mqtt"` items out; [`parse_notifiers_with_mqtt`] builds both.
+/// leaving `type = "mqtt"` items out; [`parse_notifiers_with`] builds both.
 pub fn parse_notifiers(
     items: &[(String, usize, config::Value)],
     gateway: &str,
     assets: &HashMap<String, Arc<AssetInfo>>,
 ) -> Result<Vec<Arc<dyn Notifier>>, Vec<ConfigIssue>> {
-    parse_all(items, gateway, &AssetDirectory::new(assets.clone()), None)
+    parse_notifiers_with(items, gateway, &AssetDirectory::new(assets.clone()), None)
 }
+
+/// Builds a `type = "mqtt"` item: (file, key path of the item, its position among all items,
+/// the item, the gateway id, the assets). The MQTT client lives above this module, so whoever
+/// assembles the settings passes its builder in.
+pub type ItemBuilder<'a> = &'a dyn Fn(
+    &str,
+    &str,
+    usize,
+    config::Value,
+    &str,
+    &AssetDirectory,
+) -> Result<Arc<dyn Notifier>, Vec<ConfigIssue>>;
 
 /// Builds the notifiers of the `notify` items (`(file, index in that file, item)`): webhooks
-/// here, `type = "mqtt"` items by [`crate::mqtt::notifier::build`], which publish through the
-/// `[mqtt]` connection (`mqtt`: its port, `None` without an `[mqtt]` section). Every error is
-/// collected, with its file and key path (`notify[1].url`). The notifiers share `assets`.
-pub fn parse_notifiers_with_mqtt(
+/// here, `type = "mqtt"` items by `mqtt` (`None` leaves them out). Every error is collected,
+/// with its file and key path (`notify[1].url`). The notifiers share `assets`.
+pub fn parse_notifiers_with(
     items: &[(String, usize, config::Value)],
     gateway: &str,
     assets: &AssetDirectory,
-    mqtt: Option<&crate::mqtt::MqttPort>,
-) -> Result<Vec<Arc<dyn Notifier>>, Vec<ConfigIssue>> {
-    parse_all(items, gateway, assets, Some(mqtt))
-}
-
-/// `mqtt`: `None` leaves MQTT items out; `Some(port)` builds them (`Some(None)`: no `[mqtt]`).
-fn parse_all(
-    items: &[(String, usize, config::Value)],
-    gateway: &str,
-    assets: &AssetDirectory,
-    mqtt: Option<Option<&crate::mqtt::MqttPort>>,
+    mqtt: Option<ItemBuilder<'_>>,
 ) -> Result<Vec<Arc<dyn Notifier>>, Vec<ConfigIssue>> {
     let mut out: Vec<Arc<dyn Notifier>> = Vec::new();
     let mut errors = Vec::new();
@@ -143,16 +144,9 @@ fn parse_all(
             }
             Some(Ok(k)) if k == "mqtt" => match mqtt {
                 None => continue,
-                Some(port) => crate::mqtt::notifier::build(
-                    file,
-                    &base,
-                    position,
-                    value.clone(),
-                    gateway,
-                    assets,
-                    port,
-                )
-                .map(|n| Arc::new(n) as Arc<dyn Notifier>),
+                Some(build_mqtt) => {
+                    build_mqtt(file, &base, position, value.clone(), gateway, assets)
+                }
             },
             Some(Ok(k)) => {
                 errors.push(issue(
@@ -463,55 +457,6 @@ mod tests {
             Ok(_) => panic!("expected errors"),
             Err(e) => e.iter().map(|i| i.to_string()).collect(),
         }
-    }
-
-    #[test]
-    fn parses_webhooks_and_hands_mqtt_over() {
-        let toml = r#"
-            [[notify]]
-            type = "mqtt"
-            topic = "x"
-            [[notify]]
-            type = "webhook"
-            url = "https://cmms.example/api/tickets"
-            events = ["opened", "resolved"]
-            headers = { "X-Tenant" = "acme" }
-            timeout = "3s"
-            match = { device_type = "pump" }
-            [[notify]]
-            type = "webhook"
-            id = "second"
-            url = "http://127.0.0.1:9/hook"
-            "#;
-        let port = crate::mqtt::MqttPort::default();
-        let n =
-            parse_notifiers_with_mqtt(&items(toml), "gw", &AssetDirectory::default(), Some(&port))
-                .unwrap();
-        assert_eq!(
-            n.iter().map(|n| n.name()).collect::<Vec<_>>(),
-            ["mqtt:0", "webhook:1", "second"]
-        );
-        // Webhooks only: MQTT items left out.
-        assert_eq!(
-            parse(toml)
-                .unwrap()
-                .iter()
-                .map(|n| n.name())
-                .collect::<Vec<_>>(),
-            ["webhook:1", "second"]
-        );
-        // Without [mqtt], an MQTT notifier has no connection to publish through.
-        let e =
-            match parse_notifiers_with_mqtt(&items(toml), "gw", &AssetDirectory::default(), None) {
-                Ok(_) => panic!("expected an error"),
-                Err(e) => e.iter().map(|i| i.to_string()).collect::<Vec<_>>(),
-            };
-        assert_eq!(
-            e,
-            [
-                "f.toml: notify[0]: an MQTT notifier publishes through the [mqtt] connection: configure [mqtt] url"
-            ]
-        );
     }
 
     #[test]
