@@ -167,10 +167,7 @@ async fn measure(baud: u32, a: &Args) -> Outcome {
         .filter_map(|(i, d)| PolledDevice::new(i, d.clone(), stats[i].clone()))
         .collect();
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Record>(4096);
-    let sink = RecordSink {
-        tx,
-        dropped: Arc::new(AtomicU64::new(0)),
-    };
+    let sink = RecordSink::new(tx, Arc::new(AtomicU64::new(0)));
     let good = Arc::new(AtomicU64::new(0));
     let counter = tokio::spawn({
         let good = good.clone();

@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
+use facilityd::gateway::Gateway;
 use facilityd::model::Value;
-use facilityd::runtime::Gateway;
 use facilityd::sim::{SimDeviceSpec, SimPortSpec, SimSpec};
 use serde_json::Value as Json;
 use tokio_util::sync::CancellationToken;

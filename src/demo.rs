@@ -22,8 +22,8 @@ use std::time::Duration;
 use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
 
+use crate::gateway::{Gateway, RunOptions};
 use crate::model::Value;
-use crate::runtime::{Gateway, RunOptions};
 use crate::sim::mqtt::{MqttSimAction, MqttSimDevice, MqttSimKind, MqttSimSpec};
 use crate::sim::{Fault, ScheduledFault, SimDeviceSpec, SimPortSpec, SimSpec};
 use crate::telemetry::influx::{LineWriter, WriteError};
@@ -730,7 +730,7 @@ async fn work_orders(gw: &Gateway) -> String {
     };
     format!(
         "work orders (newest first):\n{}",
-        crate::wo_client::table(&list)
+        crate::cli::work_orders::table(&list)
     )
 }
 

@@ -50,10 +50,10 @@ enum Command {
     Probe(ProbeArgs),
     /// List, show, acknowledge, resolve or close work orders of the running daemon.
     #[command(name = "work-orders")]
-    WorkOrders(facilityd::wo_client::WorkOrdersArgs),
+    WorkOrders(facilityd::cli::work_orders::WorkOrdersArgs),
     /// List the telemetry dead-letter files, or re-send their lines to the database.
     #[command(name = "dead-letters")]
-    DeadLetters(facilityd::telemetry::dead_letter_cmd::DeadLettersArgs),
+    DeadLetters(facilityd::cli::dead_letters::DeadLettersArgs),
 }
 
 #[derive(clap::Args)]
@@ -88,7 +88,7 @@ struct ProbeArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    facilityd::service::ignore_file_size_signal();
+    facilityd::gateway::service::ignore_file_size_signal();
     match cli.command {
         Command::Check { config } => {
             let path = cli::config_path(config);
@@ -137,11 +137,11 @@ fn main() -> ExitCode {
         }
         Command::WorkOrders(a) => {
             cli::init_logging("warn");
-            block_on(facilityd::wo_client::run(a))
+            block_on(facilityd::cli::work_orders::run(a))
         }
         Command::DeadLetters(a) => {
             cli::init_logging("warn");
-            block_on(facilityd::telemetry::dead_letter_cmd::run(a))
+            block_on(facilityd::cli::dead_letters::run(a))
         }
         Command::Probe(a) => {
             cli::init_logging("warn");

@@ -78,11 +78,29 @@ pub struct DeviceStatus {
 pub enum Record {
     Reading(Reading),
     Status(DeviceStatus),
-    /// A line of line protocol already encoded (work-order annotations), newline-terminated.
-    Line(String),
+    /// A work-order lifecycle event, written as a `work_order` line (Grafana annotations).
+    WorkOrder(Box<WorkOrderMark>),
     /// Fires once every record sent before it is synced in the telemetry log (accepted): an
     /// MQTT QoS 1 message is acknowledged then.
     Ack(Ack),
+}
+
+/// What telemetry writes of a work-order event: who, what, and when.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkOrderMark {
+    pub id: i64,
+    pub asset: String,
+    pub rule: String,
+    /// `corrective` or `preventive`.
+    pub kind: &'static str,
+    pub priority: &'static str,
+    /// The work order's status after the event.
+    pub status: &'static str,
+    /// The event: `opened`, `acknowledged`, `resolved`, ...
+    pub event: &'static str,
+    pub title: String,
+    /// Nanoseconds since the Unix epoch.
+    pub timestamp_ns: i64,
 }
 
 /// A one-time signal from the telemetry log that records are accepted. Dropped unfired (the

@@ -4,8 +4,8 @@
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use facilityd::gateway::Gateway;
 use facilityd::model::Value;
-use facilityd::runtime::Gateway;
 use facilityd::sim::{SimDeviceSpec, SimPortSpec, SimSpec};
 use serde_json::Value as Json;
 use tokio_util::sync::CancellationToken;

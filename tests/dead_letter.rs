@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use facilityd::runtime::Gateway;
+use facilityd::gateway::Gateway;
 use facilityd::telemetry::dead_letter::read_entries;
 use serde_json::Value;
 use support::influxdb::InfluxDb1;
@@ -161,7 +161,7 @@ async fn refused_lines_stay_until_the_cause_is_fixed_then_all_land() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // The files found at start-up are in the gauge.
-    let metrics = facilityd::api::metrics::render(&gw, "");
+    let metrics = facilityd::api::metrics::render(&gw.view(), "");
     assert!(
         metrics.contains(&format!(
             "\nfacilityd_telemetry_dead_letter_bytes {bytes_before}\n"

@@ -8,9 +8,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use facilityd::gateway::Gateway;
 use facilityd::modbus::stats::DeviceStats;
 use facilityd::model::Value;
-use facilityd::runtime::Gateway;
 use facilityd::sim::{SimDeviceSpec, SimPortSpec, SimSpec};
 use facilityd::telemetry::dead_letter::{DeadLetter, read_entries};
 use facilityd::telemetry::influx::InfluxWriter;

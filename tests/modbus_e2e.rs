@@ -7,8 +7,8 @@ mod support;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
+use facilityd::gateway::Gateway;
 use facilityd::modbus::stats::DeviceStats;
-use facilityd::runtime::Gateway;
 use facilityd::sim::{Fault, ScheduledFault, SimDeviceSpec, SimPortSpec, SimSpec};
 use serde_json::json;
 use support::{Daemon, ExportedSeries, PyModbusServer, VictoriaMetrics, find_series};

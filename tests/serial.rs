@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
+use facilityd::gateway::Gateway;
 use facilityd::modbus::stats::DeviceStats;
-use facilityd::runtime::Gateway;
 use facilityd::sim::{Fault, SimBusSpec, SimDeviceSpec, SimHandle};
 use serde_json::json;
 use support::pty::PtyPair;
@@ -281,7 +281,7 @@ async fn garbled_and_wrong_unit_replies_are_discarded_and_counted() {
         assert_eq!(get(&st.transport_errors), 0);
     }
     // Replies that are always discarded are no answers: the units were backed off (above).
-    let metrics = facilityd::api::metrics::render(&gw, "");
+    let metrics = facilityd::api::metrics::render(&gw.view(), "");
     let line = |prefix: &str| {
         metrics
             .lines()

@@ -4,8 +4,8 @@
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
+use super::GatewayView;
 use crate::modbus::stats::DeviceStats;
-use crate::runtime::Gateway;
 
 /// Upper bounds (seconds) of the poll-duration histogram buckets.
 pub const POLL_BUCKETS: [f64; 10] = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5];
@@ -38,7 +38,7 @@ fn labelled(
 }
 
 /// Renders the device and telemetry metrics; `extra` is appended (work orders, outbox).
-pub fn render(gw: &Gateway, extra: &str) -> String {
+pub fn render(gw: &GatewayView, extra: &str) -> String {
     let mut out = String::with_capacity(8192);
     // The devices in force (a reload changes them).
     let set = gw.current.get();
@@ -347,7 +347,7 @@ pub fn render(gw: &Gateway, extra: &str) -> String {
 }
 
 /// The on-disk telemetry log: size, backlog, forwarding, drops, recovery (DESIGN §7).
-fn log_metrics(out: &mut String, gw: &Gateway) {
+fn log_metrics(out: &mut String, gw: &GatewayView) {
     let l = &gw.log_stats;
     let scalars: [(&str, &str, &str, u64); 14] = [
         (
@@ -486,11 +486,7 @@ fn log_metrics(out: &mut String, gw: &Gateway) {
             ("retention", &l.history_expired_bytes),
         ],
     );
-    let file = gw
-        .settings
-        .gateway
-        .state_dir
-        .join(crate::runtime::DEAD_LETTER_FILE);
+    let file = gw.state_dir.join(crate::telemetry::dead_letter::FILE_NAME);
     family(
         out,
         "facilityd_telemetry_dead_letter_lines_total",

@@ -8,8 +8,9 @@
 pub mod metrics;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::{Arc, OnceLock};
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -20,8 +21,13 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::json;
 
+use crate::device::latest::LatestValues;
 use crate::model::Value;
-use crate::runtime::Gateway;
+use crate::mqtt::MqttStats;
+use crate::rule_loop::RuleLoopStats;
+use crate::settings::current::{CurrentDevices, ReloadStats};
+use crate::telemetry::log::{LogStats, TelemetryLog};
+use crate::telemetry::pipeline::{GatewayFaults, TelemetryStats};
 
 /// A JSON error answer.
 #[derive(Debug)]
@@ -58,10 +64,30 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// What the API reads of the running gateway: handles to the state it shows, nothing that
+/// could change how the gateway runs.
+#[derive(Clone)]
+pub struct GatewayView {
+    /// The devices in force, their slots and counters (a reload changes them).
+    pub current: CurrentDevices,
+    pub latest: Arc<LatestValues>,
+    pub telemetry: Arc<TelemetryStats>,
+    pub log_stats: Arc<LogStats>,
+    /// The telemetry log once it is open (the history route reads it).
+    pub log: Arc<OnceLock<Arc<TelemetryLog>>>,
+    pub faults: Arc<GatewayFaults>,
+    pub maintenance: Arc<RuleLoopStats>,
+    pub reloads: Arc<ReloadStats>,
+    /// The MQTT client's counters, with `[mqtt]` configured.
+    pub mqtt: Option<Arc<MqttStats>>,
+    /// Where the dead-letter files are.
+    pub state_dir: PathBuf,
+}
+
 /// Shared state of the API handlers.
 #[derive(Clone)]
 pub struct ApiState {
-    pub gw: Gateway,
+    pub gw: GatewayView,
     /// The bearer token for POST routes, if configured.
     pub token: Option<Arc<str>>,
     /// Config loaded and stores open.
@@ -171,8 +197,8 @@ async fn metrics_route(State(s): State<ApiState>) -> Response {
         Some(w) => w.metrics().await,
         None => String::new(),
     };
-    if s.gw.settings.mqtt.is_some() {
-        s.gw.mqtt.render(&mut extra);
+    if let Some(m) = &s.gw.mqtt {
+        m.render(&mut extra);
     }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],

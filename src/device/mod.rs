@@ -2,6 +2,7 @@
 //! the configuration and shared (behind `Arc`) by the pollers, the MQTT subscriber, telemetry and
 //! the rules.
 
+pub mod latest;
 pub mod link;
 
 use std::collections::BTreeMap;

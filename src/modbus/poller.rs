@@ -39,6 +39,7 @@ use crate::device::{Device, DeviceSource, ModbusSource};
 use crate::events::LogLimiter;
 use crate::model::{DeviceStatus, Quality, Reading, Record, Value, now_ns};
 use crate::profile::RegisterKind;
+pub use crate::sink::RecordSink;
 
 /// Consecutive unanswered cycles before a device moves to the probe schedule.
 const OFFLINE_AFTER: u32 = 2;
@@ -335,21 +336,6 @@ fn limits(s: &ModbusSource) -> PlanLimits {
     }
 }
 
-/// Where a link's records go. Polling never waits on it: a full queue drops and counts.
-#[derive(Clone)]
-pub struct RecordSink {
-    pub tx: mpsc::Sender<Record>,
-    pub dropped: Arc<std::sync::atomic::AtomicU64>,
-}
-
-impl RecordSink {
-    fn send(&self, r: Record) {
-        if let Err(mpsc::error::TrySendError::Full(_)) = self.tx.try_send(r) {
-            self.dropped.fetch_add(1, Relaxed);
-        }
-    }
-}
-
 /// A change to a running link poller's devices (a configuration reload), applied between two
 /// polls: the other devices on the link keep their schedule, state and connection.
 pub struct LinkChange {
@@ -497,7 +483,7 @@ impl LinkPoller {
             status.errors = errors;
             if let Some(r) = reading {
                 status.timestamp_ns = r.timestamp_ns;
-                self.sink.send(Record::Reading(r));
+                self.sink.offer(Record::Reading(r));
             }
             let d = &mut self.devices[i];
             DeviceStats::add(&d.stats.polls, 1);
@@ -525,7 +511,7 @@ impl LinkPoller {
             }
             d.stats.online.store(status.online, Relaxed);
         }
-        self.sink.send(Record::Status(status));
+        self.sink.offer(Record::Status(status));
         let d = &mut self.devices[i];
         d.next_due += interval;
         let now = Instant::now();

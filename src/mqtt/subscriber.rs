@@ -32,6 +32,7 @@ use crate::device::{Device, DeviceSource};
 use crate::events::LogLimiter;
 use crate::modbus::stats::DeviceStats;
 use crate::model::{Ack, DeviceStatus, Reading, Record, now_ns};
+use crate::sink::RecordSink;
 
 /// How long a stopping subscriber waits for the log to sync what it has taken.
 const ACK_GRACE: Duration = Duration::from_secs(3);
@@ -100,7 +101,7 @@ pub struct Subscriber {
     pub max_payload_bytes: usize,
     /// Payload times taken (others refuse the message).
     pub time_window: TimeWindow,
-    pub tx: mpsc::Sender<Record>,
+    pub sink: RecordSink,
 }
 
 struct Logs {
@@ -141,7 +142,7 @@ impl Subscriber {
                 Taken::Nothing => None,
                 Taken::Records => {
                     let (ack, done) = Ack::new();
-                    if self.tx.send(Record::Ack(ack)).await.is_err() {
+                    if self.sink.send(Record::Ack(ack)).await.is_err() {
                         break;
                     }
                     Some(done)
@@ -221,14 +222,14 @@ impl Subscriber {
             };
             let record = Record::Reading(reading);
             if p.qos == QoS::AtMostOnce {
-                match self.tx.try_send(record) {
+                match self.sink.try_send(record) {
                     Ok(()) => accepted = true,
                     Err(mpsc::error::TrySendError::Full(_)) => {
                         self.stats.dropped.fetch_add(1, Relaxed);
                     }
                     Err(mpsc::error::TrySendError::Closed(_)) => return Taken::Closed,
                 }
-            } else if self.tx.send(record).await.is_ok() {
+            } else if self.sink.send(record).await.is_ok() {
                 accepted = true;
             } else {
                 return Taken::Closed;
@@ -331,7 +332,7 @@ impl Subscriber {
 pub async fn run_status(
     mut devices: watch::Receiver<Arc<MqttDevices>>,
     stats: Arc<MqttStats>,
-    tx: mpsc::Sender<Record>,
+    tx: RecordSink,
     stop: CancellationToken,
 ) {
     // Next status line, by slot: a device that stays keeps its schedule, a new one is due now.

@@ -4,6 +4,7 @@
 //! accepts, `run` runs.
 
 mod build;
+pub mod current;
 mod devices;
 mod mqtt;
 mod notifiers;

@@ -37,8 +37,9 @@ use chrono::{DateTime, FixedOffset, SecondsFormat, Utc};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, warn};
 
-/// The current file's name (rotations add `.1` .. `.3`).
-pub const FILE_NAME: &str = crate::runtime::DEAD_LETTER_FILE;
+/// Where lines the database rejects go, under `state_dir`: the current file's name (rotations
+/// add `.1` .. `.3`).
+pub const FILE_NAME: &str = "dead-letter.lp";
 /// How many rotations are kept beside the current file.
 pub const ROTATIONS: u32 = 3;
 const LOCK_NAME: &str = "dead-letter.lock";

@@ -11,7 +11,7 @@ use std::fmt::Write as _;
 use std::sync::{Arc, RwLock};
 
 use crate::device::Device;
-use crate::model::{DeviceStatus, Reading, Record, Value};
+use crate::model::{DeviceStatus, Reading, Record, Value, WorkOrderMark};
 
 fn escape(s: &str, specials: &[char], out: &mut String) {
     for c in s.chars() {
@@ -199,8 +199,8 @@ impl LineEncoder {
         match record {
             Record::Reading(r) => self.encode_reading([out, &mut String::new()], r, false)[0],
             Record::Status(s) => self.encode_status(s, out),
-            Record::Line(l) => {
-                out.push_str(l);
+            Record::WorkOrder(m) => {
+                encode_work_order(m, out);
                 true
             }
             Record::Ack(_) => false,
@@ -291,43 +291,28 @@ impl LineEncoder {
     }
 }
 
-/// The `work_order` line of a lifecycle event (DESIGN §5), for Grafana annotations.
-///
-/// Events of one change share a time (a cleared condition that also resolves): the series and
-/// time would be equal and the database would keep only the last, so `offset_ms` moves the
-/// later ones by a millisecond each (milliseconds, since some databases cut to them).
-pub fn encode_work_order_event(
-    ev: &crate::workorder::types::WorkOrderEvent,
-    offset_ms: i64,
-    out: &mut String,
-) {
-    let wo = &ev.work_order;
+/// The `work_order` line of a lifecycle event, for Grafana annotations: tags asset, kind,
+/// priority and rule; fields id, status, event and title.
+pub fn encode_work_order(m: &WorkOrderMark, out: &mut String) {
     out.push_str("work_order");
     for (k, v) in [
-        ("asset", wo.asset.as_str()),
-        ("kind", wo.kind.as_str()),
-        ("priority", wo.priority.as_str()),
-        ("rule", wo.rule.as_str()),
+        ("asset", m.asset.as_str()),
+        ("kind", m.kind),
+        ("priority", m.priority),
+        ("rule", m.rule.as_str()),
     ] {
         out.push(',');
         out.push_str(k);
         out.push('=');
         escape_key(v, out);
     }
-    let _ = write!(out, " id={}i,status=", wo.id);
-    escape_string_value(wo.status.as_str(), out);
+    let _ = write!(out, " id={}i,status=", m.id);
+    escape_string_value(m.status, out);
     out.push_str(",event=");
-    escape_string_value(ev.event.as_str(), out);
+    escape_string_value(m.event, out);
     out.push_str(",title=");
-    escape_string_value(&wo.title, out);
-    let _ = writeln!(
-        out,
-        " {}",
-        ev.occurred_at
-            .timestamp_nanos_opt()
-            .unwrap_or(0)
-            .saturating_add(offset_ms.saturating_mul(1_000_000))
-    );
+    escape_string_value(&m.title, out);
+    let _ = writeln!(out, " {}", m.timestamp_ns);
 }
 
 #[cfg(test)]

@@ -1,7 +1,6 @@
 //! Telemetry: line protocol, batching, and the InfluxDB writer.
 
 pub mod dead_letter;
-pub mod dead_letter_cmd;
 pub mod influx;
 pub mod line;
 pub mod log;

@@ -1,7 +1,7 @@
 //! From records to the database: encode, batch, append to the on-disk log, forward.
 //!
 //! Pollers hand records over a bounded channel and never wait: a full channel drops and counts
-//! (see `RecordSink`). The [`Batcher`] turns records into line protocol, sorted into bulk and
+//! (see `crate::sink`, which also shows each record to the rules beside this path). The [`Batcher`] turns records into line protocol, sorted into bulk and
 //! priority lines (see `LineEncoder::encode_split`), and cuts batches of `batch_size` lines or
 //! `flush_interval` age into the [`TelemetryLog`](super::log::TelemetryLog); a batch holding an
 //! MQTT acknowledgement is cut within [`ACK_DELAY`]. Appended and synced is "accepted". The
@@ -205,13 +205,7 @@ fn record_time(r: &Record) -> i64 {
     match r {
         Record::Reading(r) => r.timestamp_ns,
         Record::Status(s) => s.timestamp_ns,
-        // A work-order line ends in its timestamp.
-        Record::Line(l) => l
-            .trim_end()
-            .rsplit(' ')
-            .next()
-            .and_then(|t| t.parse().ok())
-            .unwrap_or_else(crate::model::now_ns),
+        Record::WorkOrder(m) => m.timestamp_ns,
         Record::Ack(_) => crate::model::now_ns(),
     }
 }
@@ -227,11 +221,7 @@ pub struct Batcher {
 
 impl Batcher {
     /// Runs until the record channel closes, then flushes and closes its log handle.
-    pub async fn run(
-        self,
-        mut rx: mpsc::Receiver<Record>,
-        mut observe: impl FnMut(&Record) + Send,
-    ) {
+    pub async fn run(self, mut rx: mpsc::Receiver<Record>) {
         let mut bulk = Pending::default();
         let mut prio = Pending::default();
         let mut acks: Vec<Ack> = Vec::new();
@@ -249,7 +239,6 @@ impl Batcher {
                 None => rx.recv().await,
             };
             let Some(rec) = rec else { break };
-            observe(&rec);
             if let Record::Ack(a) = rec {
                 acks.push(a);
                 let soon = Instant::now() + ACK_DELAY.min(self.flush_interval);

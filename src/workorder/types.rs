@@ -122,6 +122,29 @@ pub struct WorkOrderEvent {
 }
 
 impl WorkOrderEvent {
+    /// What telemetry writes of this event. Events of one change share a time (a cleared
+    /// condition that also resolves): the series and time would be equal and the database
+    /// would keep only the last, so `offset_ms` moves the later ones by a millisecond each
+    /// (milliseconds, since some databases cut to them).
+    pub fn mark(&self, offset_ms: i64) -> crate::model::WorkOrderMark {
+        let wo = &self.work_order;
+        crate::model::WorkOrderMark {
+            id: wo.id,
+            asset: wo.asset.clone(),
+            rule: wo.rule.clone(),
+            kind: wo.kind.as_str(),
+            priority: wo.priority.as_str(),
+            status: wo.status.as_str(),
+            event: self.event.as_str(),
+            title: wo.title.clone(),
+            timestamp_ns: self
+                .occurred_at
+                .timestamp_nanos_opt()
+                .unwrap_or(0)
+                .saturating_add(offset_ms.saturating_mul(1_000_000)),
+        }
+    }
+
     pub fn idempotency_key(&self) -> String {
         format!("{}:{}", self.work_order_id, self.seq)
     }

@@ -1262,9 +1262,9 @@ pub fn same(got: f64, want: f64) -> bool {
 // The gateway in this process
 // ---------------------------------------------------------------------------
 
-/// A gateway running in the test's process (`facilityd::runtime::Gateway::run`).
+/// A gateway running in the test's process (`facilityd::gateway::Gateway::run`).
 pub struct Running {
-    pub gw: facilityd::runtime::Gateway,
+    pub gw: facilityd::gateway::Gateway,
     pub stop: tokio_util::sync::CancellationToken,
     pub task: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
@@ -1286,7 +1286,7 @@ impl Running {
 pub async fn start_gateway(path: &std::path::Path) -> Running {
     let settings = facilityd::settings::load_with_env(path, Default::default())
         .unwrap_or_else(|e| panic!("{e}"));
-    let gw = facilityd::runtime::Gateway::new(settings);
+    let gw = facilityd::gateway::Gateway::new(settings);
     let stop = tokio_util::sync::CancellationToken::new();
     let task = tokio::spawn({
         let (gw, stop) = (gw.clone(), stop.clone());

@@ -20,8 +20,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::device::DeviceSource;
-use crate::reload::DeviceSet;
-use crate::runtime::Gateway;
+use crate::gateway::Gateway;
+use crate::settings::current::DeviceSet;
 
 /// How often readiness is checked before `READY=1`.
 const READY_POLL: Duration = Duration::from_millis(50);

@@ -1,5 +1,8 @@
 //! Command-line entry points (`main.rs` only parses and dispatches).
 
+pub mod dead_letters;
+pub mod work_orders;
+
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
@@ -251,7 +254,7 @@ pub fn describe(s: &Settings) -> String {
     let _ = writeln!(
         out,
         "work orders: {} (due: urgent {}, high {}, normal {}, low {})",
-        crate::runtime::work_order_db(s).display(),
+        crate::gateway::work_order_db(s).display(),
         humantime::format_duration(rt.urgent),
         humantime::format_duration(rt.high),
         humantime::format_duration(rt.normal),
@@ -334,14 +337,14 @@ pub async fn run(path: &Path) -> anyhow::Result<()> {
         tracing::warn!("{w}");
     }
     tracing::info!(config = %path.display(), devices = settings.devices.len(), gateway = %settings.gateway.id, "facilityd starting");
-    let gw = crate::runtime::Gateway::new(settings);
+    let gw = crate::gateway::Gateway::new(settings);
     let stop = shutdown_on_signals();
     // SIGHUP reloads the configuration (`systemctl reload facilityd`).
     let (reloads, reload_rx) = tokio::sync::mpsc::channel(1);
-    crate::reload::spawn_sighup_handler(path.to_path_buf(), gw.clone(), reloads);
+    crate::gateway::reload::spawn_sighup_handler(path.to_path_buf(), gw.clone(), reloads);
     // Under systemd (Type=notify): READY=1, the watchdog, STOPPING=1. Nothing without NOTIFY_SOCKET.
-    let notifier = crate::service::start(&gw, stop.clone());
-    let opts = crate::runtime::RunOptions {
+    let notifier = crate::gateway::service::start(&gw, stop.clone());
+    let opts = crate::gateway::RunOptions {
         reload: Some(reload_rx),
         ..Default::default()
     };

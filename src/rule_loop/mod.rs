@@ -1,4 +1,4 @@
-//! The maintenance loop: good samples go through the rule engine; its triggers become
+//! The rule loop: good samples go through the rule engine; its triggers become
 //! work-order changes in the store (one transaction each, with the engine's state for them);
 //! lifecycle events become `work_order` telemetry lines; closing a meter work order sets the
 //! rule's new baseline. Notifiers run beside it, fed by the store's outbox.
@@ -19,7 +19,6 @@ use crate::rules::engine::RuleEngine;
 use crate::rules::types::{
     AssetInfo, Priority, Trigger, TriggerChange, WorkOrderKind, WorkOrderTemplate,
 };
-use crate::telemetry::line::encode_work_order_event;
 use crate::telemetry::log::LogStats;
 use crate::telemetry::pipeline::GatewayFaults;
 use crate::workorder::handle::StoreHandle;
@@ -28,7 +27,7 @@ use crate::workorder::types::{EventKind, Status, WorkOrderEvent};
 
 /// Counters of the maintenance loop, for /metrics.
 #[derive(Debug, Default)]
-pub struct MaintenanceStats {
+pub struct RuleLoopStats {
     /// Readings dropped because the rule engine's queue was full.
     pub readings_dropped: AtomicU64,
     pub samples_evaluated: AtomicU64,
@@ -77,7 +76,7 @@ pub struct RulesReloaded {
 }
 
 /// The loop's state.
-pub struct Maintenance {
+pub struct RuleLoop {
     engine: RuleEngine,
     /// Per device slot: the engine's asset index. `None`: slots are the asset indexes (no
     /// reload yet).
@@ -86,7 +85,7 @@ pub struct Maintenance {
     store: StoreHandle,
     /// Telemetry: where `work_order` lines go (None: no telemetry).
     annotate: Option<mpsc::Sender<Record>>,
-    stats: Arc<MaintenanceStats>,
+    stats: Arc<RuleLoopStats>,
     /// Triggers not yet recorded (the store failed); retried on the next tick.
     pending: Vec<Trigger>,
     /// Engine state rows not yet saved, by (asset, rule).
@@ -222,14 +221,14 @@ impl GatewayWatch {
     }
 }
 
-impl Maintenance {
+impl RuleLoop {
     pub fn new(
         engine: RuleEngine,
         store: StoreHandle,
         annotate: Option<mpsc::Sender<Record>>,
-        stats: Arc<MaintenanceStats>,
+        stats: Arc<RuleLoopStats>,
     ) -> Self {
-        Maintenance {
+        RuleLoop {
             engine,
             asset_of_slot: None,
             reloads: None,
@@ -561,18 +560,18 @@ impl Maintenance {
                     .work_order_closed(&wo.asset, &wo.rule, ev.occurred_at);
                 // Saved with the next tick (or found again at start-up by `rearm_meters`).
             }
-            if let Some(tx) = &self.annotate {
-                let mut line = String::new();
-                encode_work_order_event(ev, offset_ms, &mut line);
-                if tx.try_send(Record::Line(line)).is_err() {
-                    self.stats.annotations_dropped.fetch_add(1, Relaxed);
-                    if let Some(held) = self.log.allow() {
-                        warn!(
-                            id = wo.id,
-                            suppressed = held,
-                            "telemetry queue full: work_order annotation dropped"
-                        );
-                    }
+            if let Some(tx) = &self.annotate
+                && tx
+                    .try_send(Record::WorkOrder(Box::new(ev.mark(offset_ms))))
+                    .is_err()
+            {
+                self.stats.annotations_dropped.fetch_add(1, Relaxed);
+                if let Some(held) = self.log.allow() {
+                    warn!(
+                        id = wo.id,
+                        suppressed = held,
+                        "telemetry queue full: work_order annotation dropped"
+                    );
                 }
             }
         }

@@ -19,8 +19,10 @@ use std::sync::Arc;
 use anyhow::{Context as _, anyhow};
 use chrono::{DateTime, FixedOffset};
 
-use super::dead_letter::{DeadLetter, Entry, FileInfo, FileKind, ROTATIONS, read_entries};
-use super::influx::{InfluxWriter, LineWriter, WriteError};
+use crate::telemetry::dead_letter::{
+    DeadLetter, Entry, FileInfo, FileKind, ROTATIONS, read_entries,
+};
+use crate::telemetry::influx::{InfluxWriter, LineWriter, WriteError};
 
 #[derive(Debug, clap::Args)]
 pub struct DeadLettersArgs {

@@ -1,7 +1,7 @@
 //! Configuration reload (SIGHUP, `systemctl reload facilityd`).
 //!
 //! The SIGHUP handler ([`spawn_sighup_handler`]) loads the configuration again with
-//! [`config::load`], the same code `run` and `check` use. An invalid configuration changes
+//! [`crate::settings::load`], the same code `run` and `check` use. An invalid configuration changes
 //! nothing: every issue is logged with its file and key path, the running configuration stays
 //! in force, and the failure is counted (`facilityd_config_reloads_total{result="error"}`). A
 //! valid one goes to the running gateway as a [`ReloadRequest`], which [`Reloader::apply`]
@@ -33,107 +33,27 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{error, info, warn};
 
 use crate::device::{Device, DeviceSlots};
-use crate::maintenance::{RulesReload, RulesReloaded};
+use crate::gateway::Gateway;
 use crate::modbus::fleet::{Fleet, FleetChange, Member};
 use crate::modbus::stats::DeviceStats;
 use crate::mqtt::client::MqttClient;
 use crate::mqtt::subscriber::{MqttDevice, MqttDevices};
-use crate::runtime::Gateway;
+use crate::rule_loop::{RulesReload, RulesReloaded};
 use crate::settings::Settings;
+use crate::settings::current::DeviceSet;
 use crate::telemetry::line::LineEncoder;
 
 /// How long a reload waits for the maintenance loop to swap its rule engine (it may be
 /// waiting for the work-order store).
 const RULES_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// The devices in force: the running configuration, and each device's slot and counters.
-#[derive(Debug)]
-pub struct DeviceSet {
-    /// The configuration in force: the last one loaded, less what needs a restart (which keeps
-    /// the values the gateway started with).
-    pub settings: Arc<Settings>,
-    /// Per device of `settings.devices`: its slot.
-    pub slots: Vec<usize>,
-    /// Per device of `settings.devices`: its counters (kept by a reload that keeps the id).
-    pub stats: Vec<Arc<DeviceStats>>,
-    /// Reloads applied so far.
-    pub generation: u64,
-}
-
-impl DeviceSet {
-    /// The configuration the gateway starts with: slots `0..n`.
-    pub fn initial(settings: Arc<Settings>, stats: Vec<Arc<DeviceStats>>) -> Self {
-        DeviceSet {
-            slots: (0..settings.devices.len()).collect(),
-            settings,
-            stats,
-            generation: 0,
-        }
-    }
-
-    /// The device with this id: (its index in `settings.devices`, the device).
-    pub fn find(&self, id: &str) -> Option<(usize, &Arc<Device>)> {
-        self.settings
-            .devices
-            .iter()
-            .enumerate()
-            .find(|(_, d)| &*d.id == id)
-    }
-}
-
-/// The shared handle to the [`DeviceSet`] in force.
-#[derive(Clone, Debug)]
-pub struct CurrentDevices(Arc<RwLock<Arc<DeviceSet>>>);
-
-impl CurrentDevices {
-    pub fn new(set: DeviceSet) -> Self {
-        CurrentDevices(Arc::new(RwLock::new(Arc::new(set))))
-    }
-
-    pub fn get(&self) -> Arc<DeviceSet> {
-        self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-
-    fn set(&self, set: DeviceSet) {
-        *self.0.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(set);
-    }
-}
-
-/// Reload counters, for /metrics.
-#[derive(Debug, Default)]
-pub struct ReloadStats {
-    pub ok: AtomicU64,
-    pub error: AtomicU64,
-    /// Whether the last attempt succeeded (true before any).
-    pub last_failed: AtomicBool,
-    /// Unix time (s) of the last successful reload; 0 before any.
-    pub last_ok_unix: AtomicI64,
-    /// The loaded configuration changes settings that need a restart.
-    pub restart_required: AtomicBool,
-}
-
-impl ReloadStats {
-    fn succeeded(&self, restart_required: bool) {
-        self.ok.fetch_add(1, Relaxed);
-        self.last_failed.store(false, Relaxed);
-        self.last_ok_unix
-            .store(chrono::Utc::now().timestamp(), Relaxed);
-        self.restart_required.store(restart_required, Relaxed);
-    }
-
-    fn failed(&self) {
-        self.error.fetch_add(1, Relaxed);
-        self.last_failed.store(true, Relaxed);
-    }
-}
 
 /// A valid configuration for the running gateway to apply.
 pub struct ReloadRequest {
@@ -465,7 +385,7 @@ pub fn spawn_sighup_handler(path: PathBuf, gw: Gateway, requests: mpsc::Sender<R
         };
         while hup.recv().await.is_some() {
             info!(config = %path.display(), "SIGHUP: reloading the configuration");
-            crate::service::reloading();
+            crate::gateway::service::reloading();
             let outcome = reload(&path, &gw, &requests).await;
             let status = match &outcome {
                 Ok(_) => format!(
@@ -477,7 +397,7 @@ pub fn spawn_sighup_handler(path: PathBuf, gw: Gateway, requests: mpsc::Sender<R
                     gw.current.get().settings.devices.len()
                 ),
             };
-            crate::service::reloaded(&status);
+            crate::gateway::service::reloaded(&status);
         }
     });
     #[cfg(not(unix))]
