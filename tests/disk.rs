@@ -8,6 +8,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
+use facilityd::model::Value;
 use facilityd::sim::{SimDeviceSpec, SimPortSpec, SimSpec};
 use serde_json::Value as Json;
 
@@ -224,5 +225,136 @@ async fn a_disk_refusing_the_log_is_reported_and_polling_goes_on() {
         "a gap of {widest} ms in PU-01's polls across the disk fault"
     );
 
+    gw.stop_cleanly(Duration::from_secs(15)).await;
+}
+
+/// Stops the thread named `name` of process `pid` for `hold`, as a disk hung in a write or an
+/// fsync holds the thread that issued it, while the rest of the process runs on. ptrace
+/// (PTRACE_SEIZE, then PTRACE_INTERRUPT) stops one thread, where SIGSTOP would stop them all;
+/// every request must come from the tracing thread, so this runs on a thread of its own and
+/// returns once the thread is stopped.
+fn stall_thread(pid: u32, name: &str, hold: Duration) -> std::thread::JoinHandle<()> {
+    let tid = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .expect("the daemon's threads")
+        .filter_map(|e| e.ok())
+        .find(|e| {
+            std::fs::read_to_string(e.path().join("comm")).is_ok_and(|c| c.trim_end() == name)
+        })
+        .and_then(|e| e.file_name().to_str()?.parse::<libc::pid_t>().ok())
+        .unwrap_or_else(|| panic!("no thread named {name} in process {pid}"));
+    let (stopped_tx, stopped_rx) = std::sync::mpsc::channel();
+    let tracer = std::thread::spawn(move || {
+        // SAFETY: plain ptrace/waitpid system calls on a thread id read from /proc; no memory
+        // is shared with the tracee.
+        unsafe {
+            assert_eq!(
+                libc::ptrace(libc::PTRACE_SEIZE, tid, 0, 0),
+                0,
+                "PTRACE_SEIZE of thread {tid}: {} (the tests run as root, or with ptrace allowed)",
+                std::io::Error::last_os_error()
+            );
+            assert_eq!(libc::ptrace(libc::PTRACE_INTERRUPT, tid, 0, 0), 0);
+            let mut status = 0;
+            assert_eq!(libc::waitpid(tid, &mut status, libc::__WALL), tid);
+            stopped_tx.send(()).unwrap();
+            std::thread::sleep(hold);
+            libc::ptrace(libc::PTRACE_DETACH, tid, 0, 0);
+        }
+    });
+    stopped_rx
+        .recv_timeout(Duration::from_secs(5))
+        .expect("the thread did not stop");
+    tracer
+}
+
+/// The rules are fed beside the telemetry log, not behind it: with the log's writer thread
+/// held for 10 s (its queue fills and the batcher waits), a threshold crossing still opens its
+/// work order within the rule's delay plus one poll, and the log catches up afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_log_writer_does_not_delay_a_work_order() {
+    let sim = facilityd::sim::start(SimSpec {
+        ports: vec![SimPortSpec {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            devices: (1..=10).map(|u| SimDeviceSpec::new(u, "pump")).collect(),
+        }],
+        frozen: true,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    sim.set_point(0, 1, "discharge_pressure_bar", Value::Float(3.5))
+        .unwrap();
+    let vm = support::VictoriaMetrics::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = support::free_port();
+    // Batches every 20 ms: the writer's queue fills within a second of the stall.
+    let mut cfg = format!(
+        "[gateway]\nid = \"gw-stall\"\nstate_dir = {:?}\n\n[http]\nlisten = \"127.0.0.1:{port}\"\n\n[influxdb]\nurl = \"{}\"\norg = \"o\"\nbucket = \"b\"\ntoken = \"t\"\nflush_interval = \"20ms\"\n\n\
+         [[rules]]\nid = \"low-pressure\"\ntype = \"threshold\"\nmatch = {{ device_type = \"pump\" }}\npoint = \"discharge_pressure_bar\"\nbelow = 2.0\nclear = 2.3\nfor = \"1s\"\npriority = \"high\"\nwork_order = \"corrective\"\n\n",
+        dir.path().join("state").display().to_string(),
+        vm.url()
+    );
+    for u in 1..=10 {
+        cfg.push_str(&format!(
+            "[[devices]]\nid = \"PU-{u:02}\"\nprofile = \"pump\"\ninterval = \"100ms\"\nmodbus = {{ url = \"tcp://{}\", unit = {u}, timeout = \"500ms\" }}\n\n",
+            sim.addrs()[0]
+        ));
+    }
+    let path = dir.path().join("facilityd.toml");
+    std::fs::write(&path, cfg).unwrap();
+    let mut gw = support::Daemon::start(
+        env!("CARGO_BIN_EXE_facilityd"),
+        &["run", "-c", &path.display().to_string()],
+        &[("RUST_LOG", "info")],
+    );
+    let api = format!("http://127.0.0.1:{port}");
+    let ready = eventually(Duration::from_secs(20), async || {
+        metric(&api, "facilityd_log_bytes").await.unwrap_or(0.0) > 0.0
+    })
+    .await;
+    assert!(ready, "the gateway did not start logging:\n{}", gw.output());
+
+    let pid = gw.pid().expect("the daemon's pid");
+    let tracer = stall_thread(pid, "telemetry-log", Duration::from_secs(10));
+    let stalled_at = Instant::now();
+    // Let the writer's queue fill, so that whatever waits on the log waits now.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let log_bytes = metric(&api, "facilityd_log_bytes").await;
+
+    let crossed = Instant::now();
+    sim.set_point(0, 1, "discharge_pressure_bar", Value::Float(1.2))
+        .unwrap();
+    let opened = eventually(Duration::from_secs(8), async || {
+        let Ok(r) = reqwest011::get(format!("{api}/api/v1/work-orders?asset=PU-01")).await else {
+            return false;
+        };
+        let list: Json = r.json().await.unwrap_or_default();
+        list.as_array()
+            .is_some_and(|l| l.iter().any(|w| w["rule"] == "low-pressure"))
+    })
+    .await;
+    let took = crossed.elapsed();
+    assert!(opened, "no work order during the stall:\n{}", gw.output());
+    // `for` (1 s), one poll (100 ms) and slack; a rule fed
+    // behind the log would wait for the stall's end (9 s more).
+    assert!(took < Duration::from_secs(3), "work order after {took:?}");
+    // The writer was held all along: the log did not grow.
+    assert!(stalled_at.elapsed() < Duration::from_secs(9));
+    assert_eq!(
+        metric(&api, "facilityd_log_bytes").await,
+        log_bytes,
+        "the log writer was not stalled"
+    );
+
+    tracer.join().unwrap();
+    let grew = eventually(Duration::from_secs(20), async || {
+        metric(&api, "facilityd_log_bytes").await > log_bytes
+    })
+    .await;
+    assert!(
+        grew,
+        "the log did not catch up after the stall:\n{}",
+        gw.output()
+    );
     gw.stop_cleanly(Duration::from_secs(15)).await;
 }
