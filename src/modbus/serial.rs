@@ -18,6 +18,13 @@ use crate::config::{Device, DeviceSource};
 /// The silence between frames above 19200 baud (the specification's fixed value).
 pub const FAST_T35: Duration = Duration::from_micros(1750);
 
+/// The silence kept before every request on a bus behind a serial device server
+/// (`rtu+tcp://`). The server keeps the silences on its own line; this one drains what is
+/// still arriving from the previous exchange (a reply that came after its timeout, or the rest
+/// of a discarded frame) so that it is never taken for the next answer. It covers the server's
+/// t3.5 at 9600 baud (3.6 ms), after which it forwards a frame, and a LAN's jitter.
+pub const SOCKET_FRAME_GAP: Duration = Duration::from_millis(5);
+
 /// Above this share of its time a bus is reported as overloaded by `check`.
 pub const BUSY_WARN: f64 = 0.80;
 
@@ -56,6 +63,20 @@ impl BusTiming {
             t35,
             frame_gap: s.frame_gap.unwrap_or(t35),
             turnaround: s.turnaround,
+        }
+    }
+
+    /// The timing of a bus behind a serial device server (`rtu+tcp://`). Its line settings
+    /// are the server's, not known here, so frames count no wire time: as on Modbus TCP, the
+    /// device's `timeout` covers the whole exchange. `baud` is 0 (unknown).
+    pub const fn socket() -> Self {
+        BusTiming {
+            baud: 0,
+            bits_per_char: 10,
+            char_time: Duration::ZERO,
+            t35: Duration::ZERO,
+            frame_gap: SOCKET_FRAME_GAP,
+            turnaround: Duration::ZERO,
         }
     }
 
@@ -195,6 +216,16 @@ mod tests {
         assert_eq!(
             (t.frame_gap, t.turnaround),
             (Duration::from_millis(10), Duration::from_millis(5))
+        );
+    }
+
+    #[test]
+    fn a_bus_behind_a_device_server_counts_no_wire_time() {
+        let t = BusTiming::socket();
+        assert_eq!(t.wire(crate::modbus::rtu::MAX_FRAME), Duration::ZERO);
+        assert_eq!(
+            (t.t35, t.frame_gap, t.turnaround),
+            (Duration::ZERO, SOCKET_FRAME_GAP, Duration::ZERO)
         );
     }
 

@@ -15,12 +15,12 @@ pub struct DeviceStats {
     pub transport_errors: AtomicU64,
     /// Responses of the wrong length or shape.
     pub malformed: AtomicU64,
-    /// Serial: reply frames discarded for a bad CRC (or cut short).
+    /// RTU (`rtu://`, `rtu+tcp://`): reply frames discarded for a bad CRC (or cut short).
     pub crc_errors: AtomicU64,
-    /// Serial: well-formed reply frames from another unit id, discarded.
+    /// RTU: well-formed reply frames from another unit id, discarded.
     pub wrong_unit: AtomicU64,
-    /// Serial: bus time the device's reads took (frames, silences, turnaround, waiting for
-    /// the answer), microseconds. Summed over a bus, its rate is the bus's utilisation.
+    /// RTU: bus time the device's reads took (frames, silences, turnaround, waiting for the
+    /// answer), microseconds. Summed over a bus, its rate is the bus's utilisation.
     pub bus_us: AtomicU64,
     /// Readings left out: `na` sentinels and out-of-range values.
     pub bad_values: AtomicU64,
