@@ -23,7 +23,6 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
-use rand::Rng;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep_until, timeout};
@@ -38,12 +37,14 @@ use super::codec::{Decoded, decode_bit_point, decode_register_point};
 use super::link::Link;
 use super::plan::{Boundary, PlanLimits, ReadRequest, plan, plan_only, split_point};
 use super::stats::{DeviceStats, LogLimiter};
+use crate::backoff::Backoff;
 use crate::config::{Device, DeviceSource, ModbusSource};
 use crate::model::{DeviceStatus, Quality, Reading, Record, Value, now_ns};
 use crate::profile::RegisterKind;
 
 /// Consecutive unanswered cycles before a device moves to the probe schedule.
 const OFFLINE_AFTER: u32 = 2;
+/// Reopening a link that cannot be opened: doubling from 200 ms to 30 s, with jitter.
 const BACKOFF_MIN: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
 
@@ -371,7 +372,7 @@ pub struct LinkPoller {
     /// Where reloads send [`LinkChange`]s (none: the device set is fixed).
     control: Option<mpsc::UnboundedReceiver<LinkChange>>,
     ctx: Option<Connection>,
-    backoff: Duration,
+    backoff: Backoff,
     down_until: Option<Instant>,
     connect_log: LogLimiter,
     /// RTU: stray bytes already reported, and their log limiter.
@@ -403,7 +404,7 @@ impl LinkPoller {
             sink,
             control: None,
             ctx: None,
-            backoff: BACKOFF_MIN,
+            backoff: Backoff::new(BACKOFF_MIN, BACKOFF_MAX),
             down_until: None,
             connect_log: LogLimiter::new(Duration::from_secs(30)),
             stray_seen: 0,
@@ -555,15 +556,13 @@ impl LinkPoller {
                     info!(link = %self.link, "link connected");
                 }
                 self.ctx = Some(ctx);
-                self.backoff = BACKOFF_MIN;
+                self.backoff.reset();
                 self.down_until = None;
                 true
             }
             Err(e) => {
-                let jitter = rand::rng().random_range(0.5..1.0);
-                let wait = self.backoff.mul_f64(jitter);
+                let wait = self.backoff.next_wait();
                 self.down_until = Some(Instant::now() + wait);
-                self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
                 if let Some(held) = self.connect_log.allow() {
                     warn!(link = %self.link, error = %e, retry_in = %humantime::format_duration(Duration::from_millis(wait.as_millis() as u64)), suppressed = held, "cannot open link");
                 }
