@@ -6,11 +6,11 @@
 //! a reply is only accepted as the answer to the request just sent.
 //!
 //! Our own rather than tokio-modbus's RTU client, because on a multi-drop bus that client
-//! keeps no silence between frames (slowtec/tokio-modbus#180: the next slave can miss its
-//! request), takes whatever frame comes next as the answer (a late reply from a unit that
-//! timed out, or another unit's, becomes a header mismatch that poisons the connection, or is
-//! taken as the answer to the next request when it has the same shape) and drops a garbled
-//! frame without a word. Here:
+//! keeps no silence between frames (a slave that has not seen the end of the previous frame
+//! can miss its request), takes whatever frame comes next as the answer (a late reply from a
+//! unit that timed out, or another unit's, becomes a header mismatch that poisons the
+//! connection, or is taken as the answer to the next request when it has the same shape) and
+//! drops a garbled frame without a word. Here:
 //! - before every request the line must have been quiet for the frame gap (t3.5 by default),
 //!   plus the turnaround after an answer or a timeout; bytes arriving meanwhile (late or stray
 //!   frames) are drained and restart the gap, so they never end up in the next answer;

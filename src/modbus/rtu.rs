@@ -271,10 +271,10 @@ mod tests {
 
     #[test]
     fn crc_matches_the_specification_example() {
-        // Modbus over serial line V1.02, 6.2.2: "02 07" has CRC 0x1241, sent 41 12.
+        // The CRC of the bytes 02 07 is 0x1241, sent low byte first: 02 07 41 12.
         assert_eq!(CRC16.checksum(&[0x02, 0x07]), 0x1241);
         assert_eq!(seal(vec![0x02, 0x07]), [0x02, 0x07, 0x41, 0x12]);
-        // A well-known frame: read 10 holding registers from 0x006B of unit 0x11.
+        // A well-known frame: read 3 holding registers from 0x006B of unit 0x11.
         let f = read_request(0x11, RegisterKind::Holding, 0x006B, 3);
         assert_eq!(f, [0x11, 0x03, 0x00, 0x6B, 0x00, 0x03, 0x76, 0x87]);
         assert!(crc_ok(&f));
