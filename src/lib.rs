@@ -5,6 +5,7 @@
 //! contract and README.md for the user documentation.
 
 pub mod api;
+pub mod backoff;
 pub mod cli;
 pub mod config;
 pub mod dashboards;

@@ -1,5 +1,6 @@
-//! Misbehaving peers: an RTU-over-TCP device server, a peer that answers garbage, and a
-//! scripted HTTP peer for the database status codes VictoriaMetrics never returns.
+//! Misbehaving peers: RTU-over-TCP device servers (pymodbus, and a scripted one that answers
+//! late), a peer that answers garbage, and a scripted HTTP peer for the database status codes
+//! VictoriaMetrics never returns.
 
 mod support;
 
@@ -8,9 +9,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use facilityd::device::link::Link;
 use facilityd::gateway::Gateway;
+use facilityd::modbus::plan::ReadRequest;
+use facilityd::modbus::poller::{self, LinkPoller, PolledDevice, ReadData, ReadError, RecordSink};
+use facilityd::modbus::rtu;
 use facilityd::modbus::stats::DeviceStats;
-use facilityd::model::Value;
+use facilityd::model::{Record, Value};
+use facilityd::profile::RegisterKind;
 use facilityd::sim::{SimDeviceSpec, SimPortSpec, SimSpec};
 use facilityd::telemetry::dead_letter::{DeadLetter, read_entries};
 use facilityd::telemetry::influx::InfluxWriter;
@@ -88,6 +94,171 @@ async fn rtu_over_tcp_reads_two_units_behind_a_serial_device_server() {
     let reqs = server.requests();
     assert!(reqs.iter().any(|r| r.unit == 1) && reqs.iter().any(|r| r.unit == 2));
     assert!(reqs.iter().all(|r| r.is_read()));
+}
+
+/// The requests a scripted device server got, as sent.
+type RequestLog = Arc<Mutex<Vec<Vec<u8>>>>;
+
+/// A serial device server (`rtu+tcp://`) with a scripted bus behind it: the n-th read request
+/// (counted over every connection) is logged, then answered with `answer(n, request)`, a
+/// delay and the bytes to send (none: silence), one request at a time like a bus. Returns its
+/// address, the connections it accepted and the requests it got.
+async fn scripted_device_server(
+    answer: impl Fn(usize, &[u8]) -> (Duration, Option<Vec<u8>>) + Send + Sync + 'static,
+) -> (std::net::SocketAddr, Arc<AtomicUsize>, RequestLog) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let conns = Arc::new(AtomicUsize::new(0));
+    let log = RequestLog::default();
+    let answer = Arc::new(answer);
+    let (c, l) = (conns.clone(), log.clone());
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            c.fetch_add(1, Ordering::SeqCst);
+            let (log, answer) = (l.clone(), answer.clone());
+            tokio::spawn(async move {
+                let mut req = [0u8; rtu::READ_REQUEST_LEN];
+                while sock.read_exact(&mut req).await.is_ok() {
+                    let n = {
+                        let mut log = log.lock().unwrap();
+                        log.push(req.to_vec());
+                        log.len() - 1
+                    };
+                    let (delay, reply) = answer(n, &req);
+                    tokio::time::sleep(delay).await;
+                    if let Some(bytes) = reply
+                        && sock.write_all(&bytes).await.is_err()
+                    {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    (addr, conns, log)
+}
+
+/// The reply to a read request with every register (or bit) set to `value`.
+fn reply_with(req: &[u8], value: u16) -> Vec<u8> {
+    let (unit, kind, _, count) = rtu::parse_read_request(req).unwrap();
+    let data = if kind.is_bit() {
+        ReadData::Bits(vec![value != 0; usize::from(count)])
+    } else {
+        ReadData::Words(vec![value; usize::from(count)])
+    };
+    rtu::data_reply(unit, kind, &data)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rtu_over_tcp_drains_a_late_reply_and_the_next_read_gets_its_own_answer() {
+    // Unit 7 answers the first read 250 ms late (after the 100 ms timeout) with 111s: a reply
+    // of the very shape the next read asks for. It answers the next one at once with 222s,
+    // the third with a corrupted CRC, the fourth with 444s.
+    let (addr, conns, log) = scripted_device_server(|n, req| match n {
+        0 => (Duration::from_millis(250), Some(reply_with(req, 111))),
+        1 => (Duration::ZERO, Some(reply_with(req, 222))),
+        2 => {
+            let mut bad = reply_with(req, 333);
+            bad[3] ^= 0x01;
+            (Duration::ZERO, Some(bad))
+        }
+        _ => (Duration::ZERO, Some(reply_with(req, 444))),
+    })
+    .await;
+    let link = Link::parse(&format!("rtu+tcp://{addr}")).unwrap();
+    let mut conn = poller::connect(&link, 7, Duration::from_secs(1))
+        .await
+        .unwrap();
+    let req = ReadRequest {
+        kind: RegisterKind::Holding,
+        start: 10,
+        count: 2,
+        points: vec![],
+    };
+    let limit = Duration::from_millis(100);
+
+    let t0 = std::time::Instant::now();
+    let r = poller::read(&mut conn, &req, limit).await;
+    assert!(matches!(r, Err(ReadError::Timeout)), "{r:?}");
+    assert!(
+        t0.elapsed() < Duration::from_millis(250),
+        "{:?}",
+        t0.elapsed()
+    );
+    // The next poll, after the late reply has arrived on the same connection: it is drained
+    // before the request goes out, and the answer is the one to this request.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let r = poller::read(&mut conn, &req, limit).await;
+    assert_eq!(r.ok(), Some(ReadData::Words(vec![222, 222])));
+    assert_eq!(
+        conn.stray_bytes(),
+        rtu::reply_len(RegisterKind::Holding, 2) as u64,
+        "the late reply was not drained as stray bytes"
+    );
+    // A reply whose CRC fails is discarded, not decoded; the connection stays in step.
+    let r = poller::read(&mut conn, &req, limit).await;
+    assert!(matches!(r, Err(ReadError::Garbled(_))), "{r:?}");
+    let r = poller::read(&mut conn, &req, limit).await;
+    assert_eq!(r.ok(), Some(ReadData::Words(vec![444, 444])));
+
+    // One connection throughout: neither the timeout nor the garbled frame reopened it.
+    assert_eq!(conns.load(Ordering::SeqCst), 1);
+    let sent = log.lock().unwrap().clone();
+    assert_eq!(sent.len(), 4);
+    for f in &sent {
+        assert_eq!(f[..], rtu::read_request(7, RegisterKind::Holding, 10, 2));
+    }
+    conn.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rtu_over_tcp_poller_keeps_the_link_through_a_late_reply_and_never_records_it() {
+    // The first read is answered 250 ms late (the timeout is 100 ms) with 111; every later
+    // one at once with 222. Polls come every 500 ms, after the late reply has arrived.
+    let (addr, conns, _) = scripted_device_server(|n, req| {
+        if n == 0 {
+            (Duration::from_millis(250), Some(reply_with(req, 111)))
+        } else {
+            (Duration::ZERO, Some(reply_with(req, 222)))
+        }
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let s = settings(
+        dir.path(),
+        &format!(
+            "[[profiles]]\nname = \"tank\"\ndevice_type = \"pump\"\npoints = [\n  {{ name = \"alarms\", kind = \"state\", register = \"holding\", address = 10, output = \"integer\" }},\n]\n\n[[devices]]\nid = \"T-7\"\nprofile = \"tank\"\ninterval = \"500ms\"\nmodbus = {{ url = \"rtu+tcp://{addr}\", unit = 7, timeout = \"100ms\" }}\n"
+        ),
+    );
+    let stats = Arc::new(DeviceStats::default());
+    let device = PolledDevice::new(0, s.devices[0].clone(), stats.clone()).unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::channel(256);
+    let sink = RecordSink::new(tx, Arc::default());
+    let link = device.source.link.clone();
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(LinkPoller::new(link, vec![device], sink).run(stop.clone()));
+    tokio::time::sleep(Duration::from_millis(1800)).await;
+    stop.cancel();
+    task.await.unwrap();
+
+    let mut readings = Vec::new();
+    while let Ok(r) = rx.try_recv() {
+        if let Record::Reading(r) = r {
+            readings.extend(r.values.into_iter().map(|(_, v)| v));
+        }
+    }
+    assert!(readings.len() >= 2, "{readings:?}");
+    assert!(
+        readings.iter().all(|v| *v == Value::Int(222)),
+        "a late reply was recorded: {readings:?}"
+    );
+    assert_eq!(DeviceStats::get(&stats.timeouts), 1, "{stats:?}");
+    assert_eq!(stats.errors(), 1, "{stats:?}");
+    assert_eq!(
+        conns.load(Ordering::SeqCst),
+        1,
+        "a timeout reopened the connection"
+    );
 }
 
 /// A "device" that answers every request with bytes that are not a Modbus frame.

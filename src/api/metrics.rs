@@ -5,10 +5,7 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use super::GatewayView;
-use crate::modbus::stats::DeviceStats;
-
-/// Upper bounds (seconds) of the poll-duration histogram buckets.
-pub const POLL_BUCKETS: [f64; 10] = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5];
+use crate::modbus::stats::{DeviceStats, POLL_BUCKETS};
 
 /// Reads one counter of a device.
 type Counter = fn(&DeviceStats) -> u64;

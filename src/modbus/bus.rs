@@ -1,10 +1,15 @@
-//! The RTU master on a local serial port (`rtu://`): one per RS-485 bus, owned by the bus's
-//! link poller, which serves every unit id on the bus in turn through it.
+//! The RTU master: one per RS-485 bus, owned by the bus's link poller, which serves every unit
+//! id on the bus in turn through it. The bus is on a local serial port (`rtu://`) or behind a
+//! serial device server (`rtu+tcp://`): a converter that puts what it receives on a TCP socket
+//! onto its RS-485 line and sends back what comes from the line. Either way it is one shared
+//! line with no transaction ids, so the master treats both alike: one request at a time, and
+//! a reply is only accepted as the answer to the request just sent.
 //!
 //! Our own rather than tokio-modbus's RTU client, because on a multi-drop bus that client
-//! keeps no silence between frames (slowtec/tokio-modbus#180: the next slave can miss its
-//! request), takes whatever frame comes next as the answer (a late reply from a unit that
-//! timed out, or another unit's, becomes a header mismatch that poisons the connection) and
+//! keeps no silence between frames (a slave that has not seen the end of the previous frame
+//! can miss its request), takes whatever frame comes next as the answer (a late reply from a
+//! unit that timed out, or another unit's, becomes a header mismatch that poisons the
+//! connection, or is taken as the answer to the next request when it has the same shape) and
 //! drops a garbled frame without a word. Here:
 //! - before every request the line must have been quiet for the frame gap (t3.5 by default),
 //!   plus the turnaround after an answer or a timeout; bytes arriving meanwhile (late or stray
@@ -13,15 +18,18 @@
 //!   bus's baud rate plus the device's `timeout`;
 //! - a frame with a bad CRC, or from another unit id, is discarded and reported as such; the
 //!   bus is not reopened for it, nor for a timeout (the port is fine: a unit is silent);
-//! - only an I/O error or the port closing (a USB adapter unplugged) ends the bus: the poller
-//!   reopens it with backoff.
+//! - only an I/O error or the port closing (a USB adapter unplugged, the device server
+//!   dropping the connection) ends the bus: the poller reopens it with backoff.
+//!
+//! It only ever sends read requests (function codes 1-4): the gateway never writes to
+//! equipment.
 
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout_at};
 use tokio_modbus::ExceptionCode;
-use tokio_serial::SerialStream;
 
 use super::link::SerialSettings;
 use super::plan::ReadRequest;
@@ -29,10 +37,18 @@ use super::poller::{ReadData, ReadError};
 use super::rtu::{MAX_FRAME, READ_REQUEST_LEN, ReplyScan, read_request, reply_len, scan_reply};
 use super::serial::BusTiming;
 
+/// What the master reads and writes frames through: a serial port, or the TCP socket of a
+/// serial device server.
+pub trait Port: AsyncRead + AsyncWrite + Unpin + Send {}
+
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Port for T {}
+
 /// One serial bus as its master sees it.
-pub struct SerialBus<S = SerialStream> {
+pub struct SerialBus<S = Box<dyn Port>> {
     port: S,
     timing: BusTiming,
+    /// What `port` is, for error messages ("serial port", "device server connection").
+    medium: &'static str,
     /// The line has been quiet since then (the end of the last byte sent or received).
     quiet_since: Instant,
     /// The last exchange has ended (answer or timeout): the next request also waits the
@@ -77,7 +93,16 @@ pub fn open(s: &SerialSettings) -> Result<SerialBus, String> {
         .flow_control(tokio_serial::FlowControl::None)
         .open_native_async()
         .map_err(|e| format!("open {}: {e}", s.path))?;
-    Ok(SerialBus::new(port, BusTiming::new(s)))
+    Ok(SerialBus::new(
+        Box::new(port) as Box<dyn Port>,
+        BusTiming::new(s),
+    ))
+}
+
+/// The master of a bus behind a serial device server, on a connected socket.
+pub fn behind_socket(stream: TcpStream) -> SerialBus {
+    SerialBus::new(Box::new(stream) as Box<dyn Port>, BusTiming::socket())
+        .medium("device server connection")
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> SerialBus<S> {
@@ -85,11 +110,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SerialBus<S> {
         SerialBus {
             port,
             timing,
+            medium: "serial port",
             quiet_since: Instant::now(),
             after_exchange: false,
             buf: Vec::with_capacity(MAX_FRAME),
             stray_bytes: 0,
         }
+    }
+
+    /// Names what the port is in error messages.
+    pub fn medium(mut self, medium: &'static str) -> Self {
+        self.medium = medium;
+        self
     }
 
     pub fn timing(&self) -> &BusTiming {
@@ -110,12 +142,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SerialBus<S> {
             // Polled at least once even when the pause is over: stale bytes are drained too.
             match timeout_at(self.quiet_since + pause, self.port.read(&mut scratch)).await {
                 Err(_) => return Ok(()),
-                Ok(Ok(0)) => return Err(ReadError::Transport("the serial port closed".into())),
+                Ok(Ok(0)) => return Err(self.closed()),
                 Ok(Ok(n)) => {
                     self.stray_bytes += n as u64;
                     self.quiet_since = Instant::now();
                 }
-                Ok(Err(e)) => return Err(ReadError::Transport(format!("serial read: {e}"))),
+                Ok(Err(e)) => {
+                    return Err(ReadError::Transport(format!("{} read: {e}", self.medium)));
+                }
             }
         }
     }
@@ -130,6 +164,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SerialBus<S> {
             result,
             bus_time: began.elapsed(),
         }
+    }
+
+    fn closed(&self) -> ReadError {
+        ReadError::Transport(format!("the {} closed", self.medium))
     }
 
     async fn exchange(
@@ -148,8 +186,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SerialBus<S> {
         })
         .await
         {
-            Err(_) => return Err(ReadError::Transport("serial write timed out".into())),
-            Ok(Err(e)) => return Err(ReadError::Transport(format!("serial write: {e}"))),
+            Err(_) => {
+                return Err(ReadError::Transport(format!(
+                    "{} write timed out",
+                    self.medium
+                )));
+            }
+            Ok(Err(e)) => {
+                return Err(ReadError::Transport(format!("{} write: {e}", self.medium)));
+            }
             Ok(Ok(())) => {}
         }
         // The request is on the wire until then; the slave may answer a t3.5 later.
@@ -180,12 +225,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SerialBus<S> {
                         self.buf.len()
                     )));
                 }
-                Ok(Ok(0)) => return Err(ReadError::Transport("the serial port closed".into())),
+                Ok(Ok(0)) => return Err(self.closed()),
                 Ok(Ok(n)) => {
                     self.buf.extend_from_slice(&chunk[..n]);
                     self.quiet_since = Instant::now();
                 }
-                Ok(Err(e)) => return Err(ReadError::Transport(format!("serial read: {e}"))),
+                Ok(Err(e)) => {
+                    return Err(ReadError::Transport(format!("{} read: {e}", self.medium)));
+                }
             }
         }
     }

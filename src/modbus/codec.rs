@@ -1,7 +1,9 @@
 //! Decoding registers into point values, and the inverse for the simulators.
 //!
-//! Pure functions; no I/O. Byte orders follow Telegraf's naming: the letters name the value's
-//! bytes from most to least significant in the order they travel on the wire.
+//! Pure functions; no I/O. A byte order is named by letters: A is the value's most significant
+//! byte, B the next, and so on, listed in the order they travel on the wire. For a 32-bit
+//! value: ABCD big-endian, DCBA little-endian, BADC the bytes of each word swapped, CDAB the
+//! words swapped.
 
 use crate::model::{Quality, Value};
 use crate::profile::{ByteOrder, DataType, Point, RegisterSpec, Transform};
@@ -276,8 +278,8 @@ mod tests {
     }
 
     #[test]
-    fn orders_match_telegraf_examples() {
-        // 0x0102_0304 in each order, as the Telegraf modbus README lays the bytes out.
+    fn orders_lay_out_bytes_as_their_letters_say() {
+        // 0x0102_0304 (A = 01, B = 02, C = 03, D = 04) as it travels in each order.
         let cases = [
             (ByteOrder::ABCD, [0x0102, 0x0304]),
             (ByteOrder::DCBA, [0x0403, 0x0201]),

@@ -1,26 +1,28 @@
 //! Link pollers: one task owns each physical link and serves every unit id behind it.
 //!
-//! tokio-modbus has no timeouts and, after a timeout, stays out of step with the device (a late
-//! reply poisons every later call with a header mismatch), so every call is wrapped in a
-//! timeout and any timeout or protocol error drops the connection, which is reopened with
-//! backoff. Device exceptions are the device answering: they never drop the connection.
+//! Modbus TCP (`tcp://`) goes through tokio-modbus's client. It has no timeouts and, after a
+//! timeout, stays out of step with the device (a late reply poisons every later call with a
+//! header mismatch), so every call is wrapped in a timeout and any timeout or protocol error
+//! drops the connection, which is reopened with backoff. Device exceptions are the device
+//! answering: they never drop the connection.
 //!
 //! A device that does not answer two cycles in a row is backed off to its probe schedule: one
 //! request every `probe_interval`, so it costs the other devices on its link at most one
 //! `timeout` per probe period.
 //!
-//! A local serial port (`rtu://`) is one RS-485 bus served through our own RTU master
-//! (`bus.rs`), which keeps the inter-frame silence and discards foreign and garbled frames. A
-//! timeout there is one silent unit, not a broken link: the port stays open, and the silent
-//! unit's cycle ends at its first timeout so that it costs the bus one timeout, not one per
-//! read. Only an I/O error (the adapter unplugged) closes and reopens the port.
+//! An RTU link is one RS-485 bus, on a local serial port (`rtu://`) or behind a serial device
+//! server's TCP socket (`rtu+tcp://`), served through our own RTU master (`bus.rs`), which
+//! keeps the inter-frame silence, drains late replies and discards foreign and garbled frames.
+//! A timeout there is one silent unit, not a broken link: the port or socket stays open, and
+//! the silent unit's cycle ends at its first timeout so that it costs the bus one timeout, not
+//! one per read. Only an I/O error (the adapter unplugged, the connection dropped) closes and
+//! reopens it, with backoff.
 
 use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
-use rand::Rng;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep_until, timeout};
@@ -35,6 +37,7 @@ use super::codec::{Decoded, decode_bit_point, decode_register_point};
 use super::link::Link;
 use super::plan::{Boundary, PlanLimits, ReadRequest, plan, plan_only, split_point};
 use super::stats::DeviceStats;
+use crate::backoff::Backoff;
 use crate::device::{Device, DeviceSource, ModbusSource};
 use crate::events::LogLimiter;
 use crate::model::{DeviceStatus, Quality, Reading, Record, Value, now_ns};
@@ -43,6 +46,7 @@ pub use crate::sink::RecordSink;
 
 /// Consecutive unanswered cycles before a device moves to the probe schedule.
 const OFFLINE_AFTER: u32 = 2;
+/// Reopening a link that cannot be opened: doubling from 200 ms to 30 s, with jitter.
 const BACKOFF_MIN: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
 
@@ -57,9 +61,9 @@ pub enum ReadError {
     Transport(String),
     /// An answer of the wrong length.
     Malformed(String),
-    /// Serial: a frame with a bad CRC (or cut short), discarded.
+    /// RTU: a frame with a bad CRC (or cut short), discarded.
     Garbled(String),
-    /// Serial: a well-formed frame from this other unit id, discarded.
+    /// RTU: a well-formed frame from this other unit id, discarded.
     WrongUnit(u8),
 }
 
@@ -70,10 +74,11 @@ pub enum ReadData {
     Bits(Vec<bool>),
 }
 
-/// An open link: a tokio-modbus client (TCP, RTU over TCP) or our RTU master on a serial bus.
+/// An open link: a tokio-modbus client (Modbus TCP) or our RTU master on a serial bus (a
+/// local port, or a device server's socket).
 pub enum Connection {
     Modbus(Context),
-    Serial {
+    Rtu {
         bus: Box<SerialBus>,
         /// The unit the next reads go to.
         unit: u8,
@@ -87,26 +92,28 @@ impl Connection {
     pub fn set_unit(&mut self, unit: u8) {
         match self {
             Connection::Modbus(ctx) => ctx.set_slave(Slave(unit)),
-            Connection::Serial { unit: u, .. } => *u = unit,
+            Connection::Rtu { unit: u, .. } => *u = unit,
         }
     }
 
-    pub fn is_serial(&self) -> bool {
-        matches!(self, Connection::Serial { .. })
+    /// True for our RTU master (`rtu://`, `rtu+tcp://`): it stays in step after a timeout or
+    /// a discarded frame, so only a transport error is the link's fault.
+    pub fn is_rtu(&self) -> bool {
+        matches!(self, Connection::Rtu { .. })
     }
 
-    /// Serial: bytes drained from the bus outside an exchange since the port was opened.
+    /// RTU: bytes drained from the bus outside an exchange since the link was opened.
     pub fn stray_bytes(&self) -> u64 {
         match self {
-            Connection::Serial { bus, .. } => bus.stray_bytes,
+            Connection::Rtu { bus, .. } => bus.stray_bytes,
             Connection::Modbus(_) => 0,
         }
     }
 
-    /// Bus time the last read took on a serial bus (zero on other links).
+    /// Bus time the last read took on an RTU bus (zero on Modbus TCP).
     pub fn last_bus_time(&self) -> Duration {
         match self {
-            Connection::Serial { last_bus_time, .. } => *last_bus_time,
+            Connection::Rtu { last_bus_time, .. } => *last_bus_time,
             Connection::Modbus(_) => Duration::ZERO,
         }
     }
@@ -129,50 +136,49 @@ pub async fn connect(
     unit: u8,
     connect_timeout: Duration,
 ) -> Result<Connection, String> {
-    if let Link::Rtu(s) = link {
-        return Ok(Connection::Serial {
-            bus: Box::new(bus::open(s)?),
-            unit,
-            last_bus_time: Duration::ZERO,
-        });
-    }
-    connect_modbus(link, unit, connect_timeout)
-        .await
-        .map(Connection::Modbus)
-}
-
-async fn connect_modbus(
-    link: &Link,
-    unit: u8,
-    connect_timeout: Duration,
-) -> Result<Context, String> {
+    let rtu = |bus: SerialBus| Connection::Rtu {
+        bus: Box::new(bus),
+        unit,
+        last_bus_time: Duration::ZERO,
+    };
     match link {
-        Link::Tcp { host, port } | Link::RtuOverTcp { host, port } => {
-            let stream = timeout(connect_timeout, TcpStream::connect((host.as_str(), *port)))
-                .await
-                .map_err(|_| {
-                    format!(
-                        "connect to {link} timed out after {}",
-                        humantime::format_duration(connect_timeout)
-                    )
-                })?
-                .map_err(|e| format!("connect to {link}: {e}"))?;
-            let _ = stream.set_nodelay(true);
-            Ok(if matches!(link, Link::Tcp { .. }) {
-                tokio_modbus::client::tcp::attach_slave(stream, Slave(unit))
-            } else {
-                tokio_modbus::client::rtu::attach_slave(stream, Slave(unit))
-            })
+        Link::Rtu(s) => bus::open(s).map(rtu),
+        Link::RtuOverTcp { host, port } => {
+            let stream = connect_tcp(link, host, *port, connect_timeout).await?;
+            Ok(rtu(bus::behind_socket(stream)))
         }
-        Link::Rtu(s) => Err(format!(
-            "{} is a serial bus, not a tokio-modbus link",
-            s.path
-        )),
+        Link::Tcp { host, port } => {
+            let stream = connect_tcp(link, host, *port, connect_timeout).await?;
+            Ok(Connection::Modbus(tokio_modbus::client::tcp::attach_slave(
+                stream,
+                Slave(unit),
+            )))
+        }
     }
 }
 
-/// Performs one read with a timeout, checking the answer's length. On a serial bus `limit`
-/// is what the device may take beyond the time the frames need on the wire.
+async fn connect_tcp(
+    link: &Link,
+    host: &str,
+    port: u16,
+    connect_timeout: Duration,
+) -> Result<TcpStream, String> {
+    let stream = timeout(connect_timeout, TcpStream::connect((host, port)))
+        .await
+        .map_err(|_| {
+            format!(
+                "connect to {link} timed out after {}",
+                humantime::format_duration(connect_timeout)
+            )
+        })?
+        .map_err(|e| format!("connect to {link}: {e}"))?;
+    let _ = stream.set_nodelay(true);
+    Ok(stream)
+}
+
+/// Performs one read with a timeout, checking the answer's length. On an RTU bus `limit` is
+/// what the device may take beyond the time the frames need on the wire (behind a device
+/// server, whose line speed is not known, the whole exchange).
 pub async fn read(
     conn: &mut Connection,
     req: &ReadRequest,
@@ -180,7 +186,7 @@ pub async fn read(
 ) -> Result<ReadData, ReadError> {
     match conn {
         Connection::Modbus(ctx) => read_modbus(ctx, req, limit).await,
-        Connection::Serial {
+        Connection::Rtu {
             bus,
             unit,
             last_bus_time,
@@ -353,10 +359,10 @@ pub struct LinkPoller {
     /// Where reloads send [`LinkChange`]s (none: the device set is fixed).
     control: Option<mpsc::UnboundedReceiver<LinkChange>>,
     ctx: Option<Connection>,
-    backoff: Duration,
+    backoff: Backoff,
     down_until: Option<Instant>,
     connect_log: LogLimiter,
-    /// Serial: stray bytes already reported, and their log limiter.
+    /// RTU: stray bytes already reported, and their log limiter.
     stray_seen: u64,
     stray_log: LogLimiter,
 }
@@ -385,7 +391,7 @@ impl LinkPoller {
             sink,
             control: None,
             ctx: None,
-            backoff: BACKOFF_MIN,
+            backoff: Backoff::new(BACKOFF_MIN, BACKOFF_MAX),
             down_until: None,
             connect_log: LogLimiter::new(Duration::from_secs(30)),
             stray_seen: 0,
@@ -537,15 +543,13 @@ impl LinkPoller {
                     info!(link = %self.link, "link connected");
                 }
                 self.ctx = Some(ctx);
-                self.backoff = BACKOFF_MIN;
+                self.backoff.reset();
                 self.down_until = None;
                 true
             }
             Err(e) => {
-                let jitter = rand::rng().random_range(0.5..1.0);
-                let wait = self.backoff.mul_f64(jitter);
+                let wait = self.backoff.next_wait();
                 self.down_until = Some(Instant::now() + wait);
-                self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
                 if let Some(held) = self.connect_log.allow() {
                     warn!(link = %self.link, error = %e, retry_in = %humantime::format_duration(Duration::from_millis(wait.as_millis() as u64)), suppressed = held, "cannot open link");
                 }
@@ -571,7 +575,7 @@ impl LinkPoller {
             return (CycleEnd::LinkDown, None, 1);
         };
         ctx.set_unit(unit);
-        let serial = ctx.is_serial();
+        let rtu = ctx.is_rtu();
         let d = &mut self.devices[i];
         let probing = d.offline();
         let mut queue: VecDeque<ReadRequest> = d.plan.iter().cloned().collect();
@@ -635,9 +639,9 @@ impl LinkPoller {
                         ReadError::WrongUnit(_) => DeviceStats::add(&d.stats.wrong_unit, 1),
                         _ => DeviceStats::add(&d.stats.transport_errors, 1),
                     }
-                    // On a serial bus only an I/O error is the link's fault; a timeout is a
+                    // On an RTU bus only an I/O error is the link's fault; a timeout is a
                     // silent unit and a discarded frame costs just this read.
-                    let link_fault = !serial || matches!(e, ReadError::Transport(_));
+                    let link_fault = !rtu || matches!(e, ReadError::Transport(_));
                     if let Some(held) = d.log.allow() {
                         let what = if link_fault {
                             "read failed; reopening the link"

@@ -162,13 +162,13 @@ pub async fn probe(
                             req.count,
                             describe_error(&e)
                         );
-                        // A suspect tokio-modbus context is reopened; our serial master
-                        // stays in step after anything but an I/O error. (The old connection
-                        // is closed first: a serial port is opened exclusively.)
+                        // A suspect tokio-modbus context is reopened; our RTU master stays
+                        // in step after anything but an I/O error. (The old connection is
+                        // closed first: a serial port is opened exclusively.)
                         let reopen = match e {
                             ReadError::Exception(_) => false,
                             ReadError::Transport(_) => true,
-                            _ => !ctx.is_serial(),
+                            _ => !ctx.is_rtu(),
                         };
                         if reopen {
                             ctx.close().await;

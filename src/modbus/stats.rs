@@ -4,6 +4,10 @@
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
+/// Upper bounds (seconds) of the poll-duration histogram buckets ([`DeviceStats::poll_hist`]
+/// has one more, +Inf).
+pub const POLL_BUCKETS: [f64; 10] = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5];
+
 /// Counters of one polled device. Monotonic except the gauges noted.
 #[derive(Debug, Default)]
 pub struct DeviceStats {
@@ -15,12 +19,12 @@ pub struct DeviceStats {
     pub transport_errors: AtomicU64,
     /// Responses of the wrong length or shape.
     pub malformed: AtomicU64,
-    /// Serial: reply frames discarded for a bad CRC (or cut short).
+    /// RTU (`rtu://`, `rtu+tcp://`): reply frames discarded for a bad CRC (or cut short).
     pub crc_errors: AtomicU64,
-    /// Serial: well-formed reply frames from another unit id, discarded.
+    /// RTU: well-formed reply frames from another unit id, discarded.
     pub wrong_unit: AtomicU64,
-    /// Serial: bus time the device's reads took (frames, silences, turnaround, waiting for
-    /// the answer), microseconds. Summed over a bus, its rate is the bus's utilisation.
+    /// RTU: bus time the device's reads took (frames, silences, turnaround, waiting for the
+    /// answer), microseconds. Summed over a bus, its rate is the bus's utilisation.
     pub bus_us: AtomicU64,
     /// Readings left out: `na` sentinels and out-of-range values.
     pub bad_values: AtomicU64,
@@ -40,8 +44,8 @@ pub struct DeviceStats {
     pub online: AtomicBool,
     /// Gauge: time of the last good reading, ns since the epoch (0 = never).
     pub last_good_ns: AtomicI64,
-    /// Poll-cycle durations: counts per bucket of `api::metrics::POLL_BUCKETS` (+Inf last).
-    pub poll_hist: [AtomicU64; 11],
+    /// Poll-cycle durations: counts per bucket of [`POLL_BUCKETS`] (+Inf last).
+    pub poll_hist: [AtomicU64; POLL_BUCKETS.len() + 1],
     /// Sum of poll-cycle durations, microseconds.
     pub poll_us_sum: AtomicU64,
 }
@@ -56,10 +60,10 @@ impl DeviceStats {
     /// Records one poll cycle's duration.
     pub fn observe_poll(&self, d: Duration) {
         let secs = d.as_secs_f64();
-        let i = crate::api::metrics::POLL_BUCKETS
+        let i = POLL_BUCKETS
             .iter()
             .position(|le| secs <= *le)
-            .unwrap_or(crate::api::metrics::POLL_BUCKETS.len());
+            .unwrap_or(POLL_BUCKETS.len());
         self.poll_hist[i].fetch_add(1, Relaxed);
         self.poll_us_sum.fetch_add(d.as_micros() as u64, Relaxed);
         self.last_poll_us.store(d.as_micros() as u64, Relaxed);

@@ -20,7 +20,6 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use rand::Rng;
 use rumqttc::{
     AsyncClient, Event, EventLoop, Incoming, LastWill, MqttOptions, Outgoing, Publish, QoS,
     Request, SubscribeFilter, SubscribeReasonCode, TlsConfiguration, Transport,
@@ -32,6 +31,7 @@ use tracing::{debug, error, info, warn};
 use super::MqttStats;
 use super::settings::{MAX_OUTGOING_PACKET, MqttSettings};
 use super::tracker::PublishTracker;
+use crate::backoff::Backoff;
 use crate::events::LogLimiter;
 
 /// rumqttc's request channel: publishes, acks, subscriptions waiting for the event loop.
@@ -267,34 +267,6 @@ impl MqttClient {
     }
 }
 
-/// Exponential backoff with jitter (50-100 % of the doubled step).
-#[derive(Debug)]
-pub struct Backoff {
-    failures: u32,
-}
-
-impl Backoff {
-    pub fn new() -> Self {
-        Backoff { failures: 0 }
-    }
-    pub fn reset(&mut self) {
-        self.failures = 0;
-    }
-    pub fn next_wait(&mut self) -> Duration {
-        let base = BACKOFF_MIN
-            .saturating_mul(1u32 << self.failures.min(16))
-            .min(BACKOFF_MAX);
-        self.failures = self.failures.saturating_add(1);
-        base.mul_f64(rand::rng().random_range(0.5..=1.0))
-    }
-}
-
-impl Default for Backoff {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 /// The owner of the event loop, ready to run.
 pub struct Connection {
     eventloop: EventLoop,
@@ -386,7 +358,8 @@ impl Connection {
     /// Polls the event loop until `stop`, then publishes `offline` and disconnects.
     pub async fn run(mut self, stop: CancellationToken) {
         let stats = self.client.inner.stats.clone();
-        let mut backoff = Backoff::new();
+        // Doubling with jitter (50-100 % of the step).
+        let mut backoff = Backoff::new(BACKOFF_MIN, BACKOFF_MAX);
         let mut log = LogLimiter::new(Duration::from_secs(30));
         let mut connected = false;
         let mut need_subscribe = false;
@@ -545,7 +518,7 @@ mod tests {
 
     #[test]
     fn backoff_grows_with_jitter_and_resets() {
-        let mut b = Backoff::new();
+        let mut b = Backoff::new(BACKOFF_MIN, BACKOFF_MAX);
         let first = b.next_wait();
         assert!(first >= BACKOFF_MIN / 2 && first <= BACKOFF_MIN);
         let mut last = first;

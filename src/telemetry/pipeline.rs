@@ -13,7 +13,6 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rand::Rng;
 use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep, sleep_until};
 use tokio_util::sync::CancellationToken;
@@ -23,6 +22,7 @@ use super::dead_letter::{DeadLetter, DeadLetterStats};
 use super::influx::{LineWriter, WriteError};
 use super::line::LineEncoder;
 use super::log::{Chunk, Class, LogAppender, Part, TelemetryLog};
+use crate::backoff::Backoff;
 use crate::events::LogLimiter;
 use crate::model::{Ack, Record};
 
@@ -423,7 +423,7 @@ impl Forwarder {
         let mut refused = 0usize;
         let mut last_refusal = String::new();
         let mut parts = VecDeque::from([batch]);
-        let mut backoff = BACKOFF_MIN;
+        let mut backoff = Backoff::new(BACKOFF_MIN, BACKOFF_MAX);
         let mut log = LogLimiter::new(Duration::from_secs(10));
         let mut failing = false;
         while let Some(part) = parts.pop_front() {
@@ -436,7 +436,7 @@ impl Forwarder {
                 Ok(()) => {
                     self.stats.lines_written.fetch_add(lines as u64, Relaxed);
                     self.stats.batches_written.fetch_add(1, Relaxed);
-                    backoff = BACKOFF_MIN;
+                    backoff.reset();
                     self.faults.database_written.store(true, Relaxed);
                     if failing {
                         info!("database writes succeed again");
@@ -524,7 +524,7 @@ impl Forwarder {
                     self.stats.count_failure(status);
                     if let Some(held) = log.allow() {
                         let backlog = self.log.stats.backlog_bytes.load(Relaxed);
-                        error!(status, reason = %text, retry_in_ms = backoff.as_millis() as u64, backlog_bytes = backlog, suppressed = held, "database write failed; the lines stay in the log, retrying");
+                        error!(status, reason = %text, retry_in_ms = backoff.step().as_millis() as u64, backlog_bytes = backlog, suppressed = held, "database write failed; the lines stay in the log, retrying");
                     }
                     failing = true;
                     parts.push_front(part);
@@ -536,7 +536,7 @@ impl Forwarder {
                 Err(e) => {
                     if let Some(held) = log.allow() {
                         let backlog = self.log.stats.backlog_bytes.load(Relaxed);
-                        error!(error = %e, retry_in_ms = backoff.as_millis() as u64, backlog_bytes = backlog, suppressed = held, "database write failed; the lines stay in the log, retrying");
+                        error!(error = %e, retry_in_ms = backoff.step().as_millis() as u64, backlog_bytes = backlog, suppressed = held, "database write failed; the lines stay in the log, retrying");
                     }
                     part
                 }
@@ -593,12 +593,12 @@ impl Forwarder {
         set(other, None);
     }
 
-    /// Waits before a retry: the backoff with jitter, which then doubles up to [`BACKOFF_MAX`],
-    /// or `exactly` when the database said how long (`Retry-After`) and that is longer. False
-    /// when `stop` fires first.
+    /// Waits before a retry: the backoff's step with jitter (50-100 %), which then doubles up
+    /// to [`BACKOFF_MAX`], or `exactly` when the database said how long (`Retry-After`) and
+    /// that is longer. False when `stop` fires first.
     async fn wait(
         &self,
-        backoff: &mut Duration,
+        backoff: &mut Backoff,
         exactly: Option<Duration>,
         stop: &CancellationToken,
     ) -> bool {
@@ -609,8 +609,7 @@ impl Forwarder {
             .store(0f64.to_bits(), Relaxed);
         // The backoff always grows, and a `Retry-After` shorter than it (0, or a date our
         // clock already passed) does not make the retry come sooner.
-        let jittered = backoff.mul_f64(rand::rng().random_range(0.5..1.0));
-        *backoff = (*backoff * 2).min(BACKOFF_MAX);
+        let jittered = backoff.next_wait();
         let wait = exactly.map_or(jittered, |d| d.max(jittered));
         tokio::select! {
             _ = stop.cancelled() => false,

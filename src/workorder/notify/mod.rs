@@ -13,7 +13,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use rand::Rng;
 use serde::Serialize;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -22,6 +21,7 @@ use tracing::{debug, error, warn};
 use super::handle::StoreHandle;
 use super::store::StoreError;
 use super::types::{EventKind, WorkOrder, WorkOrderEvent};
+use crate::backoff::Backoff;
 use crate::rules::types::AssetInfo;
 
 /// Why a delivery failed, sorted by what the loop does about it.
@@ -86,10 +86,7 @@ const STORE_TROUBLE: Duration = Duration::from_secs(5);
 /// The wait before retry number `failures` (1, 2, ...): doubling from [`BACKOFF_MIN`], capped at
 /// [`BACKOFF_MAX`], with jitter (50-100 %) so that gateways do not retry in step.
 pub fn backoff(failures: u32) -> Duration {
-    let base = BACKOFF_MIN
-        .saturating_mul(1u32 << failures.saturating_sub(1).min(20))
-        .min(BACKOFF_MAX);
-    base.mul_f64(rand::rng().random_range(0.5..=1.0))
+    Backoff::new(BACKOFF_MIN, BACKOFF_MAX).delay(failures.saturating_sub(1))
 }
 
 /// Delivers `notifier`'s outbox backlog for as long as it takes, until `stop`.
