@@ -378,26 +378,33 @@ mod tests {
         }
     }
 
+    /// A pump (the built-in profile) with this id and building.
+    fn pump(id: &str, building: Option<&str>) -> Arc<Device> {
+        let (profile, _) = crate::profile::builtin::load("pump")
+            .unwrap()
+            .unwrap()
+            .build()
+            .unwrap();
+        Arc::new(Device {
+            id: id.into(),
+            name: None,
+            site: None,
+            building: building.map(String::from),
+            floor: None,
+            tags: Default::default(),
+            profile: Arc::new(profile),
+            interval: std::time::Duration::from_secs(1),
+            source: crate::device::DeviceSource::Mqtt { topic: None },
+            origin: ("f.toml".into(), 0),
+        })
+    }
+
     #[test]
     fn a_slot_opened_later_encodes_its_device_and_old_slots_keep_theirs() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("facilityd.toml");
-        let device = |id: &str, building: &str| {
-            format!(
-                "[[devices]]\nid = \"{id}\"\nprofile = \"pump\"\nbuilding = \"{building}\"\n\
-                 modbus = {{ url = \"tcp://127.0.0.1:1502\", unit = 1 }}\n"
-            )
-        };
-        let load = |text: String| {
-            std::fs::write(&path, format!("[gateway]\nid = \"gw\"\n{text}")).unwrap();
-            crate::settings::load_with_env(&path, Default::default()).unwrap()
-        };
-        let old = load(device("P-1", "A"));
-        let enc = LineEncoder::new("gw", &old.devices);
+        let enc = LineEncoder::new("gw", &[pump("P-1", Some("A"))]);
         // A reload changes P-1's building: a new slot; records of slot 0 in flight keep "A".
-        let new = load(device("P-1", "B"));
         let shared = enc.clone();
-        shared.open_slot(1, &new.devices[0]);
+        shared.open_slot(1, &pump("P-1", Some("B")));
         let status = |device| {
             Record::Status(DeviceStatus {
                 device,
@@ -435,17 +442,10 @@ mod tests {
 
     #[test]
     fn split_sends_priority_points_to_their_own_line_with_the_same_series_and_time() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("f.toml");
-        std::fs::write(
-            &path,
-            "[gateway]\nid = \"gw\"\n[[devices]]\nid = \"P1\"\nprofile = \"pump\"\nmodbus = { url = \"tcp://127.0.0.1:1\" }\n",
-        )
-        .unwrap();
-        let s = crate::settings::load_with_env(&path, Default::default()).unwrap();
-        let points = &s.devices[0].profile.points;
+        let devices = [pump("P1", None)];
+        let points = &devices[0].profile.points;
         let idx = |n: &str| points.iter().position(|p| &*p.name == n).unwrap();
-        let enc = LineEncoder::new("gw", &s.devices);
+        let enc = LineEncoder::new("gw", &devices);
         let reading = |values: Vec<(usize, Value)>| {
             Record::Reading(Reading {
                 device: 0,
