@@ -15,6 +15,8 @@ use serde::{Deserialize, Serialize};
 
 use super::threshold::fmt_duration_ns;
 
+pub(in crate::rules) mod config;
+
 /// A period.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Every {

@@ -23,6 +23,8 @@ use serde::{Deserialize, Serialize};
 
 use super::template::fmt_num;
 
+pub(in crate::rules) mod config;
+
 const NS_PER_HOUR: f64 = 3_600_000_000_000.0;
 
 /// A validated meter rule.

@@ -9,6 +9,7 @@ pub mod flap;
 pub mod matcher;
 pub mod meter;
 pub mod offline;
+pub mod rule;
 pub mod state;
 pub mod template;
 pub mod threshold;

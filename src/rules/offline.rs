@@ -10,6 +10,8 @@ use serde::{Deserialize, Serialize};
 
 use super::threshold::fmt_duration_ns;
 
+pub(in crate::rules) mod config;
+
 /// A validated offline rule.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OfflineSpec {
