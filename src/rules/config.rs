@@ -44,7 +44,7 @@ pub use super::state::config::MAX_COUNT;
 pub(in crate::rules) use decode::{Number, StateValues};
 use decode::{decode, split_table};
 pub(in crate::rules) use validate::{RuleCx, check_values_fit, first_misfit, kind_name, nanos};
-use validate::{point_of, points_hint};
+use validate::{UnknownTimezone, point_of, points_hint};
 
 /// The rule types, as written in `type`.
 pub const RULE_TYPES: [&str; 5] = ["threshold", "state", "meter", "calendar", "offline"];
@@ -172,9 +172,9 @@ pub fn parse_rules(
         errors: Vec::new(),
         warnings: Vec::new(),
     };
-    let tz: Result<Tz, String> = timezone
+    let tz: Result<Tz, UnknownTimezone> = timezone
         .parse::<Tz>()
-        .map_err(|_| format!("the [gateway] timezone {timezone:?} is not an IANA time zone such as \"Asia/Shanghai\" or \"UTC\""));
+        .map_err(|_| UnknownTimezone(timezone.to_string()));
     let gateway: Arc<str> = Arc::from(gateway_id);
     let mut seen: HashMap<String, (String, usize)> = HashMap::new();
     let mut rules = Vec::new();
@@ -214,7 +214,7 @@ fn parse_one(
     value: &ConfigValue,
     assets: &[Arc<AssetInfo>],
     gateway: &Arc<str>,
-    tz: &Result<Tz, String>,
+    tz: &Result<Tz, UnknownTimezone>,
     issues: &mut Issues,
 ) -> Option<Rule> {
     let at = format!("rules[{index}]");
@@ -319,7 +319,7 @@ fn match_assets<'a>(
     let every = AssetMatch::default();
     let m = matcher.unwrap_or(&every);
     if let Err(e) = m.validate() {
-        issues.err(file, format!("{at}.match.device_type"), e);
+        issues.err(file, format!("{at}.match.device_type"), e.to_string());
         return None;
     }
     let matched: Vec<&Arc<AssetInfo>> = assets.iter().filter(|a| m.matches(a)).collect();
@@ -434,7 +434,7 @@ impl<'a> RuleCx<'a> {
                 match spec.validate() {
                     Ok(()) => Some(spec),
                     Err(e) => {
-                        self.err(issues, "flap", e);
+                        self.err(issues, "flap", e.to_string());
                         None
                     }
                 }
@@ -470,7 +470,7 @@ impl<'a> RuleCx<'a> {
                 Some(t)
             }
             Err(e) => {
-                self.err(issues, key, e);
+                self.err(issues, key, e.to_string());
                 None
             }
         }

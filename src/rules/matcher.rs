@@ -34,6 +34,13 @@ impl OneOrMany {
     }
 }
 
+/// A `match` that no asset can satisfy, whatever the assets.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MatchError {
+    #[error("unknown device_type {0:?}: expected elevator, pump, fire_panel, access_door or other")]
+    UnknownDeviceType(String),
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AssetMatch {
@@ -70,13 +77,11 @@ impl AssetMatch {
     }
 
     /// Unknown device types are errors; other values can only be checked against assets.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), MatchError> {
         if let Some(dt) = &self.device_type {
             for v in dt.values() {
                 if !["elevator", "pump", "fire_panel", "access_door", "other"].contains(&v) {
-                    return Err(format!(
-                        "unknown device_type {v:?}: expected elevator, pump, fire_panel, access_door or other"
-                    ));
+                    return Err(MatchError::UnknownDeviceType(v.to_string()));
                 }
             }
         }

@@ -26,21 +26,21 @@ impl TypeConfig for CalendarConfig {
         let tz = match cx.tz {
             Ok(tz) => *tz,
             Err(e) => {
-                cx.err(issues, "start", e.clone());
+                cx.err(issues, "start", e.to_string());
                 return None;
             }
         };
         let every: Every = match self.every.parse() {
             Ok(e) => e,
             Err(e) => {
-                cx.err(issues, "every", e);
+                cx.err(issues, "every", e.to_string());
                 return None;
             }
         };
         let start = match parse_start(&self.start, tz) {
             Ok(s) => s,
             Err(e) => {
-                cx.err(issues, "start", e);
+                cx.err(issues, "start", e.to_string());
                 return None;
             }
         };

@@ -297,6 +297,24 @@ fn validation_errors() {
 }
 
 #[test]
+fn a_calendar_rule_needs_the_gateway_time_zone() {
+    let e = parse_rules(
+        &items(
+            "rules.toml",
+            "[[rules]]\nid = \"c\"\ntype = \"calendar\"\nevery = \"1mo\"\nstart = \"2026-01-01\"\n",
+        ),
+        &[pump("P-1")],
+        "gw",
+        "Mars/Olympus",
+    )
+    .unwrap_err();
+    assert_eq!(
+        e[0].to_string(),
+        "rules.toml: rules[0].start: the [gateway] timezone \"Mars/Olympus\" is not an IANA time zone such as \"Asia/Shanghai\" or \"UTC\""
+    );
+}
+
+#[test]
 fn duplicate_ids_name_both_files() {
     let mut it = items(
         "main.toml",

@@ -17,7 +17,27 @@ pub(in crate::rules) struct RuleCx<'a> {
     pub at: &'a str,
     pub matched: &'a [&'a Arc<AssetInfo>],
     /// The gateway time zone (`[gateway] timezone`), or why it is not one.
-    pub tz: &'a Result<Tz, String>,
+    pub tz: &'a Result<Tz, UnknownTimezone>,
+}
+
+/// `[gateway] timezone` is not a time zone (calendar rules need one).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "the [gateway] timezone {0:?} is not an IANA time zone such as \"Asia/Shanghai\" or \"UTC\""
+)]
+pub(in crate::rules) struct UnknownTimezone(pub String);
+
+/// A value of `equals` that the point can never hold.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("point {point:?} is {kind} point: expected {expected}, found {found}")]
+pub(in crate::rules) struct ValueMisfit {
+    point: Arc<str>,
+    /// `a gauge`, `an alarm`, ...
+    kind: &'static str,
+    /// What the point's values are: `true or false`, `numbers`.
+    expected: &'static str,
+    /// The value, as written.
+    found: String,
 }
 
 pub(super) fn point_of<'a>(a: &'a AssetInfo, name: &str) -> Option<&'a PointInfo> {
@@ -50,7 +70,7 @@ pub(in crate::rules) fn kind_name(k: PointKind) -> &'static str {
 pub(in crate::rules) fn check_values_fit(
     values: &[StateValue],
     p: &PointInfo,
-) -> Result<(), String> {
+) -> Result<(), ValueMisfit> {
     for v in values {
         let ok = match (p.kind, v) {
             (PointKind::Alarm | PointKind::Event, StateValue::Bool(_)) => true,
@@ -65,15 +85,15 @@ pub(in crate::rules) fn check_values_fit(
                 PointKind::Alarm | PointKind::Event => "true or false",
                 _ => "numbers",
             };
-            return Err(format!(
-                "point {:?} is {} point: expected {expected}, found {}",
-                p.name,
-                kind_name(p.kind),
-                match v {
+            return Err(ValueMisfit {
+                point: p.name.clone(),
+                kind: kind_name(p.kind),
+                expected,
+                found: match v {
                     StateValue::Name(s) => format!("{s:?}"),
                     other => other.text(),
-                }
-            ));
+                },
+            });
         }
     }
     Ok(())
