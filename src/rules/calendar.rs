@@ -1,5 +1,5 @@
 //! `type = "calendar"`: an inspection every `every` per matched asset, regardless of
-//! telemetry, raised `lead` early (DESIGN §4).
+//! telemetry, raised `lead` early.
 //!
 //! Due dates are `start + k * every` for k = 1, 2, ...: `start` is the reference (the last
 //! inspection, or commissioning), so the first due date is one period after it. Calendar

@@ -1,4 +1,4 @@
-//! The flap guard (DESIGN §4, domain §3 after Nagios/Sensu): over the last `window` evaluations
+//! The flap guard, after the flap detection of Nagios and Sensu: over the last `window` evaluations
 //! of a rule on one asset, a condition that changed on more than `high` of them is held firing
 //! (the work order is marked `flapping`) until the rate drops under `low`.
 

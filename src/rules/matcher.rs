@@ -1,4 +1,4 @@
-//! `match = { ... }`: which assets a rule or a notifier applies to (DESIGN §3).
+//! `match = { ... }`: which assets a rule or a notifier applies to.
 //!
 //! Each key takes a string or a list; keys are AND-ed, list items OR-ed; a missing `match`
 //! means every asset. `tags = { vendor = "acme" }` requires each named tag to have (one of)

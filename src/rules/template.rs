@@ -1,5 +1,5 @@
 //! Titles and descriptions with placeholders (`{asset}`, `{value}`, ...), parsed once at
-//! configuration time and rendered when a trigger is produced (DESIGN §3).
+//! configuration time and rendered when a trigger is produced.
 
 use std::fmt::Write as _;
 
