@@ -63,7 +63,8 @@ const COMMON_KEYS: [&str; 10] = [
     "flap",
 ];
 
-/// What parsing fills in for a rule that leaves the key out.
+/// What the common keys depend on in a rule's type: the defaults of `title` and
+/// `work_order`, and whether `flap` applies.
 impl RuleKind {
     /// The title of a rule that writes none.
     fn default_title(&self) -> &'static str {
@@ -96,6 +97,7 @@ impl RuleKind {
     }
 }
 
+/// The keys every rule has.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CommonConfig {
