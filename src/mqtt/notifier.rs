@@ -129,7 +129,7 @@ pub fn build(
     if let Some(m) = &cfg.asset_match
         && let Err(e) = m.validate()
     {
-        errors.push(issue("match", e));
+        errors.push(issue("match", e.to_string()));
     }
     match topic {
         Some(topic) if errors.is_empty() => Ok(MqttNotifier {

@@ -1,5 +1,5 @@
 //! `type = "calendar"`: an inspection every `every` per matched asset, regardless of
-//! telemetry, raised `lead` early (DESIGN §4).
+//! telemetry, raised `lead` early.
 //!
 //! Due dates are `start + k * every` for k = 1, 2, ...: `start` is the reference (the last
 //! inspection, or commissioning), so the first due date is one period after it. Calendar
@@ -15,6 +15,33 @@ use serde::{Deserialize, Serialize};
 
 use super::threshold::fmt_duration_ns;
 
+pub(in crate::rules) mod config;
+
+/// Why `every` is not a period.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PeriodError {
+    #[error("expected a period greater than zero and at most 100 years, found {0:?}")]
+    OutOfRange(String),
+    #[error(
+        "expected a period such as \"15d\", \"1w\", or calendar months and years \"1mo\", \"3mo\", \"1y\", found {0:?}"
+    )]
+    Invalid(String),
+}
+
+/// Why `start` is not a usable reference date.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StartError {
+    #[error("expected a start between the years 1970 and 2200, found {0:?}")]
+    OutOfRange(String),
+    /// A local time skipped by a daylight-saving change (and the next two hours too).
+    #[error("{text:?} does not exist in {tz}")]
+    Nonexistent { text: String, tz: Tz },
+    #[error(
+        "expected an RFC 3339 date-time such as \"2026-01-01T08:00:00+08:00\", or a local date or date-time in the gateway time zone such as \"2026-01-01\" or \"2026-01-01T08:00:00\", found {0:?}"
+    )]
+    Invalid(String),
+}
+
 /// A period.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Every {
@@ -25,9 +52,9 @@ pub enum Every {
 }
 
 impl FromStr for Every {
-    type Err = String;
+    type Err = PeriodError;
 
-    fn from_str(s: &str) -> Result<Every, String> {
+    fn from_str(s: &str) -> Result<Every, PeriodError> {
         let t = s.trim();
         let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
         let (num, unit) = t.split_at(split);
@@ -39,39 +66,29 @@ impl FromStr for Every {
         if let (Some(per), Ok(n)) = (calendar, num.parse::<u32>()) {
             return match n.checked_mul(per) {
                 Some(m) if m > 0 && m <= 1200 => Ok(Every::Months(m)),
-                _ => Err(format!(
-                    "expected a period greater than zero and at most 100 years, found {s:?}"
-                )),
+                _ => Err(PeriodError::OutOfRange(s.to_string())),
             };
         }
-        let d = humantime::parse_duration(t).map_err(|_| {
-            format!(
-                "expected a period such as \"15d\", \"1w\", or calendar months and years \"1mo\", \"3mo\", \"1y\", found {s:?}"
-            )
-        })?;
+        let d = humantime::parse_duration(t).map_err(|_| PeriodError::Invalid(s.to_string()))?;
         match i64::try_from(d.as_nanos()) {
             Ok(ns) if ns > 0 && ns <= 100 * 366 * 86_400_000_000_000 => Ok(Every::Fixed(ns)),
-            _ => Err(format!(
-                "expected a period greater than zero and at most 100 years, found {s:?}"
-            )),
+            _ => Err(PeriodError::OutOfRange(s.to_string())),
         }
     }
 }
 
 /// Parses `start`: an RFC 3339 date-time with an offset, or a local date or date-time in the
 /// gateway time zone (`2026-01-01`, `2026-01-01T08:00:00`, `2026-01-01 08:00`).
-pub fn parse_start(s: &str, tz: Tz) -> Result<DateTime<Utc>, String> {
+pub fn parse_start(s: &str, tz: Tz) -> Result<DateTime<Utc>, StartError> {
     let start = parse_start_any(s, tz)?;
     // Nanosecond arithmetic on due dates holds for 1677-2262; keep well inside it.
     if !(1970..=2200).contains(&chrono::Datelike::year(&start)) {
-        return Err(format!(
-            "expected a start between the years 1970 and 2200, found {s:?}"
-        ));
+        return Err(StartError::OutOfRange(s.to_string()));
     }
     Ok(start)
 }
 
-fn parse_start_any(s: &str, tz: Tz) -> Result<DateTime<Utc>, String> {
+fn parse_start_any(s: &str, tz: Tz) -> Result<DateTime<Utc>, StartError> {
     let t = s.trim();
     if let Ok(d) = DateTime::parse_from_rfc3339(t) {
         return Ok(d.with_timezone(&Utc));
@@ -90,10 +107,11 @@ fn parse_start_any(s: &str, tz: Tz) -> Result<DateTime<Utc>, String> {
             .and_then(|d| d.and_hms_opt(0, 0, 0))
     });
     match local {
-        Some(n) => resolve_local(tz, n).ok_or_else(|| format!("{s:?} does not exist in {tz}")),
-        None => Err(format!(
-            "expected an RFC 3339 date-time such as \"2026-01-01T08:00:00+08:00\", or a local date or date-time in the gateway time zone such as \"2026-01-01\" or \"2026-01-01T08:00:00\", found {s:?}"
-        )),
+        Some(n) => resolve_local(tz, n).ok_or_else(|| StartError::Nonexistent {
+            text: s.to_string(),
+            tz,
+        }),
+        None => Err(StartError::Invalid(s.to_string())),
     }
 }
 
@@ -298,6 +316,32 @@ mod tests {
             parse_start("2026-01-01T08:30:00+08:00", tz).unwrap()
         );
         assert!(parse_start("next monday", tz).is_err());
+    }
+
+    #[test]
+    fn error_messages() {
+        let every = |s: &str| s.parse::<Every>().unwrap_err().to_string();
+        assert_eq!(
+            every("0d"),
+            "expected a period greater than zero and at most 100 years, found \"0d\""
+        );
+        assert_eq!(
+            every("1201mo"),
+            "expected a period greater than zero and at most 100 years, found \"1201mo\""
+        );
+        assert_eq!(
+            every("soon"),
+            "expected a period such as \"15d\", \"1w\", or calendar months and years \"1mo\", \"3mo\", \"1y\", found \"soon\""
+        );
+        let start = |s: &str| parse_start(s, Tz::UTC).unwrap_err().to_string();
+        assert_eq!(
+            start("next monday"),
+            "expected an RFC 3339 date-time such as \"2026-01-01T08:00:00+08:00\", or a local date or date-time in the gateway time zone such as \"2026-01-01\" or \"2026-01-01T08:00:00\", found \"next monday\""
+        );
+        assert_eq!(
+            start("1900-01-01"),
+            "expected a start between the years 1970 and 2200, found \"1900-01-01\""
+        );
     }
 
     #[test]

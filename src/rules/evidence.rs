@@ -9,7 +9,8 @@ use serde::{Deserialize, Serialize};
 use super::types::{Evidence, EvidenceReading, EvidenceValue};
 use crate::model::Value;
 
-/// Readings kept per episode (DESIGN §4: "the readings that made it fire").
+/// Readings kept per episode: the readings that made the rule fire (the latest ones, when there
+/// were more).
 pub const MAX_READINGS: usize = 20;
 
 pub fn evidence_value(v: &Value) -> EvidenceValue {

@@ -1,8 +1,22 @@
-//! The flap guard (DESIGN §4, domain §3 after Nagios/Sensu): over the last `window` evaluations
+//! The flap guard, after the flap detection of Nagios and Sensu: over the last `window` evaluations
 //! of a rule on one asset, a condition that changed on more than `high` of them is held firing
 //! (the work order is marked `flapping`) until the rate drops under `low`.
 
 use serde::{Deserialize, Serialize};
+
+/// Why a `flap` table is not a usable guard.
+#[derive(Debug, Clone, Copy, PartialEq, thiserror::Error)]
+pub enum FlapError {
+    #[error(
+        "flap.window must be between 2 and {max} evaluations, found {0}",
+        max = FlapSpec::MAX_WINDOW
+    )]
+    Window(u8),
+    #[error(
+        "flap needs 0 < low < high <= 1 (shares of the window), found low = {low}, high = {high}"
+    )]
+    Shares { low: f64, high: f64 },
+}
 
 /// `flap = { window = 21, high = 0.5, low = 0.25 }`, validated.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -28,19 +42,15 @@ impl Default for FlapSpec {
 impl FlapSpec {
     pub const MAX_WINDOW: u8 = 64;
 
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), FlapError> {
         if !(2..=Self::MAX_WINDOW).contains(&self.window) {
-            return Err(format!(
-                "flap.window must be between 2 and {} evaluations, found {}",
-                Self::MAX_WINDOW,
-                self.window
-            ));
+            return Err(FlapError::Window(self.window));
         }
         if !(self.low > 0.0 && self.low < self.high && self.high <= 1.0) {
-            return Err(format!(
-                "flap needs 0 < low < high <= 1 (shares of the window), found low = {}, high = {}",
-                self.low, self.high
-            ));
+            return Err(FlapError::Shares {
+                low: self.low,
+                high: self.high,
+            });
         }
         Ok(())
     }
@@ -137,6 +147,25 @@ mod tests {
             }
             .validate()
             .is_err()
+        );
+    }
+
+    #[test]
+    fn error_messages() {
+        let e = |spec: FlapSpec| spec.validate().unwrap_err().to_string();
+        assert_eq!(
+            e(FlapSpec {
+                window: 65,
+                ..Default::default()
+            }),
+            "flap.window must be between 2 and 64 evaluations, found 65"
+        );
+        assert_eq!(
+            e(FlapSpec {
+                low: 0.6,
+                ..Default::default()
+            }),
+            "flap needs 0 < low < high <= 1 (shares of the window), found low = 0.6, high = 0.5"
         );
     }
 }

@@ -1,4 +1,4 @@
-//! `match = { ... }`: which assets a rule or a notifier applies to (DESIGN §3).
+//! `match = { ... }`: which assets a rule or a notifier applies to.
 //!
 //! Each key takes a string or a list; keys are AND-ed, list items OR-ed; a missing `match`
 //! means every asset. `tags = { vendor = "acme" }` requires each named tag to have (one of)
@@ -32,6 +32,13 @@ impl OneOrMany {
             OneOrMany::Many(vs) => vs.iter().map(String::as_str).collect(),
         }
     }
+}
+
+/// A `match` that no asset can satisfy, whatever the assets.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MatchError {
+    #[error("unknown device_type {0:?}: expected elevator, pump, fire_panel, access_door or other")]
+    UnknownDeviceType(String),
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -70,13 +77,11 @@ impl AssetMatch {
     }
 
     /// Unknown device types are errors; other values can only be checked against assets.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), MatchError> {
         if let Some(dt) = &self.device_type {
             for v in dt.values() {
                 if !["elevator", "pump", "fire_panel", "access_door", "other"].contains(&v) {
-                    return Err(format!(
-                        "unknown device_type {v:?}: expected elevator, pump, fire_panel, access_door or other"
-                    ));
+                    return Err(MatchError::UnknownDeviceType(v.to_string()));
                 }
             }
         }

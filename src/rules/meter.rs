@@ -1,6 +1,6 @@
 //! `type = "meter"`: a preventive work order every `every` units of a counter (`trips_total`,
 //! `run_hours`) since the reading at the last closed work order of the rule, raised `lead`
-//! early (DESIGN §4).
+//! early.
 //!
 //! Usage is the sum of the counter's increments that can be trusted, never `reading -
 //! baseline`: a counter that resets, wraps around its register, is replaced by a new device or
@@ -22,6 +22,8 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use super::template::fmt_num;
+
+pub(in crate::rules) mod config;
 
 const NS_PER_HOUR: f64 = 3_600_000_000_000.0;
 

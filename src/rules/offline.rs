@@ -1,4 +1,4 @@
-//! `type = "offline"`: no good sample of the asset for `after` (DESIGN §4). While it fires, the
+//! `type = "offline"`: no good sample of the asset for `after`. While it fires, the
 //! asset's other rules neither fire nor clear (one comm-fault work order, not a storm of
 //! secondary ones); the next good sample clears it.
 //!
@@ -9,6 +9,8 @@
 use serde::{Deserialize, Serialize};
 
 use super::threshold::fmt_duration_ns;
+
+pub(in crate::rules) mod config;
 
 /// A validated offline rule.
 #[derive(Debug, Clone, PartialEq)]

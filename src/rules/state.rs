@@ -17,6 +17,8 @@ use super::threshold::{append_delays, fmt_duration_ns};
 use super::types::EvidenceValue;
 use crate::model::Value;
 
+pub(in crate::rules) mod config;
+
 /// One value of `equals`.
 #[derive(Debug, Clone, PartialEq)]
 pub enum StateValue {

@@ -1,5 +1,5 @@
 //! Titles and descriptions with placeholders (`{asset}`, `{value}`, ...), parsed once at
-//! configuration time and rendered when a trigger is produced (DESIGN §3).
+//! configuration time and rendered when a trigger is produced.
 
 use std::fmt::Write as _;
 
@@ -57,6 +57,19 @@ enum Segment {
     Field(Placeholder),
 }
 
+/// Why a title or description does not parse; each says what is valid.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TemplateError {
+    #[error(
+        "unclosed `{{` in {0:?}: placeholders are written {{asset}}; write {{{{ for a literal brace"
+    )]
+    Unclosed(String),
+    #[error("unknown placeholder {{{0}}}: expected one of {valid}", valid = Template::valid_list())]
+    UnknownPlaceholder(String),
+    #[error("stray `}}` in {0:?}: write }}}} for a literal brace")]
+    StrayBrace(String),
+}
+
 /// A parsed title or description. `{{` and `}}` write literal braces.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Template {
@@ -77,7 +90,7 @@ pub struct RenderContext<'a> {
 
 impl Template {
     /// Parses `s`; an unknown placeholder or a stray brace is an error that says what is valid.
-    pub fn parse(s: &str) -> Result<Template, String> {
+    pub fn parse(s: &str) -> Result<Template, TemplateError> {
         let mut segments = Vec::new();
         let mut text = String::new();
         let mut chars = s.char_indices().peekable();
@@ -94,16 +107,11 @@ impl Template {
                 '{' => {
                     let rest = &s[i + 1..];
                     let Some(end) = rest.find('}') else {
-                        return Err(format!(
-                            "unclosed `{{` in {s:?}: placeholders are written {{asset}}; write {{{{ for a literal brace"
-                        ));
+                        return Err(TemplateError::Unclosed(s.to_string()));
                     };
                     let name = &rest[..end];
                     let Some(p) = Placeholder::parse(name.trim()) else {
-                        return Err(format!(
-                            "unknown placeholder {{{name}}}: expected one of {}",
-                            Self::valid_list()
-                        ));
+                        return Err(TemplateError::UnknownPlaceholder(name.to_string()));
                     };
                     if !text.is_empty() {
                         segments.push(Segment::Text(std::mem::take(&mut text)));
@@ -115,9 +123,7 @@ impl Template {
                     }
                 }
                 '}' => {
-                    return Err(format!(
-                        "stray `}}` in {s:?}: write }}}} for a literal brace"
-                    ));
+                    return Err(TemplateError::StrayBrace(s.to_string()));
                 }
                 c => text.push(c),
             }
@@ -245,11 +251,28 @@ mod tests {
 
     #[test]
     fn unknown_placeholder_names_the_valid_ones() {
-        let e = Template::parse("Low at {assett}").unwrap_err();
+        let e = Template::parse("Low at {assett}").unwrap_err().to_string();
         assert!(e.contains("unknown placeholder {assett}"), "{e}");
         assert!(e.contains("{asset}") && e.contains("{threshold}"), "{e}");
         assert!(Template::parse("open {asset").is_err());
         assert!(Template::parse("a } b").is_err());
+    }
+
+    #[test]
+    fn error_messages() {
+        let e = |s: &str| Template::parse(s).unwrap_err().to_string();
+        assert_eq!(
+            e("Low at {assett}"),
+            "unknown placeholder {assett}: expected one of {asset} {name} {site} {building} {floor} {device_type} {gateway} {rule} {point} {value} {unit} {threshold}"
+        );
+        assert_eq!(
+            e("open {asset"),
+            "unclosed `{` in \"open {asset\": placeholders are written {asset}; write {{ for a literal brace"
+        );
+        assert_eq!(
+            e("a } b"),
+            "stray `}` in \"a } b\": write }} for a literal brace"
+        );
     }
 
     #[test]

@@ -11,6 +11,8 @@ use serde::{Deserialize, Serialize};
 use super::condition::{Condition, Delays};
 use super::template::fmt_num;
 
+pub(in crate::rules) mod config;
+
 /// A validated threshold rule.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ThresholdSpec {

@@ -38,8 +38,9 @@ pub struct PointInfo {
 }
 
 impl AssetInfo {
-    /// The deduplication key of a rule on this asset: `site/asset/rule` (DESIGN §4); the site
-    /// part is empty when the asset has none.
+    /// The deduplication key of a rule on this asset: `site/asset/rule`. A rule that fires again
+    /// adds an occurrence to the work order not yet resolved under its key instead of opening
+    /// another. The site part is empty when the asset has none.
     pub fn key(&self, rule: &str) -> String {
         format!(
             "{}/{}/{}",
@@ -50,7 +51,7 @@ impl AssetInfo {
     }
 }
 
-/// Work-order priority (domain P1-P4).
+/// Work-order priority, most urgent first: urgent, high, normal and low are P1 to P4.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Priority {
@@ -108,7 +109,8 @@ pub struct EvidenceReading {
     pub value: EvidenceValue,
 }
 
-/// Why a rule fired (DESIGN §4 `evidence`). Readings are bounded by the engine (the last 20).
+/// Why a rule fired, kept with its work order as `evidence`. Readings are bounded by the engine
+/// (the last 20).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct Evidence {
     pub point: Option<String>,

@@ -297,7 +297,7 @@ fn build(
     if let Some(m) = &cfg.asset_match
         && let Err(e) = m.validate()
     {
-        errors.push(issue("match", e));
+        errors.push(issue("match", e.to_string()));
     }
 
     let client = reqwest011::Client::builder()
