@@ -1,14 +1,15 @@
 //! facilityd: a facility-monitoring gateway.
 //!
 //! Polls lifts, pumps, fire panels and access doors over Modbus, decodes their registers into
-//! named points, and writes telemetry through the InfluxDB v2 write API. See DESIGN.md for the
-//! contract and README.md for the user documentation.
+//! named points, and writes telemetry through the InfluxDB v2 write API. README.md is the user
+//! documentation.
 
 pub mod api;
 pub mod backoff;
 pub mod cli;
 pub mod config;
 pub mod dashboards;
+#[cfg(feature = "demo")]
 pub mod demo;
 pub mod device;
 pub mod events;

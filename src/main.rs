@@ -35,6 +35,7 @@ enum Command {
         config: Option<PathBuf>,
     },
     /// Simulated equipment and the gateway in one process; no external services needed.
+    #[cfg(feature = "demo")]
     Demo(facilityd::demo::DemoArgs),
     /// Write Grafana dashboards for the configured devices' profiles, and provisioning files.
     Dashboards {
@@ -127,6 +128,7 @@ fn main() -> ExitCode {
             let path = cli::config_path(config);
             block_on(cli::run(&path))
         }
+        #[cfg(feature = "demo")]
         Command::Demo(a) => {
             cli::init_logging("warn");
             block_on(facilityd::demo::run(a))

@@ -38,6 +38,8 @@ async fn eventually(timeout: Duration, mut f: impl AsyncFnMut() -> bool) -> bool
     false
 }
 
+// Runs `facilityd demo`, which exists only with the `demo` cargo feature (on by default).
+#[cfg(feature = "demo")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_demo_site_lands_in_influxdb_1x_with_the_declared_types() {
     let db = InfluxDb1::start().await;

@@ -473,6 +473,26 @@ impl PubTemplate {
 mod tests {
     use super::*;
 
+    /// Every built-in profile validates without warnings, and an MQTT one's topic is a valid
+    /// subscription that picks the device by `{asset}`. (Here rather than in `profile`, which
+    /// does not depend on `mqtt`.)
+    #[test]
+    fn every_builtin_profile_is_valid() {
+        use crate::profile::builtin;
+        for name in builtin::names() {
+            let cfg = builtin::load(name).expect("listed").expect("parses");
+            let (profile, warnings) = cfg.build().unwrap_or_else(|e| panic!("{name}: {e:?}"));
+            assert!(warnings.is_empty(), "{name}: {warnings:?}");
+            assert_eq!(profile.name, name);
+            assert!(profile.points.len() >= 10, "{name} has too few points");
+            if let Some(t) = &profile.mqtt_topic {
+                let t = SubTemplate::parse(t).unwrap_or_else(|e| panic!("{name}: {e}"));
+                assert!(t.has(Capture::Asset), "{name}");
+                assert!(profile.points.iter().all(|p| p.json.is_some()), "{name}");
+            }
+        }
+    }
+
     fn dev(asset: &str, building: Option<&str>) -> RouteDevice {
         RouteDevice {
             asset: asset.into(),

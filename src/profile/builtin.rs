@@ -39,23 +39,6 @@ pub fn names() -> impl Iterator<Item = &'static str> {
 
 #[cfg(test)]
 mod tests {
-    #[test]
-    fn every_builtin_profile_is_valid() {
-        for name in super::names() {
-            let cfg = super::load(name).expect("listed").expect("parses");
-            let (profile, warnings) = cfg.build().unwrap_or_else(|e| panic!("{name}: {e:?}"));
-            assert!(warnings.is_empty(), "{name}: {warnings:?}");
-            assert_eq!(profile.name, name);
-            assert!(profile.points.len() >= 10, "{name} has too few points");
-            if let Some(t) = &profile.mqtt_topic {
-                let t = crate::mqtt::topic::SubTemplate::parse(t)
-                    .unwrap_or_else(|e| panic!("{name}: {e}"));
-                assert!(t.has(crate::mqtt::topic::Capture::Asset), "{name}");
-                assert!(profile.points.iter().all(|p| p.json.is_some()), "{name}");
-            }
-        }
-    }
-
     /// The MQTT profiles carry every point the shipped rules of their device type read, so
     /// the default rules apply to them as to the Modbus profiles.
     #[test]

@@ -4,7 +4,7 @@
 //!
 //! Each port (a TCP port, or a serial bus: `serial.rs`) serves any number of devices, one per
 //! unit id, each with the register map of a profile (normally a built-in one) and a model that
-//! moves its values (`behaviour.rs`).
+//! moves its values (`behaviour/`, one file per device type).
 //!
 //! What a device answers, like a real one with a sparse map:
 //! - reads (FC 1-4) of addresses its points use: the current values;
@@ -38,12 +38,14 @@ use crate::profile::{DeviceType, Profile};
 pub mod behaviour;
 mod cli;
 mod device;
+mod fault_arg;
 mod image;
 pub mod mqtt;
 mod serial;
 mod server;
 
-pub use cli::{FaultArg, FaultTarget, FleetSpec, SimulateArgs, run_simulate};
+pub use cli::{FleetSpec, SimulateArgs, run_simulate};
+pub use fault_arg::{FaultArg, FaultTarget};
 pub use serial::{SimBusSpec, start_serial};
 pub use server::{SimHandle, start};
 

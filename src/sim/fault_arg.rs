@@ -1,0 +1,382 @@
+//! `--fault TARGET=FAULT[@AT[..UNTIL]]` of `facilityd simulate`: the grammar, its `--help`
+//! text, and the scheduled fault changes one argument makes. Which device a target names is
+//! decided where the fleet is laid out (`cli.rs`).
+
+use std::time::Duration;
+
+use tokio_modbus::ExceptionCode;
+
+use super::{Fault, FaultChange, FaultKind, ScheduledFault};
+use crate::model::Value;
+
+/// The long help of `--fault`.
+pub(super) const FAULT_HELP: &str = "\
+Inject a fault into one device; repeat for more. Form: TARGET=FAULT[@AT[..UNTIL]]
+
+TARGET: a device name as listed at start (PU-0002), a unit id on the first port (3), or
+        PORT:UNIT with the TCP port number (5021:3); with --serial, BUS:UNIT with the
+        bus's place in the --serial list, from 1 (2:3).
+FAULT:  silent                 the unit stops answering (requests time out)
+        exception[:CODE]       every request answered with an exception; CODE is a number
+                               (default 4, server device failure) or one of illegal-function,
+                               illegal-address, illegal-value, device-failure, busy,
+                               gateway-path, gateway-target
+        slow:DELAY             every reply DELAY late (e.g. slow:800ms)
+        garbled                (serial) every reply frame corrupted: its CRC fails
+        wrong_unit[:N]         (serial) every reply sent as unit N (default: the next id up)
+        POINT=VALUE            hold a point at a value, e.g. discharge_pressure_bar=0.5,
+                               trapped_alarm=true, service_mode=out_of_service
+        clear[:KIND]           end faults: all, or one of silent, exception, slow, garbled,
+                               wrong_unit, out_of_range
+AT:     when, after start (30s, 2m; default: at start). ..UNTIL clears the fault again then.
+
+Examples: --fault PU-0001=discharge_pressure_bar=0.5@20s..2m  --fault 5021:4=silent@1m";
+
+/// The device a `--fault` is for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FaultTarget {
+    /// By the name in the listing.
+    Name(String),
+    /// By unit id, on the port with this TCP port number (default: the first port).
+    Unit { port: Option<u16>, unit: u8 },
+}
+
+/// A parsed `--fault`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FaultArg {
+    pub target: FaultTarget,
+    pub change: FaultChange,
+    pub at: Duration,
+    /// When the fault clears again.
+    pub until: Option<Duration>,
+    /// As written, for messages.
+    pub text: String,
+}
+
+impl FaultArg {
+    /// Parses `TARGET=FAULT[@AT[..UNTIL]]`.
+    pub fn parse(text: &str) -> Result<FaultArg, String> {
+        let fail = |why: String| {
+            format!("{text:?}: {why} (expected TARGET=FAULT[@AT[..UNTIL]], see --help)")
+        };
+        let (body, timing) = match text.rsplit_once('@') {
+            Some((body, timing)) => (body, Some(timing)),
+            None => (text, None),
+        };
+        let (target, fault) = body.split_once('=').ok_or_else(|| fail("no '='".into()))?;
+        let target = parse_target(target.trim()).map_err(&fail)?;
+        let change = parse_change(fault.trim()).map_err(&fail)?;
+        let (at, until) = match timing {
+            None => (Duration::ZERO, None),
+            Some(t) => {
+                let (from, to) = match t.split_once("..") {
+                    Some((from, to)) => (from, Some(to)),
+                    None => (t, None),
+                };
+                let duration = |s: &str| {
+                    humantime::parse_duration(s.trim())
+                        .map_err(|e| fail(format!("time {s:?}: {e}")))
+                };
+                let at = if from.trim().is_empty() {
+                    Duration::ZERO
+                } else {
+                    duration(from)?
+                };
+                let until = to.map(duration).transpose()?;
+                if let Some(u) = until {
+                    if u <= at {
+                        return Err(fail("the fault must clear after it starts".into()));
+                    }
+                    if !matches!(change, FaultChange::Set(_)) {
+                        return Err(fail(
+                            "..UNTIL applies to starting a fault, not to clearing".into(),
+                        ));
+                    }
+                }
+                (at, until)
+            }
+        };
+        Ok(FaultArg {
+            target,
+            change,
+            at,
+            until,
+            text: text.to_string(),
+        })
+    }
+
+    /// The scheduled changes this argument makes.
+    pub fn scheduled(&self) -> Vec<ScheduledFault> {
+        match &self.change {
+            FaultChange::Set(fault) => ScheduledFault::window(fault.clone(), self.at, self.until),
+            other => vec![ScheduledFault {
+                at: self.at,
+                change: other.clone(),
+            }],
+        }
+    }
+}
+
+fn parse_target(s: &str) -> Result<FaultTarget, String> {
+    if let Some((port, unit)) = s.split_once(':') {
+        let port = port
+            .parse::<u16>()
+            .map_err(|_| format!("port {port:?} is not a TCP port number"))?;
+        let unit = unit
+            .parse::<u8>()
+            .map_err(|_| format!("unit {unit:?} is not a unit id 0-255"))?;
+        return Ok(FaultTarget::Unit {
+            port: Some(port),
+            unit,
+        });
+    }
+    if s.chars().all(|c| c.is_ascii_digit()) && !s.is_empty() {
+        let unit = s
+            .parse::<u8>()
+            .map_err(|_| format!("unit {s:?} is not a unit id 0-255"))?;
+        return Ok(FaultTarget::Unit { port: None, unit });
+    }
+    if s.is_empty() || s.chars().any(char::is_whitespace) {
+        return Err(format!(
+            "target {s:?} is neither a device name nor a unit id"
+        ));
+    }
+    Ok(FaultTarget::Name(s.to_string()))
+}
+
+fn parse_change(s: &str) -> Result<FaultChange, String> {
+    if let Some((point, value)) = s.split_once('=') {
+        let point = point.trim();
+        if point.is_empty() {
+            return Err("a held point needs a name: POINT=VALUE".into());
+        }
+        return Ok(FaultChange::Set(Fault::OutOfRange {
+            point: point.to_string(),
+            value: parse_value(value.trim()),
+        }));
+    }
+    let (name, arg) = match s.split_once(':') {
+        Some((n, a)) => (n, Some(a.trim())),
+        None => (s, None),
+    };
+    match (name, arg) {
+        ("silent", None) => Ok(FaultChange::Set(Fault::Silent)),
+        ("exception", None) => Ok(FaultChange::Set(Fault::exception())),
+        ("exception", Some(code)) => Ok(FaultChange::Set(Fault::Exception {
+            code: parse_exception(code)?,
+        })),
+        ("slow", Some(d)) => {
+            let delay =
+                humantime::parse_duration(d).map_err(|e| format!("slow delay {d:?}: {e}"))?;
+            Ok(FaultChange::Set(Fault::Slow { delay }))
+        }
+        ("slow", None) => Err("slow needs a delay: slow:800ms".into()),
+        ("garbled", None) => Ok(FaultChange::Set(Fault::Garbled)),
+        ("wrong_unit" | "wrong-unit", None) => {
+            Ok(FaultChange::Set(Fault::WrongUnit { unit: None }))
+        }
+        ("wrong_unit" | "wrong-unit", Some(n)) => {
+            let unit = n
+                .parse::<u8>()
+                .map_err(|_| format!("wrong_unit {n:?}: expected a unit id 0-255"))?;
+            Ok(FaultChange::Set(Fault::WrongUnit { unit: Some(unit) }))
+        }
+        ("clear", None) => Ok(FaultChange::ClearAll),
+        ("clear", Some(kind)) => {
+            let kind = [
+                FaultKind::Silent,
+                FaultKind::Exception,
+                FaultKind::Slow,
+                FaultKind::Garbled,
+                FaultKind::WrongUnit,
+                FaultKind::OutOfRange,
+            ]
+            .into_iter()
+            .find(|k| k.as_str() == kind)
+            .ok_or_else(|| {
+                format!("cannot clear {kind:?}: expected silent, exception, slow, garbled, wrong_unit or out_of_range")
+            })?;
+            Ok(FaultChange::Clear(kind))
+        }
+        _ => Err(format!(
+            "unknown fault {s:?}: expected silent, exception[:CODE], slow:DELAY, garbled, wrong_unit[:N], POINT=VALUE or clear[:KIND]"
+        )),
+    }
+}
+
+fn parse_exception(s: &str) -> Result<ExceptionCode, String> {
+    let code = match s {
+        "illegal-function" => ExceptionCode::IllegalFunction,
+        "illegal-address" => ExceptionCode::IllegalDataAddress,
+        "illegal-value" => ExceptionCode::IllegalDataValue,
+        "device-failure" => ExceptionCode::ServerDeviceFailure,
+        "busy" => ExceptionCode::ServerDeviceBusy,
+        "gateway-path" => ExceptionCode::GatewayPathUnavailable,
+        "gateway-target" => ExceptionCode::GatewayTargetDevice,
+        n => match n.parse::<u8>() {
+            Ok(c) if c >= 1 => ExceptionCode::new(c),
+            _ => return Err(format!("exception code {s:?}: expected 1-255 or a name")),
+        },
+    };
+    Ok(code)
+}
+
+/// `true`/`false`, an integer, a number, or else a name (for `map` states).
+fn parse_value(s: &str) -> Value {
+    match s {
+        "true" => Value::Bool(true),
+        "false" => Value::Bool(false),
+        _ => s
+            .parse::<i64>()
+            .map(Value::Int)
+            .or_else(|_| s.parse::<f64>().map(Value::Float))
+            .unwrap_or_else(|_| Value::Str(s.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_fault_forms() {
+        let f = FaultArg::parse("PU-0001=discharge_pressure_bar=0.5@20s..2m").expect("valid");
+        assert_eq!(f.target, FaultTarget::Name("PU-0001".into()));
+        assert_eq!(
+            f.change,
+            FaultChange::Set(Fault::OutOfRange {
+                point: "discharge_pressure_bar".into(),
+                value: Value::Float(0.5)
+            })
+        );
+        assert_eq!(
+            (f.at, f.until),
+            (Duration::from_secs(20), Some(Duration::from_secs(120)))
+        );
+        assert_eq!(f.scheduled().len(), 2);
+        assert_eq!(
+            f.scheduled()[1].change,
+            FaultChange::Clear(FaultKind::OutOfRange)
+        );
+
+        let f = FaultArg::parse("5021:4=silent@1m").expect("valid");
+        assert_eq!(
+            f.target,
+            FaultTarget::Unit {
+                port: Some(5021),
+                unit: 4
+            }
+        );
+        assert_eq!(f.change, FaultChange::Set(Fault::Silent));
+        assert_eq!(f.at, Duration::from_secs(60));
+
+        let f = FaultArg::parse("3=exception").expect("valid");
+        assert_eq!(
+            f.target,
+            FaultTarget::Unit {
+                port: None,
+                unit: 3
+            }
+        );
+        assert_eq!(
+            f.change,
+            FaultChange::Set(Fault::Exception {
+                code: ExceptionCode::ServerDeviceFailure
+            })
+        );
+        assert_eq!(f.at, Duration::ZERO);
+        let f = FaultArg::parse("3=exception:busy").expect("valid");
+        assert_eq!(
+            f.change,
+            FaultChange::Set(Fault::Exception {
+                code: ExceptionCode::ServerDeviceBusy
+            })
+        );
+        let f = FaultArg::parse("3=exception:11").expect("valid");
+        assert_eq!(
+            f.change,
+            FaultChange::Set(Fault::Exception {
+                code: ExceptionCode::GatewayTargetDevice
+            })
+        );
+        let f = FaultArg::parse("3=slow:800ms").expect("valid");
+        assert_eq!(
+            f.change,
+            FaultChange::Set(Fault::Slow {
+                delay: Duration::from_millis(800)
+            })
+        );
+        let f = FaultArg::parse("EL-0002=trapped_alarm=true@10s").expect("valid");
+        assert_eq!(
+            f.change,
+            FaultChange::Set(Fault::OutOfRange {
+                point: "trapped_alarm".into(),
+                value: Value::Bool(true)
+            })
+        );
+        let f = FaultArg::parse("EL-0002=service_mode=out_of_service").expect("valid");
+        assert_eq!(
+            f.change,
+            FaultChange::Set(Fault::OutOfRange {
+                point: "service_mode".into(),
+                value: Value::Str("out_of_service".into())
+            })
+        );
+        assert_eq!(
+            FaultArg::parse("3=clear:slow@2m").expect("valid").change,
+            FaultChange::Clear(FaultKind::Slow)
+        );
+        assert_eq!(
+            FaultArg::parse("3=clear").expect("valid").change,
+            FaultChange::ClearAll
+        );
+        assert_eq!(
+            FaultArg::parse("3=garbled@5s").expect("valid").change,
+            FaultChange::Set(Fault::Garbled)
+        );
+        assert_eq!(
+            FaultArg::parse("3=wrong_unit").expect("valid").change,
+            FaultChange::Set(Fault::WrongUnit { unit: None })
+        );
+        let f = FaultArg::parse("2:3=wrong_unit:9").expect("valid");
+        assert_eq!(
+            (f.target, f.change),
+            (
+                FaultTarget::Unit {
+                    port: Some(2),
+                    unit: 3
+                },
+                FaultChange::Set(Fault::WrongUnit { unit: Some(9) })
+            )
+        );
+        assert_eq!(
+            FaultArg::parse("3=clear:wrong_unit").expect("valid").change,
+            FaultChange::Clear(FaultKind::WrongUnit)
+        );
+    }
+
+    #[test]
+    fn rejects_bad_faults() {
+        for bad in [
+            "silent",
+            "3=",
+            "3=melt",
+            "3=slow",
+            "3=slow:fast",
+            "3=exception:0",
+            "3=exception:x",
+            "3=silent@soon",
+            "3=silent@2m..1m",
+            "3=clear@1m..2m",
+            "3=clear:everything",
+            "3=wrong_unit:x",
+            "3=garbled:1",
+            "300=silent",
+            "x:3=silent",
+            "=silent",
+            "3==1",
+        ] {
+            assert!(FaultArg::parse(bad).is_err(), "{bad} was accepted");
+        }
+    }
+}
