@@ -114,6 +114,17 @@ say "cargo test $(printf "%s " "${all_targets[@]}" "$@")"
 status=0
 cargo test "${all_targets[@]}" "$@" || status=$?
 
+# A full run also checks the build without the demo (`--no-default-features`): a package
+# built that way must compile and must not link the demo's embedded MQTT broker.
+if ((status == 0 && $# == 0)); then
+    say "cargo check --all-targets --no-default-features (the daemon without the demo)"
+    cargo check --all-targets --no-default-features || status=$?
+    if cargo tree --no-default-features -e normal --prefix none | grep -q '^rumqttd '; then
+        say "rumqttd is linked without the demo feature: it must stay optional (Cargo.toml [features])"
+        status=1
+    fi
+fi
+
 # Doc tests are not part of --all-targets; run them on a full run when there are any.
 if ((status == 0 && $# == 0)) && grep -rqE '^\s*//[/!].*```' src 2>/dev/null; then
     say "cargo test --doc"
