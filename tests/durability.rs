@@ -1,4 +1,4 @@
-//! Durability under faults (DESIGN §7), end to end with the real binary: simulated devices
+//! Durability under faults, end to end with the real binary: simulated devices
 //! (facilityd's own simulators, in this process), `facilityd run` as a child process,
 //! VictoriaMetrics as the database, and fault injection from the test: a database outage, a
 //! `kill -9`, a full log with the database down, a damaged segment, a slow database.

@@ -453,7 +453,7 @@ async fn sigterm_stops_the_daemon_within_5s_with_what_it_polled_written() {
 }
 
 /// A third-party Modbus server (pymodbus, another process) with its own register map, set
-/// up exactly as DESIGN §3 shows: mixed word orders, scaled values, bits in a register, coils,
+/// up as the configuration reference shows: mixed word orders, scaled values, bits in a register, coils,
 /// discrete inputs, undefined registers between two blocks, two unit ids behind one port.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn third_party_device_values_land_exactly_at_the_minimum_request_count() {

@@ -28,7 +28,7 @@ use facilityd::workorder::notify::{Notifier, run_notifier};
 use facilityd::workorder::outbox::DeliveryState;
 use facilityd::workorder::schema;
 use facilityd::workorder::store::{ListFilter, ResponseTimes, StoreError, WorkOrderStore};
-use facilityd::workorder::types::{Condition, EventKind, Status, WorkOrderEvent};
+use facilityd::workorder::types::{ConditionState, EventKind, Status, WorkOrderEvent};
 
 // ---------------------------------------------------------------------------------------------
 // Building blocks
@@ -263,7 +263,7 @@ fn a_clear_without_auto_resolve_leaves_it_to_a_technician() {
     let ev = s.apply(&clear(&p, "r", t(30), false), &[]).unwrap();
     assert_eq!(kinds(&ev), [EventKind::ConditionCleared]);
     let wo = s.get(id).unwrap().unwrap();
-    assert_eq!(wo.condition, Condition::Cleared);
+    assert_eq!(wo.condition, ConditionState::Cleared);
     assert_eq!(wo.condition_cleared_at, Some(t(30)));
     assert_eq!(wo.status, Status::Open);
     assert_eq!(wo.evidence.last_value, Some(EvidenceValue::Number(2.5)));
@@ -279,7 +279,7 @@ fn a_clear_without_auto_resolve_leaves_it_to_a_technician() {
     let ev = s.apply(&fire(&p, "r", t(50), 1.2), &[]).unwrap();
     assert_eq!(kinds(&ev), [EventKind::Updated]);
     let wo = s.get(id).unwrap().unwrap();
-    assert_eq!((wo.condition, wo.occurrences), (Condition::Active, 2));
+    assert_eq!((wo.condition, wo.occurrences), (ConditionState::Active, 2));
     assert_eq!(wo.condition_cleared_at, None);
     assert_eq!(s.events(id).unwrap().len(), 3);
 }
@@ -297,7 +297,7 @@ fn a_clear_with_auto_resolve_resolves_and_the_next_episode_opens_a_new_one() {
     );
     assert_eq!(ev[0].seq, 2);
     assert_eq!(ev[0].work_order.status, Status::Open);
-    assert_eq!(ev[0].work_order.condition, Condition::Cleared);
+    assert_eq!(ev[0].work_order.condition, ConditionState::Cleared);
     assert_eq!(ev[1].seq, 3);
     assert_eq!(ev[1].work_order.status, Status::Resolved);
     assert_eq!(ev[1].work_order.resolved_at, Some(t(60)));

@@ -343,7 +343,7 @@ pub fn render(gw: &GatewayView, extra: &str) -> String {
     out
 }
 
-/// The on-disk telemetry log: size, backlog, forwarding, drops, recovery (DESIGN §7).
+/// The on-disk telemetry log: size, backlog, forwarding, drops, recovery.
 fn log_metrics(out: &mut String, gw: &GatewayView) {
     let l = &gw.log_stats;
     let scalars: [(&str, &str, &str, u64); 14] = [

@@ -1,4 +1,4 @@
-//! The HTTP API (DESIGN §6): health, readiness, Prometheus metrics, assets and latest values,
+//! The HTTP API: health, readiness, Prometheus metrics, assets and latest values,
 //! work orders and the delivery outbox.
 //!
 //! Listens on loopback by default and refuses another address without a token. POST routes

@@ -13,8 +13,8 @@ pub mod units;
 pub(crate) use load::{Loaded, Sourced, read_all};
 pub use schema::Secret;
 pub use sections::{
-    Gateway, InfluxApi, InfluxSettings, MIN_DEAD_LETTER_BYTES, MIN_LOG_BYTES, StorageSettings,
-    read_secret_file,
+    GatewaySettings, InfluxApi, InfluxSettings, MIN_DEAD_LETTER_BYTES, MIN_LOG_BYTES,
+    StorageSettings, read_secret_file,
 };
 
 use std::fmt;

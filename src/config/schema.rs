@@ -1,4 +1,4 @@
-//! The configuration file's types: the serde types *are* the documented keys (DESIGN §3).
+//! The configuration file's types: the serde types *are* the documented keys.
 //!
 //! Every section is fully defaulted so that a `conf.d` file may set a single key; keys that are
 //! required once everything is merged are checked in [`super::build`].

@@ -10,7 +10,7 @@ use super::{Issues, schema};
 
 /// `[gateway]`, resolved.
 #[derive(Debug, Clone)]
-pub struct Gateway {
+pub struct GatewaySettings {
     pub id: String,
     pub site: Option<String>,
     pub state_dir: PathBuf,
@@ -231,8 +231,12 @@ pub(crate) fn resolve_influxdb(
 }
 
 /// `[gateway]` and `[http] listen`, resolved with their defaults: (gateway, listen address).
-pub(crate) fn gateway(cfg: &FileConfig, main_file: &str, issues: &mut Issues) -> (Gateway, String) {
-    let gateway = Gateway {
+pub(crate) fn gateway(
+    cfg: &FileConfig,
+    main_file: &str,
+    issues: &mut Issues,
+) -> (GatewaySettings, String) {
+    let gateway = GatewaySettings {
         id: cfg
             .gateway
             .id

@@ -31,8 +31,8 @@ const MIN_STALL: Duration = Duration::from_secs(60);
 const STALL_PERIODS: u32 = 4;
 
 /// The notifications of one `facilityd run`. Dropping it does not send anything; call
-/// [`Notifier::stopped`] when the gateway has returned.
-pub struct Notifier {
+/// [`SystemdNotifier::stopped`] when the gateway has returned.
+pub struct SystemdNotifier {
     task: JoinHandle<()>,
     stopping_sent: Arc<AtomicBool>,
 }
@@ -40,7 +40,7 @@ pub struct Notifier {
 /// Starts the notifications for `gw` when run by systemd (`NOTIFY_SOCKET` set), else `None`.
 /// `stop` is the shutdown token `gw.run` is given: when it fires, `STOPPING=1` is sent and the
 /// watchdog is no longer fed (shutdown takes seconds, `WatchdogSec=` is 30 s).
-pub fn start(gw: &Gateway, stop: CancellationToken) -> Option<Notifier> {
+pub fn start(gw: &Gateway, stop: CancellationToken) -> Option<SystemdNotifier> {
     std::env::var_os("NOTIFY_SOCKET")?;
     let watchdog = sd_notify::watchdog_enabled().filter(|d| !d.is_zero());
     let stopping_sent = Arc::new(AtomicBool::new(false));
@@ -50,13 +50,13 @@ pub fn start(gw: &Gateway, stop: CancellationToken) -> Option<Notifier> {
         watchdog,
         stopping_sent.clone(),
     ));
-    Some(Notifier {
+    Some(SystemdNotifier {
         task,
         stopping_sent,
     })
 }
 
-impl Notifier {
+impl SystemdNotifier {
     /// The gateway has returned: stop the watchdog and make sure `STOPPING=1` was sent.
     pub fn stopped(self) {
         self.task.abort();

@@ -7,7 +7,7 @@
 //! broker sends at most its in-flight window of unacknowledged QoS 1 messages, and QoS 0 ones
 //! are dropped by the subscriber when telemetry is full), PUBACKs to the [`PublishTracker`].
 //!
-//! What rumqttc leaves to us (crates.md): it reconnects at once on every poll after an error,
+//! What rumqttc leaves to us: it reconnects at once on every poll after an error,
 //! so the owner sleeps with exponential backoff and jitter (0.5 s to 30 s, reset on CONNACK);
 //! it does not resubscribe, so every CONNACK resubscribes; with a clean session queued QoS 1
 //! messages are dropped, so the session is persistent (`clean_session = false`, a stable client
@@ -268,7 +268,7 @@ impl MqttClient {
 }
 
 /// The owner of the event loop, ready to run.
-pub struct Connection {
+pub struct MqttConnection {
     eventloop: EventLoop,
     client: MqttClient,
     incoming: mpsc::UnboundedSender<Publish>,
@@ -296,11 +296,11 @@ fn tls_transport(s: &MqttSettings) -> Result<Option<Transport>, String> {
 }
 
 /// Builds the client and its connection (not yet connected): the handle for publishers, the
-/// connection for [`Connection::run`], and the stream of device messages for the subscriber.
+/// connection for [`MqttConnection::run`], and the stream of device messages for the subscriber.
 pub fn connect(
     s: &MqttSettings,
     stats: Arc<MqttStats>,
-) -> Result<(MqttClient, Connection, IncomingMessages), String> {
+) -> Result<(MqttClient, MqttConnection, IncomingMessages), String> {
     let mut o = MqttOptions::new(s.client_id.clone(), s.host.clone(), s.port);
     o.set_keep_alive(s.keep_alive);
     o.set_clean_session(false);
@@ -333,7 +333,7 @@ pub fn connect(
     let waiting = Arc::new(AtomicUsize::new(0));
     Ok((
         client.clone(),
-        Connection {
+        MqttConnection {
             eventloop,
             client,
             incoming: tx,
@@ -354,7 +354,7 @@ fn unsent_in_pending(el: &EventLoop) -> usize {
         .count()
 }
 
-impl Connection {
+impl MqttConnection {
     /// Polls the event loop until `stop`, then publishes `offline` and disconnects.
     pub async fn run(mut self, stop: CancellationToken) {
         let stats = self.client.inner.stats.clone();

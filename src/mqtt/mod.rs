@@ -1,4 +1,4 @@
-//! MQTT: devices in, work orders and telemetry out, over one client connection (DESIGN §1, §3).
+//! MQTT: devices in, work orders and telemetry out, over one client connection.
 //!
 //! - [`settings`]: `[mqtt]` resolved (URL, TLS, credentials, client id, limits).
 //! - [`topic`]: subscription templates and routing to devices; publish topic templates.

@@ -1,6 +1,5 @@
 //! `[[notify]] type = "mqtt"`: each work-order event published as the webhook's JSON
-//! ([`event_body`]) to a topic template, QoS 1, through the gateway's one MQTT connection
-//! (DESIGN §3, §4).
+//! ([`event_body`]) to a topic template, QoS 1, through the gateway's one MQTT connection.
 //!
 //! `deliver` returns Ok only after the broker's PUBACK for that very message (see
 //! [`super::tracker`]), so the outbox marks an event delivered only once the broker has it:

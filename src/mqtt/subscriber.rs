@@ -1,4 +1,4 @@
-//! Device messages to readings (DESIGN §1, §7): route the topic to its device, read the
+//! Device messages to readings: route the topic to its device, read the
 //! payload, hand the reading to telemetry, and acknowledge a QoS 1 message only once the
 //! telemetry log has synced its readings (a [`Record::Ack`] follows them down the pipeline),
 //! so a crash before that leaves it with the broker, which delivers it again. Acknowledgements

@@ -14,7 +14,7 @@ use super::restart::restart_keys;
 use super::{Notifiers, Settings};
 use crate::config::schema::FileConfig;
 use crate::config::sections::{gateway, resolve_influxdb, storage};
-use crate::config::{ConfigError, Gateway, Issues, Loaded, Sourced};
+use crate::config::{ConfigError, GatewaySettings, Issues, Loaded, Sourced};
 use crate::device::Device;
 use crate::mqtt::settings::MqttSettings;
 use crate::profile::{Profile, builtin};
@@ -141,7 +141,7 @@ fn items(sourced: &[Sourced<config::Value>]) -> Vec<(String, usize, config::Valu
 /// `[mqtt]`, resolved (`None` without the section, or with errors, which are reported).
 fn mqtt(
     cfg: &FileConfig,
-    gateway: &Gateway,
+    gateway: &GatewaySettings,
     main_file: &str,
     issues: &mut Issues,
 ) -> Option<MqttSettings> {
@@ -242,7 +242,7 @@ fn profiles(loaded: &Loaded, issues: &mut Issues) -> (BTreeMap<String, Arc<Profi
 /// out, its profile's errors being reported already), and the serial buses they share.
 fn devices(
     loaded: &Loaded,
-    gateway: &Gateway,
+    gateway: &GatewaySettings,
     profiles: &BTreeMap<String, Arc<Profile>>,
     invalid_profiles: &[String],
     mqtt_configured: bool,

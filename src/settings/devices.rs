@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::mqtt::check_mqtt_device;
 use crate::config::schema::DeviceConfig;
-use crate::config::{Gateway, Issues};
+use crate::config::{GatewaySettings, Issues};
 use crate::device::link::Link;
 use crate::device::{Device, DeviceSource, ModbusSource};
 use crate::profile::Profile;
@@ -85,7 +85,7 @@ pub(super) fn build_device(
     at: &str,
     index: usize,
     d: &DeviceConfig,
-    gateway: &Gateway,
+    gateway: &GatewaySettings,
     profiles: &BTreeMap<String, Arc<Profile>>,
     mqtt_configured: bool,
     issues: &mut Issues,

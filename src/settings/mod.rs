@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::config::{ConfigError, Gateway, InfluxSettings, StorageSettings};
+use crate::config::{ConfigError, GatewaySettings, InfluxSettings, StorageSettings};
 use crate::device::Device;
 use crate::mqtt::settings::MqttSettings;
 use crate::profile::Profile;
@@ -55,7 +55,7 @@ impl std::fmt::Debug for Notifiers {
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub files: Vec<PathBuf>,
-    pub gateway: Gateway,
+    pub gateway: GatewaySettings,
     pub http_listen: String,
     pub api_token_file: Option<PathBuf>,
     pub influxdb: Option<InfluxSettings>,

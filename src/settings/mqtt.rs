@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::config::Gateway;
+use crate::config::GatewaySettings;
 use crate::config::Issues;
 use crate::config::schema::DeviceConfig;
 use crate::device::{Device, DeviceSource};
@@ -75,7 +75,7 @@ pub(super) fn check_mqtt_device(
     d: &DeviceConfig,
     topic: Option<&str>,
     p: &Profile,
-    gateway: &Gateway,
+    gateway: &GatewaySettings,
     issues: &mut Issues,
 ) {
     if !p.points.iter().any(|pt| pt.json.is_some()) {

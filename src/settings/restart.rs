@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use crate::config::schema::{FileConfig, Secret};
-use crate::config::{Gateway, InfluxApi, InfluxSettings, Sourced};
+use crate::config::{GatewaySettings, InfluxApi, InfluxSettings, Sourced};
 
 /// [`Settings::restart_keys`]: what `run` reads once at start-up (the state directory, the
 /// API's address and token file, the InfluxDB writer, the MQTT connection, the storage bounds,
@@ -13,7 +13,7 @@ use crate::config::{Gateway, InfluxApi, InfluxSettings, Sourced};
 /// gateway through the devices and rules built from them.
 pub(super) fn restart_keys(
     cfg: &FileConfig,
-    gateway: &Gateway,
+    gateway: &GatewaySettings,
     http_listen: &str,
     influxdb: Option<&InfluxSettings>,
     notify: &[Sourced<config::Value>],

@@ -1,4 +1,4 @@
-//! InfluxDB line protocol, encoded by hand (DESIGN §5).
+//! InfluxDB line protocol, encoded by hand.
 //!
 //! Escaping per the line-protocol reference: in measurements `,` and space; in tag keys, tag
 //! values and field keys `,`, `=` and space; in string field values `"` and `\`. Backslashes
@@ -94,7 +94,7 @@ pub struct LineEncoder {
     devices: Arc<RwLock<Vec<Option<Arc<DeviceLines>>>>>,
 }
 
-/// The standard tags of a device plus its own, sorted by key (DESIGN §5).
+/// The standard tags of a device plus its own, sorted by key.
 pub fn device_tags(gateway: &str, d: &Device) -> Vec<(String, String)> {
     let mut tags: Vec<(String, String)> = vec![
         ("asset".into(), d.id.to_string()),

@@ -1,4 +1,4 @@
-//! The work-order lifecycle as pure functions (DESIGN §4): which status changes are allowed and
+//! The work-order lifecycle as pure functions: which status changes are allowed and
 //! which event each one emits, and how a repeat trigger's evidence is merged into the record.
 //! No I/O: the store applies what these decide, in one transaction.
 

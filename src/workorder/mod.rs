@@ -1,4 +1,4 @@
-//! Work orders: the store, the lifecycle and the notifiers (DESIGN §4).
+//! Work orders: the store, the lifecycle and the notifiers.
 
 pub mod handle;
 pub mod lifecycle;

@@ -49,7 +49,7 @@ CREATE TABLE work_orders (
     note                 TEXT,
     last_seq             INTEGER NOT NULL DEFAULT 0 -- seq of its latest event
 );
--- At most one work order per key is not yet resolved (DESIGN §4).
+-- At most one work order per key is not yet resolved.
 CREATE UNIQUE INDEX work_orders_one_unresolved ON work_orders (key)
     WHERE status IN ('open', 'acknowledged');
 CREATE INDEX work_orders_asset ON work_orders (asset, status);

@@ -1,4 +1,4 @@
-//! The work-order store: SQLite, one transaction per change (DESIGN §4).
+//! The work-order store: SQLite, one transaction per change.
 //!
 //! Every change of a work order writes, in the same transaction, its lifecycle events to the
 //! outbox (one entry each, `seq` 1, 2, ... per work order, with a delivery row per registered
@@ -19,7 +19,7 @@ use serde::de::DeserializeOwned;
 
 use super::lifecycle::{self, Action, LifecycleError};
 use super::schema;
-use super::types::{Condition, EventKind, Status, WorkOrder, WorkOrderEvent};
+use super::types::{ConditionState, EventKind, Status, WorkOrder, WorkOrderEvent};
 use crate::rules::types::{Evidence, EvidenceValue, Priority, Trigger, TriggerChange};
 
 /// `[work_orders] response_times`: how long after opening a work order is due, by priority.
@@ -409,7 +409,7 @@ fn new_work_order(
         title: t.title.clone(),
         description: t.description.clone(),
         status: Status::Open,
-        condition: Condition::Active,
+        condition: ConditionState::Active,
         opened_at: trigger.at,
         acknowledged_at: None,
         condition_cleared_at: None,
@@ -601,10 +601,10 @@ fn put_rule_states(
     Ok(())
 }
 
-fn condition_str(c: Condition) -> &'static str {
+fn condition_str(c: ConditionState) -> &'static str {
     match c {
-        Condition::Active => "active",
-        Condition::Cleared => "cleared",
+        ConditionState::Active => "active",
+        ConditionState::Cleared => "cleared",
     }
 }
 
@@ -706,8 +706,8 @@ fn apply_one(
         ) => {
             wo.occurrences += 1;
             wo.last_triggered_at = at;
-            if wo.condition == Condition::Cleared {
-                wo.condition = Condition::Active;
+            if wo.condition == ConditionState::Cleared {
+                wo.condition = ConditionState::Active;
                 wo.condition_cleared_at = None;
             }
             lifecycle::merge_evidence(&mut wo.evidence, &sanitized(evidence));
@@ -734,8 +734,8 @@ fn apply_one(
             update_work_order(tx, &wo, seq)?;
         }
         (TriggerChange::Clear { evidence }, Some((mut wo, mut seq))) => {
-            if wo.condition == Condition::Active {
-                wo.condition = Condition::Cleared;
+            if wo.condition == ConditionState::Active {
+                wo.condition = ConditionState::Cleared;
                 wo.condition_cleared_at = Some(at);
                 lifecycle::merge_evidence(&mut wo.evidence, &sanitized(evidence));
                 events.push(emit(tx, &wo, &mut seq, EventKind::ConditionCleared, at)?);

@@ -1,4 +1,4 @@
-//! The work-order record (DESIGN §4) and its lifecycle events.
+//! The work-order record and its lifecycle events.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -27,12 +27,12 @@ impl Status {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Condition {
+pub enum ConditionState {
     Active,
     Cleared,
 }
 
-/// Lifecycle events, as delivered to notifiers (DESIGN §4).
+/// Lifecycle events, as delivered to notifiers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum EventKind {
@@ -72,7 +72,7 @@ impl EventKind {
     ];
 }
 
-/// A work order, exactly the record of DESIGN §4 (serialized as the webhook's `work_order`).
+/// A work order, the record (serialized as the webhook's `work_order`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WorkOrder {
     pub id: i64,
@@ -89,7 +89,7 @@ pub struct WorkOrder {
     pub title: String,
     pub description: Option<String>,
     pub status: Status,
-    pub condition: Condition,
+    pub condition: ConditionState,
     pub opened_at: DateTime<Utc>,
     pub acknowledged_at: Option<DateTime<Utc>>,
     pub condition_cleared_at: Option<DateTime<Utc>>,

@@ -1,5 +1,5 @@
 //! Notifiers: the seam between the outbox and the outside world (webhook, MQTT), and the loop
-//! that delivers a notifier's outbox backlog (DESIGN §4).
+//! that delivers a notifier's outbox backlog.
 //!
 //! Delivery is at least once and in order per work order: an entry is marked delivered only
 //! after the peer confirmed it, so one in flight when the daemon stops is sent again after the
@@ -49,7 +49,7 @@ pub trait Notifier: Send + Sync {
     ) -> Pin<Box<dyn Future<Output = Result<(), DeliveryError>> + Send + 'a>>;
 }
 
-/// The notification body (DESIGN §4), shared by the webhook and MQTT notifiers:
+/// The notification body, shared by the webhook and MQTT notifiers:
 /// `{"event", "seq", "idempotency_key", "occurred_at", "gateway", "work_order"}` in that order.
 pub fn event_body(event: &WorkOrderEvent, gateway: &str) -> Vec<u8> {
     #[derive(Serialize)]

@@ -1,4 +1,4 @@
-//! `[[notify]] type = "webhook"`: POSTs each work-order event as JSON (DESIGN §4).
+//! `[[notify]] type = "webhook"`: POSTs each work-order event as JSON.
 //!
 //! Body: [`super::event_body`]. Headers: `Content-Type: application/json`,
 //! `Idempotency-Key: ID:seq`, with `secret_file` `X-Facilityd-Signature: sha256=<hex
