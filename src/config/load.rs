@@ -46,7 +46,7 @@ fn issue(file: &Path, path: impl Into<String>, message: impl Into<String>) -> Co
 fn deserialize<T: DeserializeOwned>(cfg: Config, file: &str) -> Result<T, ConfigError> {
     serde_path_to_error::deserialize::<_, T>(cfg).map_err(|e| {
         let path = e.path().to_string();
-        let message = clean_message(&e.inner().to_string());
+        let message = clean_message(&e.inner().to_string(), ENUM_VALUES);
         ConfigError(vec![ConfigIssue {
             file: file.to_string(),
             path: if path == "." { String::new() } else { path },
@@ -72,22 +72,21 @@ const ENUM_VALUES: &[(&str, &str)] = &[
     ("TimestampFormat", "rfc3339, epoch_s, epoch_ms, epoch_ns"),
 ];
 
-/// The config crate appends its own (garbled) location to some messages; ours is exact.
-fn clean_message(msg: &str) -> String {
+/// The config crate appends its own (garbled) location to some messages; ours is exact. Its
+/// "enum X does not have variant constructor Y" becomes "expected one of ..., found Y" with the
+/// values of X from `enums` (name, values). Every deserialization error of the configuration,
+/// wherever its section is validated, goes through here.
+pub fn clean_message(msg: &str, enums: &[(&str, &str)]) -> String {
     let msg = match msg.find(" for key `") {
         Some(i) => &msg[..i],
         None => msg,
     };
     if let Some(rest) = msg.strip_prefix("enum ")
         && let Some((name, value)) = rest.split_once(" does not have variant constructor ")
-        && let Some((_, values)) = ENUM_VALUES.iter().find(|(n, _)| *n == name)
+        && let Some((_, values)) = enums.iter().find(|(n, _)| *n == name)
     {
         return format!("expected one of {values}, found {:?}", value.trim());
     }
-    let msg = match msg.find(" for key `") {
-        Some(i) => &msg[..i],
-        None => msg,
-    };
     let msg = match msg.find(" in ") {
         Some(i) if msg[i..].contains(".toml") => &msg[..i],
         _ => msg,
@@ -147,7 +146,10 @@ pub(crate) fn read_all(path: &Path, env: HashMap<String, String>) -> Result<Load
                 issue(
                     file,
                     "",
-                    format!("not valid TOML: {}", clean_message(&e.to_string())),
+                    format!(
+                        "not valid TOML: {}",
+                        clean_message(&e.to_string(), ENUM_VALUES)
+                    ),
                 )
             })?;
         let one: FileConfig = deserialize(cfg, &name)?;
@@ -166,7 +168,7 @@ pub(crate) fn read_all(path: &Path, env: HashMap<String, String>) -> Result<Load
         ConfigError(vec![ConfigIssue {
             file: "environment".into(),
             path: String::new(),
-            message: clean_message(&e.to_string()),
+            message: clean_message(&e.to_string(), ENUM_VALUES),
         }])
     })?;
     // The files were valid on their own, so an error here comes from a FACILITYD_* variable:

@@ -10,6 +10,7 @@ pub mod schema;
 pub mod sections;
 pub mod units;
 
+pub use load::clean_message;
 pub(crate) use load::{Loaded, Sourced, read_all};
 pub use schema::Secret;
 pub use sections::{

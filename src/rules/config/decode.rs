@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde::de::{self, DeserializeOwned, Deserializer};
 
 use super::COMMON_KEYS;
-use crate::config::ConfigIssue;
+use crate::config::{ConfigIssue, clean_message};
 use crate::rules::state::StateValue;
 
 /// A number (integer or float); strings and booleans are errors.
@@ -116,18 +116,6 @@ const ENUM_VALUES: &[(&str, &str)] = &[
     ),
 ];
 
-/// The config crate appends its own (garbled) location to some messages; ours is exact.
-fn clean_message(msg: &str) -> String {
-    let msg = msg.find(" for key `").map_or(msg, |i| &msg[..i]);
-    if let Some(rest) = msg.strip_prefix("enum ")
-        && let Some((name, value)) = rest.split_once(" does not have variant constructor ")
-        && let Some((_, values)) = ENUM_VALUES.iter().find(|(n, _)| *n == name)
-    {
-        return format!("expected one of {values}, found {:?}", value.trim());
-    }
-    msg.to_string()
-}
-
 /// Decodes `value` as `T`; an error is located at `at` + the path inside.
 pub(super) fn decode<T: DeserializeOwned>(
     value: ConfigValue,
@@ -142,7 +130,7 @@ pub(super) fn decode<T: DeserializeOwned>(
         } else {
             format!("{at}.{inner}")
         };
-        let mut message = clean_message(&e.inner().to_string());
+        let mut message = clean_message(&e.inner().to_string(), ENUM_VALUES);
         if let Some(field) = message
             .strip_prefix("missing configuration field ")
             .or_else(|| message.strip_prefix("missing field "))
