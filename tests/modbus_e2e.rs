@@ -589,6 +589,8 @@ modbus = {{ url = "{url}", unit = 2, timeout = "500ms" }}
     );
 
     // Requests: the merged holding read is refused once per unit (the hole), then 5 reads a cycle.
+    // Shutdown abandons a cycle in progress, which is not counted as a poll: its requests, at most
+    // one cycle's 5, may come on top.
     let requests = server.requests();
     assert!(
         requests.iter().all(|r| r.is_read()),
@@ -597,10 +599,9 @@ modbus = {{ url = "{url}", unit = 2, timeout = "500ms" }}
     for (i, unit) in [1u8, 2].into_iter().enumerate() {
         let polls = DeviceStats::get(&gw.device_stats[i].polls);
         let n = requests.iter().filter(|r| r.unit == unit).count() as u64;
-        assert_eq!(
-            n,
-            5 * polls + 1,
-            "unit {unit}: {n} requests for {polls} cycles"
+        assert!(
+            n >= 5 * polls + 1 && n <= 5 * polls + 1 + 5,
+            "unit {unit}: {n} requests for {polls} cycles (5 a cycle, 1 refused, at most one abandoned cycle)"
         );
         assert_eq!(DeviceStats::get(&gw.device_stats[i].exceptions), 1);
     }
