@@ -600,7 +600,7 @@ modbus = {{ url = "{url}", unit = 2, timeout = "500ms" }}
         let polls = DeviceStats::get(&gw.device_stats[i].polls);
         let n = requests.iter().filter(|r| r.unit == unit).count() as u64;
         assert!(
-            n >= 5 * polls + 1 && n <= 5 * polls + 1 + 5,
+            (5 * polls + 1..=5 * polls + 6).contains(&n),
             "unit {unit}: {n} requests for {polls} cycles (5 a cycle, 1 refused, at most one abandoned cycle)"
         );
         assert_eq!(DeviceStats::get(&gw.device_stats[i].exceptions), 1);
