@@ -165,7 +165,7 @@ impl Gateway {
             }),
         );
 
-        let (fleet, mut subscribers, mqtt_devices, poll_stop) =
+        let (fleet, mut subscribers, mqtt_devices) =
             self.start_inputs(s, sink, mqtt.as_mut(), &shutdown);
 
         let forward_stop = CancellationToken::new();
@@ -242,7 +242,6 @@ impl Gateway {
         let _ = tokio::time::timeout(Duration::from_secs(1), &mut api_task).await;
         let flush_timeout = opts.flush_timeout.unwrap_or(Duration::from_secs(4));
         let deadline = tokio::time::Instant::now() + flush_timeout;
-        poll_stop.cancel();
         reloader.fleet.join().await;
         // The subscriber stops with the pollers: messages it has not handed to telemetry stay
         // unacknowledged with the broker (persistent session) and come again after a restart.
@@ -427,9 +426,9 @@ impl Gateway {
     }
 
     /// Starts the Modbus pollers and, with `[mqtt]`, the subscriber of MQTT devices (a QoS 1
-    /// message is acknowledged once telemetry has accepted its readings). Returns the fleet,
-    /// the subscriber's tasks, what a reload needs to change the MQTT devices, and the token
-    /// that stops polling.
+    /// message is acknowledged once telemetry has accepted its readings). Both stop with
+    /// `shutdown`. Returns the fleet, the subscriber's tasks and what a reload needs to change
+    /// the MQTT devices.
     #[allow(clippy::type_complexity)]
     fn start_inputs(
         &self,
@@ -441,7 +440,6 @@ impl Gateway {
         Fleet,
         JoinSet<()>,
         Option<(MqttClient, watch::Sender<Arc<MqttDevices>>)>,
-        CancellationToken,
     ) {
         let current = self.current.get();
         let members: Vec<Member> = s
@@ -489,9 +487,8 @@ impl Gateway {
             ));
             mqtt_devices = Some((conn.client.clone(), view_tx));
         }
-        let poll_stop = shutdown.child_token();
-        let fleet = Fleet::start(members, sink, poll_stop.clone());
-        (fleet, subscribers, mqtt_devices, poll_stop)
+        let fleet = Fleet::start(members, sink, shutdown.child_token());
+        (fleet, subscribers, mqtt_devices)
     }
 }
 

@@ -34,27 +34,7 @@ pub(super) fn notifiers(
 mod tests {
     use super::*;
     use crate::workorder::notify::webhook::parse_notifiers;
-    use config::{Config, File, FileFormat};
-    use serde::Deserialize;
-
-    fn items(toml: &str) -> Vec<(String, usize, config::Value)> {
-        #[derive(Deserialize)]
-        struct F {
-            notify: Vec<config::Value>,
-        }
-        let f: F = Config::builder()
-            .add_source(File::from_str(toml, FileFormat::Toml))
-            .build()
-            .unwrap()
-            .try_deserialize()
-            .unwrap();
-        f.notify
-            .into_iter()
-            .enumerate()
-            .map(|(i, v)| ("f.toml".to_string(), i, v))
-            .collect()
-    }
-
+    use crate::workorder::notify::webhook::tests::items;
     #[test]
     fn parses_webhooks_and_hands_mqtt_over() {
         let toml = r#"

@@ -426,11 +426,12 @@ impl Notifier for WebhookNotifier {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use config::{Config, File, FileFormat};
 
-    fn items(toml: &str) -> Vec<(String, usize, config::Value)> {
+    /// The `[[notify]]` items of `toml`, as read from `f.toml`.
+    pub(crate) fn items(toml: &str) -> Vec<(String, usize, config::Value)> {
         #[derive(Deserialize)]
         struct F {
             notify: Vec<config::Value>,
