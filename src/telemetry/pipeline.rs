@@ -343,10 +343,16 @@ impl Forwarder {
         };
         let mut log_limit = LogLimiter::new(Duration::from_secs(10));
         loop {
-            let log = self.log.clone();
             let from = cursor;
             let max = self.batch_size.max(1);
-            let chunk = tokio::task::spawn_blocking(move || log.read_chunk(from, max)).await;
+            // Records synced moments ago are still in memory: no blocking thread, no file.
+            let chunk = match self.log.read_chunk_in_memory(from, max) {
+                Some(answer) => Ok(Ok(answer)),
+                None => {
+                    let log = self.log.clone();
+                    tokio::task::spawn_blocking(move || log.read_chunk(from, max)).await
+                }
+            };
             let chunk = match chunk {
                 Ok(Ok(c)) => c,
                 Ok(Err(e)) => {

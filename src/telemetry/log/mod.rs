@@ -54,6 +54,9 @@ use recovery::write_cursor;
 pub use writer::{LogAppender, Part};
 
 const SEGMENT_EXT: &str = "seg";
+/// Payloads of synced, unforwarded records kept in memory for the forwarder (see
+/// `State::tail`), at most this many bytes.
+const TAIL_MAX_BYTES: usize = 4 << 20;
 
 /// Settings of the log.
 #[derive(Debug, Clone)]
@@ -181,6 +184,13 @@ struct State {
     /// The forwarder holds the records below this sequence number (from the cursor on) in
     /// memory and is writing them: the bound does not count them as dropped.
     inflight_end: u64,
+    /// The payloads of the newest synced records not yet forwarded, by sequence number, oldest
+    /// first: the writer moves each batch here at its group commit, so that the forwarder,
+    /// which reads it moments later, gets it from memory instead of reading back and
+    /// checking the file. Only a cache: the index says which records exist; a record missing
+    /// here is read from disk. Trimmed as the cursor moves, and to `TAIL_MAX_BYTES`.
+    tail: VecDeque<(u64, String)>,
+    tail_bytes: usize,
 }
 
 /// Lines read for the forwarder: consecutive records from the cursor.
@@ -251,6 +261,9 @@ impl TelemetryLog {
     /// Reads consecutive synced records from `from` (the first one at or after it), up to
     /// `max_lines` lines (at least one record). `None`: nothing synced to read.
     pub fn read_chunk(&self, from: u64, max_lines: usize) -> io::Result<Option<Chunk>> {
+        if let Some(answer) = self.read_chunk_in_memory(from, max_lines) {
+            return Ok(answer);
+        }
         loop {
             let (plan, generation) = {
                 let st = self.lock();
@@ -344,11 +357,64 @@ impl TelemetryLog {
         }
     }
 
+    /// [`TelemetryLog::read_chunk`]'s answer when it needs no file: `Some(None)` when nothing
+    /// synced is there to read, `Some(Some(chunk))` when every record of the chunk is still in
+    /// memory (synced moments ago, not yet forwarded). `None`: the records must be read from
+    /// disk, with `read_chunk` (which blocks). Never blocks on I/O.
+    pub fn read_chunk_in_memory(&self, from: u64, max_lines: usize) -> Option<Option<Chunk>> {
+        let mut st = self.lock();
+        // The same records as read_chunk plans, each looked up in the tail.
+        let mut found: Vec<&str> = Vec::new();
+        let (mut lines, mut next_seq) = (0usize, from);
+        let mut at = st.tail.partition_point(|(seq, _)| *seq < from);
+        'segs: for seg in &st.segments {
+            if seg.last_seq().is_none_or(|l| l < from) {
+                continue;
+            }
+            let start = seg.records.partition_point(|m| m.seq < from);
+            for m in &seg.records[start..] {
+                if m.seq >= st.synced || (!found.is_empty() && lines + m.lines as usize > max_lines)
+                {
+                    break 'segs;
+                }
+                while st.tail.get(at).is_some_and(|(seq, _)| *seq < m.seq) {
+                    at += 1;
+                }
+                let (seq, body) = st.tail.get(at)?;
+                if *seq != m.seq || body.len() != m.len as usize {
+                    return None;
+                }
+                found.push(body);
+                lines += m.lines as usize;
+                next_seq = m.seq + 1;
+            }
+        }
+        if found.is_empty() {
+            return Some(None);
+        }
+        let mut body = String::with_capacity(found.iter().map(|b| b.len()).sum());
+        for b in found {
+            body.push_str(b);
+        }
+        st.inflight_end = next_seq;
+        Some(Some(Chunk {
+            body,
+            lines,
+            next_seq,
+        }))
+    }
+
     /// Moves the forward cursor to `next` (after a 2xx for everything below it).
     pub fn advance(&self, next: u64) {
         let mut st = self.lock();
         if next <= st.cursor {
             return;
+        }
+        while let Some((seq, body)) = st.tail.front()
+            && *seq < next
+        {
+            st.tail_bytes -= body.len();
+            st.tail.pop_front();
         }
         let (mut bytes, mut lines) = (0u64, 0u64);
         let from = st.cursor;

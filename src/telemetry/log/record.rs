@@ -9,7 +9,10 @@ const RECORD_MAGIC: u32 = 0x4644_5452; // "RTDF" on disk
 pub const HEADER_LEN: usize = 56;
 /// Largest payload a record may carry; a larger length in a header is corruption.
 pub const MAX_PAYLOAD: u32 = 256 << 20;
-pub(super) const CRC: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISCSI);
+/// CRC-32C, from tables that take 16 bytes a step: the same checksum as the byte-at-a-time
+/// table, several times faster, and it runs over every byte appended and read back.
+pub(super) static CRC: crc::Crc<u32, crc::Table<16>> =
+    crc::Crc::<u32, crc::Table<16>>::new(&crc::CRC_32_ISCSI);
 
 /// What a record carries, for the drop order when the log is full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,23 +39,31 @@ pub struct RecordHeader {
 
 /// Appends one encoded record to `out`.
 pub fn encode_record(h: &RecordHeader, payload: &[u8], out: &mut Vec<u8>) {
-    let start = out.len();
-    out.extend_from_slice(&RECORD_MAGIC.to_le_bytes());
-    out.extend_from_slice(&[0; 4]);
-    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    out.extend_from_slice(&h.lines.to_le_bytes());
-    out.extend_from_slice(&h.seq.to_le_bytes());
+    out.extend_from_slice(&encode_header(h, payload));
+    out.extend_from_slice(payload);
+}
+
+/// The header of the record of `h` carrying `payload`, checksum included: the record is this
+/// header followed by the payload (which the writer thus writes without copying it).
+pub(super) fn encode_header(h: &RecordHeader, payload: &[u8]) -> [u8; HEADER_LEN] {
     let flags: u64 = match h.class {
         Class::Bulk => 0,
         Class::Priority => 1,
     };
-    out.extend_from_slice(&flags.to_le_bytes());
-    out.extend_from_slice(&h.min_ts.to_le_bytes());
-    out.extend_from_slice(&h.max_ts.to_le_bytes());
-    out.extend_from_slice(&h.appended_ms.to_le_bytes());
-    out.extend_from_slice(payload);
-    let crc = CRC.checksum(&out[start + 8..]);
-    out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+    let mut out = [0u8; HEADER_LEN];
+    out[0..4].copy_from_slice(&RECORD_MAGIC.to_le_bytes());
+    out[8..12].copy_from_slice(&(payload.len() as u32).to_le_bytes());
+    out[12..16].copy_from_slice(&h.lines.to_le_bytes());
+    out[16..24].copy_from_slice(&h.seq.to_le_bytes());
+    out[24..32].copy_from_slice(&flags.to_le_bytes());
+    out[32..40].copy_from_slice(&h.min_ts.to_le_bytes());
+    out[40..48].copy_from_slice(&h.max_ts.to_le_bytes());
+    out[48..56].copy_from_slice(&h.appended_ms.to_le_bytes());
+    let mut crc = CRC.digest();
+    crc.update(&out[8..]);
+    crc.update(payload);
+    out[4..8].copy_from_slice(&crc.finalize().to_le_bytes());
+    out
 }
 
 pub(super) fn u32_at(b: &[u8], at: usize) -> u32 {

@@ -148,6 +148,8 @@ impl TelemetryLog {
                 backlog_lines,
                 generation: 0,
                 inflight_end: 0,
+                tail: VecDeque::new(),
+                tail_bytes: 0,
             }),
             synced_tx,
             stats,

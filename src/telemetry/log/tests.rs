@@ -109,3 +109,59 @@ async fn appended_records_survive_a_reopen_and_acks_wait_for_the_sync() {
     let (body, _) = read_all(&log, log.cursor());
     assert_eq!(body, part(Class::Bulk, "a", 5, 4).body);
 }
+
+/// What the forwarder reads moments after the group commit comes from memory, and is what the
+/// disk holds; what is not in memory (forwarded past, too large, or after the writer stopped)
+/// is read from disk.
+#[tokio::test]
+async fn synced_records_are_read_from_memory_as_they_are_on_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = TelemetryLog::open(cfg(dir.path(), 64 << 20, true), Default::default()).unwrap();
+    let app = log.start_writer().unwrap();
+    let (ack, done) = Ack::new();
+    let (a, b) = (
+        part(Class::Bulk, "a", 0, 3),
+        part(Class::Priority, "a", 3, 2),
+    );
+    app.append(vec![a.clone(), b.clone()], vec![ack])
+        .await
+        .unwrap();
+    done.await.unwrap();
+    let mem = log.read_chunk_in_memory(1, 1000).unwrap().unwrap();
+    assert_eq!((mem.lines, mem.next_seq), (5, 3));
+    assert_eq!(mem.body, format!("{}{}", a.body, b.body));
+    let first = log.read_chunk_in_memory(1, 3).unwrap().unwrap();
+    assert_eq!((first.body, first.next_seq), (a.body.clone(), 2));
+    // Nothing synced after them: answered without the disk too.
+    assert!(matches!(log.read_chunk_in_memory(3, 1000), Some(None)));
+
+    // Forwarded: out of memory, still on disk.
+    log.advance(2);
+    assert!(log.read_chunk_in_memory(1, 1000).is_none());
+    assert_eq!(log.read_chunk(1, 3).unwrap().unwrap().body, a.body);
+
+    // A batch larger than the memory bound is read from disk only.
+    let big = part(Class::Bulk, "big", 100, 200_000);
+    assert!(big.body.len() > TAIL_MAX_BYTES);
+    let (ack, done) = Ack::new();
+    app.append(vec![big.clone()], vec![ack]).await.unwrap();
+    done.await.unwrap();
+    assert!(log.read_chunk_in_memory(2, 1_000_000).is_none());
+    assert_eq!(
+        log.read_chunk(2, 1_000_000).unwrap().unwrap().body,
+        format!("{}{}", b.body, big.body)
+    );
+
+    // Once the writer stopped, every read goes to disk, the same bytes.
+    let (ack, done) = Ack::new();
+    let c = part(Class::Bulk, "c", 0, 4);
+    app.append(vec![c.clone()], vec![ack]).await.unwrap();
+    done.await.unwrap();
+    assert_eq!(
+        log.read_chunk_in_memory(4, 1000).unwrap().unwrap().body,
+        c.body
+    );
+    close(app).await;
+    assert!(log.read_chunk_in_memory(4, 1000).is_none());
+    assert_eq!(log.read_chunk(4, 1000).unwrap().unwrap().body, c.body);
+}

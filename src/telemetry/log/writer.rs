@@ -17,8 +17,10 @@ use std::time::{Duration, Instant};
 
 use tracing::{error, info};
 
-use super::record::{Class, FILE_MAGIC, HEADER_LEN, RecordHeader, encode_record};
-use super::{LogStats, Meta, Segment, TelemetryLog, now_ms, segment_path, sync_dir};
+use super::record::{Class, FILE_MAGIC, HEADER_LEN, RecordHeader, encode_header};
+use super::{
+    LogStats, Meta, Segment, TAIL_MAX_BYTES, TelemetryLog, now_ms, segment_path, sync_dir,
+};
 use crate::events::LogLimiter;
 use crate::model::Ack;
 
@@ -128,7 +130,6 @@ struct Writer {
     file: File,
     active_bytes: u64,
     active_id: u64,
-    buf: Vec<u8>,
     /// Acks waiting for the sync of records below the sequence number.
     acks: Vec<(u64, Ack)>,
     unsynced_since: Option<Instant>,
@@ -139,9 +140,10 @@ struct Writer {
     last_housekeeping: Instant,
     log_limit: LogLimiter,
     next_seq: u64,
-    /// What was appended since the last good sync, kept to be written again if the sync fails
-    /// (the kernel may have dropped those pages and report the next sync as good).
-    unsynced: Vec<Part>,
+    /// What was appended since the last good sync, by sequence number, kept to be written again
+    /// if the sync fails (the kernel may have dropped those pages and report the next sync as
+    /// good); once synced, handed to the log's tail for the forwarder.
+    unsynced: Vec<(u64, Part)>,
     /// Unsynced batches taken back after a failed sync, to go first into the retry queue.
     recovered: Option<Cmd>,
     /// Write the next record into a new segment (the active one cannot be trusted).
@@ -172,7 +174,6 @@ impl Writer {
             file,
             active_bytes: FILE_MAGIC.len() as u64,
             active_id: id,
-            buf: Vec::with_capacity(1 << 20),
             acks: Vec::new(),
             unsynced_since: None,
             retry: VecDeque::new(),
@@ -228,6 +229,12 @@ impl Writer {
         self.retry_pending();
         self.commit();
         self.requeue_recovered();
+        {
+            // Nothing is appended any more: what is left to forward is read from disk.
+            let mut st = self.log.lock();
+            st.tail = VecDeque::new();
+            st.tail_bytes = 0;
+        }
         let dropped: u64 = self
             .retry
             .iter()
@@ -275,7 +282,7 @@ impl Writer {
             let part = cmd.parts.remove(0);
             match self.write_part(&part) {
                 // Kept (not copied) until the sync: a failed one writes it again.
-                Ok(true) => self.unsynced.push(part),
+                Ok(true) => self.unsynced.push((self.next_seq - 1, part)),
                 Ok(false) => {}
                 Err(e) => {
                     cmd.parts.insert(0, part);
@@ -321,11 +328,19 @@ impl Writer {
             max_ts: part.max_ts,
             appended_ms: now_ms(),
         };
-        self.buf.clear();
-        encode_record(&h, part.body.as_bytes(), &mut self.buf);
-        // At the record's own offset: a write the disk refused halfway leaves the file
-        // position anywhere, and the next record must still land where the index says.
-        if let Err(e) = self.file.write_all_at(&self.buf, self.active_bytes) {
+        // The header, then the payload behind it, straight from the batch (not copied into one
+        // buffer first). At the record's own offset: a write the disk refused halfway leaves
+        // the file position anywhere, and the next record must still land where the index
+        // says.
+        let header = encode_header(&h, part.body.as_bytes());
+        let written = self
+            .file
+            .write_all_at(&header, self.active_bytes)
+            .and_then(|()| {
+                self.file
+                    .write_all_at(part.body.as_bytes(), self.active_bytes + HEADER_LEN as u64)
+            });
+        if let Err(e) = written {
             // Cut what part of the record made it, so the file ends on a record boundary; a
             // file that cannot even be cut is left for a new one.
             if self.file.set_len(self.active_bytes).is_err() {
@@ -365,13 +380,27 @@ impl Writer {
             return false;
         }
         self.unsynced_since = None;
-        self.unsynced.clear();
         self.log.stats.fsyncs.fetch_add(1, Relaxed);
         let synced = self.next_seq;
         {
             let mut st = self.log.lock();
             st.synced = synced;
-            if !self.log.cfg.forwarding {
+            if self.log.cfg.forwarding {
+                // The batches just synced: into the tail, for the forwarder to read from
+                // memory.
+                for (seq, part) in self.unsynced.drain(..) {
+                    if seq >= st.cursor {
+                        st.tail_bytes += part.body.len();
+                        st.tail.push_back((seq, part.body));
+                    }
+                }
+                while st.tail_bytes > TAIL_MAX_BYTES
+                    && let Some((_, body)) = st.tail.pop_front()
+                {
+                    st.tail_bytes -= body.len();
+                }
+            } else {
+                self.unsynced.clear();
                 drop(st);
                 self.log.advance(synced);
             }
@@ -397,7 +426,10 @@ impl Writer {
     /// and the batches, kept in memory, are written again into a new segment by the retry
     /// path; their acks wait for that.
     fn abandon_unsynced(&mut self) {
-        let parts = std::mem::take(&mut self.unsynced);
+        let parts: Vec<Part> = std::mem::take(&mut self.unsynced)
+            .into_iter()
+            .map(|(_, p)| p)
+            .collect();
         let acks: Vec<Ack> = std::mem::take(&mut self.acks)
             .into_iter()
             .map(|(_, a)| a)
