@@ -185,7 +185,7 @@ after = "5m"
 }
 
 fn assets(n: usize) -> Vec<Arc<AssetInfo>> {
-    let points: Vec<PointInfo> = POINTS
+    let points: Arc<[PointInfo]> = POINTS
         .iter()
         .map(|(name, kind, unit)| PointInfo {
             name: Arc::from(*name),

@@ -51,7 +51,7 @@ fn asset_in(id: &str, building: Option<&str>, device_type: DeviceType) -> Arc<As
         device_type,
         profile: device_type.as_str().into(),
         tags: BTreeMap::new(),
-        points: Vec::new(),
+        points: Default::default(),
     })
 }
 

@@ -8,5 +8,6 @@ pub mod plan;
 pub mod poller;
 pub mod probe;
 pub mod rtu;
+pub mod schedule;
 pub mod serial;
 pub mod stats;

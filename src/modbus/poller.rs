@@ -36,6 +36,7 @@ use super::bus::{self, SerialBus};
 use super::codec::{Decoded, decode_bit_point, decode_register_point};
 use super::link::Link;
 use super::plan::{Boundary, PlanLimits, ReadRequest, plan, plan_only, split_point};
+use super::schedule;
 use super::stats::DeviceStats;
 use crate::backoff::Backoff;
 use crate::device::{Device, DeviceSource, ModbusSource};
@@ -420,7 +421,12 @@ impl LinkPoller {
             if next.is_none() && self.control.is_none() {
                 break;
             }
-            let due = next.map(|i| self.devices[i].next_due);
+            // Woken on the shared grid (see `schedule`), so that devices falling due together
+            // cost the process one wake-up.
+            let due = next.map(|i| {
+                let d = &self.devices[i];
+                schedule::wake_at(d.next_due, d.device.interval)
+            });
             tokio::select! {
                 biased;
                 _ = cancel.cancelled() => break,

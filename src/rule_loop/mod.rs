@@ -124,7 +124,7 @@ pub fn gateway_asset(s: &crate::settings::Settings) -> Arc<AssetInfo> {
         device_type: crate::profile::DeviceType::Other,
         profile: "gateway".into(),
         tags: Default::default(),
-        points: Vec::new(),
+        points: Default::default(),
     })
 }
 

@@ -107,7 +107,7 @@ mod tests {
             tags: vendor
                 .map(|v| BTreeMap::from([("vendor".to_string(), v.to_string())]))
                 .unwrap_or_default(),
-            points: vec![],
+            points: Default::default(),
         }
     }
 

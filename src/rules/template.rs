@@ -225,7 +225,7 @@ mod tests {
             device_type: DeviceType::Pump,
             profile: "pump".into(),
             tags: BTreeMap::new(),
-            points: vec![],
+            points: Default::default(),
         }
     }
 

@@ -24,8 +24,9 @@ pub struct AssetInfo {
     /// Profile name.
     pub profile: String,
     pub tags: BTreeMap<String, String>,
-    /// The profile's points, by index (samples name their point).
-    pub points: Vec<PointInfo>,
+    /// The profile's points, by index (samples name their point); shared by the assets of
+    /// one profile.
+    pub points: Arc<[PointInfo]>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

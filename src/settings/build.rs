@@ -49,7 +49,7 @@ pub(crate) fn build(loaded: Loaded) -> Result<Settings, ConfigError> {
         &mut issues,
     );
 
-    let assets: Vec<Arc<AssetInfo>> = devices.iter().map(|d| Arc::new(asset_info(d))).collect();
+    let assets = asset_infos(&devices);
     // Rules name assets and points: checked only once those are known to be right.
     let rules = if issues.errors.is_empty() {
         match parse_rules(
@@ -316,8 +316,30 @@ fn response_times(cfg: &FileConfig, main_file: &str, issues: &mut Issues) -> Res
     response_times
 }
 
-/// What the rule engine and the work-order store know of a device.
-pub fn asset_info(d: &Device) -> AssetInfo {
+/// What the rule engine and the work-order store know of each device; the devices of one
+/// profile share its point list.
+pub fn asset_infos(devices: &[Arc<Device>]) -> Vec<Arc<AssetInfo>> {
+    let mut by_profile: Vec<(*const Profile, Arc<[PointInfo]>)> = Vec::new();
+    devices
+        .iter()
+        .map(|d| {
+            let key = Arc::as_ptr(&d.profile);
+            let points = match by_profile.iter().find(|(k, _)| *k == key) {
+                Some((_, p)) => p.clone(),
+                None => {
+                    let p = point_infos(&d.profile);
+                    by_profile.push((key, p.clone()));
+                    p
+                }
+            };
+            Arc::new(asset_info(d, points))
+        })
+        .collect()
+}
+
+/// What the rule engine and the work-order store know of a device whose profile's points are
+/// `points` (see [`point_infos`]).
+pub fn asset_info(d: &Device, points: Arc<[PointInfo]>) -> AssetInfo {
     AssetInfo {
         id: d.id.clone(),
         name: d.name.clone(),
@@ -327,19 +349,23 @@ pub fn asset_info(d: &Device) -> AssetInfo {
         device_type: d.profile.device_type,
         profile: d.profile.name.clone(),
         tags: d.tags.clone(),
-        points: d
-            .profile
-            .points
-            .iter()
-            .map(|p| PointInfo {
-                name: p.name.clone(),
-                kind: p.kind,
-                unit: p.unit.clone(),
-                numeric: matches!(
-                    p.field_type(),
-                    crate::profile::FieldType::Float | crate::profile::FieldType::Integer
-                ),
-            })
-            .collect(),
+        points,
     }
+}
+
+/// The rule engine's view of a profile's points.
+pub fn point_infos(profile: &Profile) -> Arc<[PointInfo]> {
+    profile
+        .points
+        .iter()
+        .map(|p| PointInfo {
+            name: p.name.clone(),
+            kind: p.kind,
+            unit: p.unit.clone(),
+            numeric: matches!(
+                p.field_type(),
+                crate::profile::FieldType::Float | crate::profile::FieldType::Integer
+            ),
+        })
+        .collect()
 }

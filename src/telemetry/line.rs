@@ -77,10 +77,47 @@ struct DeviceLines {
     reading_prefix: String,
     /// `device_status,tag=v,...`.
     status_prefix: String,
-    /// Escaped field key of each profile point.
+    /// The device's profile's field keys, shared by the devices of that profile.
+    keys: Arc<FieldKeys>,
+}
+
+/// Per profile point: its escaped field key, and whether it is an alarm, state or event point
+/// (kept longest when the log is full).
+struct FieldKeys {
+    profile: Arc<crate::profile::Profile>,
     fields: Vec<String>,
-    /// Per profile point: an alarm, state or event point (kept longest when the log is full).
     priority: Vec<bool>,
+}
+
+impl FieldKeys {
+    fn new(profile: &Arc<crate::profile::Profile>) -> Self {
+        let fields = profile
+            .points
+            .iter()
+            .map(|p| {
+                let mut f = String::new();
+                escape_key(&p.name, &mut f);
+                f
+            })
+            .collect();
+        let priority = profile
+            .points
+            .iter()
+            .map(|p| {
+                matches!(
+                    p.kind,
+                    crate::profile::PointKind::Alarm
+                        | crate::profile::PointKind::State
+                        | crate::profile::PointKind::Event
+                )
+            })
+            .collect();
+        FieldKeys {
+            profile: profile.clone(),
+            fields,
+            priority,
+        }
+    }
 }
 
 /// Encodes records of the configured devices. Records name their device by slot (see
@@ -121,7 +158,9 @@ pub fn device_tags(gateway: &str, d: &Device) -> Vec<(String, String)> {
 }
 
 impl DeviceLines {
-    fn new(gateway: &str, d: &Device) -> Self {
+    /// `known`: the slots already encoded, whose field keys a device of the same profile
+    /// shares.
+    fn new(gateway: &str, d: &Device, known: &[Option<Arc<DeviceLines>>]) -> Self {
         let mut tagstr = String::new();
         for (k, v) in device_tags(gateway, d) {
             tagstr.push(',');
@@ -133,34 +172,17 @@ impl DeviceLines {
         escape_measurement(&d.profile.measurement, &mut reading_prefix);
         reading_prefix.push_str(&tagstr);
         let status_prefix = format!("device_status{tagstr}");
-        let fields = d
-            .profile
-            .points
+        let keys = known
             .iter()
-            .map(|p| {
-                let mut f = String::new();
-                escape_key(&p.name, &mut f);
-                f
-            })
-            .collect();
-        let priority = d
-            .profile
-            .points
-            .iter()
-            .map(|p| {
-                matches!(
-                    p.kind,
-                    crate::profile::PointKind::Alarm
-                        | crate::profile::PointKind::State
-                        | crate::profile::PointKind::Event
-                )
-            })
-            .collect();
+            .flatten()
+            .map(|l| &l.keys)
+            .find(|k| Arc::ptr_eq(&k.profile, &d.profile))
+            .cloned()
+            .unwrap_or_else(|| Arc::new(FieldKeys::new(&d.profile)));
         DeviceLines {
             reading_prefix,
             status_prefix,
-            fields,
-            priority,
+            keys,
         }
     }
 }
@@ -168,13 +190,14 @@ impl DeviceLines {
 impl LineEncoder {
     /// An encoder whose slots `0..n` are `devices`.
     pub fn new(gateway: &str, devices: &[Arc<Device>]) -> Self {
-        let devices = devices
-            .iter()
-            .map(|d| Some(Arc::new(DeviceLines::new(gateway, d))))
-            .collect();
+        let mut table = Vec::with_capacity(devices.len());
+        for d in devices {
+            let lines = DeviceLines::new(gateway, d, &table);
+            table.push(Some(Arc::new(lines)));
+        }
         LineEncoder {
             gateway: gateway.into(),
-            devices: Arc::new(RwLock::new(devices)),
+            devices: Arc::new(RwLock::new(table)),
         }
     }
 
@@ -185,8 +208,8 @@ impl LineEncoder {
 
     /// Makes `slot` encode `device`'s lines (a reload's added or changed device).
     pub fn open_slot(&self, slot: usize, device: &Device) {
-        let lines = Arc::new(DeviceLines::new(&self.gateway, device));
         let mut t = self.devices.write().unwrap_or_else(|p| p.into_inner());
+        let lines = Arc::new(DeviceLines::new(&self.gateway, device, &t));
         if t.len() <= slot {
             t.resize(slot + 1, None);
         }
@@ -239,10 +262,10 @@ impl LineEncoder {
         let mut started = [false; 2];
         let mut fields = [false; 2];
         for (i, v) in &r.values {
-            let Some(key) = d.fields.get(*i) else {
+            let Some(key) = d.keys.fields.get(*i) else {
                 continue;
             };
-            let k = usize::from(split && d.priority.get(*i).copied().unwrap_or(false));
+            let k = usize::from(split && d.keys.priority.get(*i).copied().unwrap_or(false));
             let out = &mut *outs[k];
             if !started[k] {
                 out.push_str(&d.reading_prefix);

@@ -38,7 +38,8 @@ pub(crate) fn pump(id: &str) -> Arc<AssetInfo> {
             point("fault", PointKind::Alarm, None),
             point("dry_run", PointKind::Event, None),
             point("mode", PointKind::State, None),
-        ],
+        ]
+        .into(),
     })
 }
 
@@ -56,7 +57,8 @@ pub(crate) fn lift(id: &str) -> Arc<AssetInfo> {
             point("trips_total", PointKind::Counter, None),
             point("door_state", PointKind::State, None),
             point("service_mode", PointKind::State, None),
-        ],
+        ]
+        .into(),
     })
 }
 
@@ -357,7 +359,7 @@ fn shipped_default_rules_parse_against_builtin_profiles() {
             .build()
             .expect("valid profile")
             .0;
-        let points: Vec<PointInfo> = p
+        let points: std::sync::Arc<[PointInfo]> = p
             .points
             .iter()
             .map(|q| PointInfo {

@@ -393,7 +393,7 @@ fn asset_of(wo: &WorkOrder) -> AssetInfo {
         device_type,
         profile: String::new(),
         tags: std::collections::BTreeMap::new(),
-        points: Vec::new(),
+        points: Default::default(),
     }
 }
 
