@@ -90,6 +90,7 @@ struct ProbeArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     facilityd::gateway::service::ignore_file_size_signal();
+    facilityd::gateway::service::single_malloc_arena();
     match cli.command {
         Command::Check { config } => {
             let path = cli::config_path(config);

@@ -299,6 +299,19 @@ pub fn ignore_file_size_signal() {
     }
 }
 
+/// One malloc arena for the whole process (glibc). By default glibc gives each thread that
+/// allocates its own arena; the gateway allocates almost only on its runtime worker, and the
+/// arenas of its other threads (the telemetry log, the work-order store, blocking tasks) cost
+/// about 2 MB of resident memory for a 1,000-device fleet while saving no contention worth
+/// having. Done at start-up, before any other thread exists.
+pub fn single_malloc_arena() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator tuning; it is called before any thread starts.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

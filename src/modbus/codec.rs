@@ -5,6 +5,8 @@
 //! value: ABCD big-endian, DCBA little-endian, BADC the bytes of each word swapped, CDAB the
 //! words swapped.
 
+use smallvec::SmallVec;
+
 use crate::model::{Quality, Value};
 use crate::profile::{ByteOrder, DataType, Point, RegisterSpec, Transform};
 
@@ -29,18 +31,24 @@ pub enum Decoded {
 /// Reorders bytes between wire order and most-significant-first order. Each of the four
 /// orders is its own inverse (identity, full reversal, byte swap in each word, word reversal),
 /// so the same function serves decoding and encoding.
-fn reorder(bytes: &mut Vec<u8>, order: ByteOrder) {
+fn reorder(bytes: &mut [u8], order: ByteOrder) {
     match order {
         ByteOrder::ABCD => {}
         ByteOrder::DCBA => bytes.reverse(),
         ByteOrder::BADC => bytes.chunks_exact_mut(2).for_each(|c| c.swap(0, 1)),
-        ByteOrder::CDAB => *bytes = bytes.chunks_exact(2).rev().flatten().copied().collect(),
+        // Word order reversed, bytes within each word kept: a full reversal, then each word's
+        // two bytes back in place.
+        ByteOrder::CDAB => {
+            bytes.reverse();
+            bytes.chunks_exact_mut(2).for_each(|c| c.swap(0, 1));
+        }
     }
 }
 
-/// Puts the wire bytes of `words` into most-significant-first order.
-fn value_bytes(words: &[u16], order: ByteOrder) -> Vec<u8> {
-    let mut bytes: Vec<u8> = words.iter().flat_map(|w| w.to_be_bytes()).collect();
+/// Puts the wire bytes of `words` into most-significant-first order. Up to four registers
+/// (every numeric type) stay on the stack: this runs for every register point of every poll.
+fn value_bytes(words: &[u16], order: ByteOrder) -> SmallVec<[u8; 8]> {
+    let mut bytes: SmallVec<[u8; 8]> = words.iter().flat_map(|w| w.to_be_bytes()).collect();
     reorder(&mut bytes, order);
     bytes
 }

@@ -585,7 +585,7 @@ impl LinkPoller {
         let d = &mut self.devices[i];
         let probing = d.offline();
         let mut queue: VecDeque<ReadRequest> = d.plan.iter().cloned().collect();
-        let mut values = Vec::new();
+        let mut values = Vec::with_capacity(d.device.profile.points.len());
         let mut timestamp = None;
         let mut errors = 0u64;
         let mut answered = false;
