@@ -97,12 +97,19 @@ pub struct ApiState {
 
 pub mod workorders;
 
+/// The API would listen beyond loopback without a token.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "http.listen = {addr} is not a loopback address: set http.api_token_file first (the API would be open to the network)"
+)]
+pub struct OpenToNetwork {
+    pub addr: SocketAddr,
+}
+
 /// Checks the address and token rule: loopback, or a token.
-pub fn check_listen(addr: &SocketAddr, token: Option<&str>) -> Result<(), String> {
+pub fn check_listen(addr: &SocketAddr, token: Option<&str>) -> Result<(), OpenToNetwork> {
     if !addr.ip().is_loopback() && token.is_none() {
-        return Err(format!(
-            "http.listen = {addr} is not a loopback address: set http.api_token_file first (the API would be open to the network)"
-        ));
+        return Err(OpenToNetwork { addr: *addr });
     }
     Ok(())
 }

@@ -130,19 +130,30 @@ impl Connection {
     }
 }
 
+/// Why a link cannot be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error(transparent)]
+    Serial(#[from] bus::OpenError),
+    #[error("connect to {link} timed out after {}", humantime::format_duration(*after))]
+    Timeout { link: Link, after: Duration },
+    #[error("connect to {link}: {error}")]
+    Tcp { link: Link, error: std::io::Error },
+}
+
 /// Opens a connection to a link, addressed to `unit`.
 pub async fn connect(
     link: &Link,
     unit: u8,
     connect_timeout: Duration,
-) -> Result<Connection, String> {
+) -> Result<Connection, ConnectError> {
     let rtu = |bus: SerialBus| Connection::Rtu {
         bus: Box::new(bus),
         unit,
         last_bus_time: Duration::ZERO,
     };
     match link {
-        Link::Rtu(s) => bus::open(s).map(rtu),
+        Link::Rtu(s) => Ok(rtu(bus::open(s)?)),
         Link::RtuOverTcp { host, port } => {
             let stream = connect_tcp(link, host, *port, connect_timeout).await?;
             Ok(rtu(bus::behind_socket(stream)))
@@ -162,16 +173,17 @@ async fn connect_tcp(
     host: &str,
     port: u16,
     connect_timeout: Duration,
-) -> Result<TcpStream, String> {
+) -> Result<TcpStream, ConnectError> {
     let stream = timeout(connect_timeout, TcpStream::connect((host, port)))
         .await
-        .map_err(|_| {
-            format!(
-                "connect to {link} timed out after {}",
-                humantime::format_duration(connect_timeout)
-            )
+        .map_err(|_| ConnectError::Timeout {
+            link: link.clone(),
+            after: connect_timeout,
         })?
-        .map_err(|e| format!("connect to {link}: {e}"))?;
+        .map_err(|error| ConnectError::Tcp {
+            link: link.clone(),
+            error,
+        })?;
     let _ = stream.set_nodelay(true);
     Ok(stream)
 }

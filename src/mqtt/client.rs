@@ -30,7 +30,7 @@ use tracing::{debug, error, info, warn};
 
 use super::MqttStats;
 use super::settings::{MAX_OUTGOING_PACKET, MqttSettings};
-use super::tracker::PublishTracker;
+use super::tracker::{PublishTracker, Unconfirmed};
 use crate::backoff::Backoff;
 use crate::events::LogLimiter;
 
@@ -69,7 +69,7 @@ pub enum PublishError {
     #[error("invalid topic {0:?}")]
     InvalidTopic(String),
     #[error("not confirmed by the broker: {0}")]
-    NotConfirmed(String),
+    NotConfirmed(Unconfirmed),
 }
 
 struct Inner {
@@ -251,11 +251,8 @@ impl MqttClient {
         match tokio::time::timeout_at(deadline, rx).await {
             Ok(Ok(Ok(()))) => Ok(()),
             Ok(Ok(Err(e))) => Err(PublishError::NotConfirmed(e)),
-            Ok(Err(_)) => Err(PublishError::NotConfirmed("the connection stopped".into())),
-            Err(_) => Err(PublishError::NotConfirmed(format!(
-                "no PUBACK within {}",
-                humantime::format_duration(timeout)
-            ))),
+            Ok(Err(_)) => Err(PublishError::NotConfirmed(Unconfirmed::ConnectionStopped)),
+            Err(_) => Err(PublishError::NotConfirmed(Unconfirmed::NoPuback(timeout))),
         }
     }
 
@@ -277,19 +274,31 @@ pub struct MqttConnection {
     url: String,
 }
 
-fn tls_transport(s: &MqttSettings) -> Result<Option<Transport>, String> {
+/// Why the client cannot be built: its TLS settings (checked when the configuration is read,
+/// so this is rare).
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("ca_file: {0}")]
+    CaFile(native_tls::Error),
+    #[error("cert_file/key_file: {0}")]
+    Identity(native_tls::Error),
+    #[error("TLS: {0}")]
+    Tls(native_tls::Error),
+}
+
+fn tls_transport(s: &MqttSettings) -> Result<Option<Transport>, ConnectError> {
     let Some(tls) = &s.tls else { return Ok(None) };
     let mut b = native_tls::TlsConnector::builder();
     if let Some(ca) = &tls.ca {
-        let cert = native_tls::Certificate::from_pem(ca).map_err(|e| format!("ca_file: {e}"))?;
+        let cert = native_tls::Certificate::from_pem(ca).map_err(ConnectError::CaFile)?;
         b.add_root_certificate(cert);
     }
     if let Some((cert, key)) = &tls.identity {
         let id = native_tls::Identity::from_pkcs8(cert, key.0.as_bytes())
-            .map_err(|e| format!("cert_file/key_file: {e}"))?;
+            .map_err(ConnectError::Identity)?;
         b.identity(id);
     }
-    let connector = b.build().map_err(|e| format!("TLS: {e}"))?;
+    let connector = b.build().map_err(ConnectError::Tls)?;
     Ok(Some(Transport::tls_with_config(
         TlsConfiguration::NativeConnector(connector),
     )))
@@ -300,7 +309,7 @@ fn tls_transport(s: &MqttSettings) -> Result<Option<Transport>, String> {
 pub fn connect(
     s: &MqttSettings,
     stats: Arc<MqttStats>,
-) -> Result<(MqttClient, MqttConnection, IncomingMessages), String> {
+) -> Result<(MqttClient, MqttConnection, IncomingMessages), ConnectError> {
     let mut o = MqttOptions::new(s.client_id.clone(), s.host.clone(), s.port);
     o.set_keep_alive(s.keep_alive);
     o.set_clean_session(false);

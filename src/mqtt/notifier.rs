@@ -110,7 +110,7 @@ pub fn build(
     let topic = match PubTemplate::parse(&cfg.topic, &PLACEHOLDERS) {
         Ok(t) => Some(t),
         Err(e) => {
-            errors.push(issue("topic", e));
+            errors.push(issue("topic", e.to_string()));
             None
         }
     };

@@ -7,8 +7,8 @@ use std::time::Duration;
 use super::client::MqttPort;
 use super::payload::PayloadMap;
 use super::topic::{PubTemplate, Router};
-use crate::config::Secret;
 use crate::config::schema::MqttSection;
+use crate::config::{Secret, read_nonempty_file};
 
 /// Default MQTT keep-alive.
 pub const DEFAULT_KEEP_ALIVE: Duration = Duration::from_secs(30);
@@ -100,14 +100,6 @@ impl MqttSettings {
 /// Outgoing packets: work-order events with evidence are a few KiB; this leaves room.
 pub const MAX_OUTGOING_PACKET: usize = 4 << 20;
 
-fn read_file(path: &str) -> Result<Vec<u8>, String> {
-    match std::fs::read(path) {
-        Ok(b) if b.iter().all(u8::is_ascii_whitespace) => Err(format!("the file {path} is empty")),
-        Ok(b) => Ok(b),
-        Err(e) => Err(format!("cannot read {path}: {e}")),
-    }
-}
-
 /// Resolves `[mqtt]`; errors come back as (key path, message).
 pub fn resolve(m: &MqttSection, gateway_id: &str) -> Result<MqttSettings, Vec<(String, String)>> {
     let mut errors: Vec<(String, String)> = Vec::new();
@@ -166,14 +158,14 @@ pub fn resolve(m: &MqttSection, gateway_id: &str) -> Result<MqttSettings, Vec<(S
     if tls_on {
         let ca = match &m.ca_file {
             None => None,
-            Some(f) => match read_file(f) {
+            Some(f) => match read_nonempty_file(f) {
                 Ok(b) if native_tls::Certificate::from_pem(&b).is_ok() => Some(b),
                 Ok(_) => {
                     err("ca_file", format!("{f} is not a PEM certificate"));
                     None
                 }
                 Err(e) => {
-                    err("ca_file", e);
+                    err("ca_file", e.to_string());
                     None
                 }
             },
@@ -191,7 +183,7 @@ pub fn resolve(m: &MqttSection, gateway_id: &str) -> Result<MqttSettings, Vec<(S
                 err("cert_file", "`key_file` needs `cert_file`".into());
                 None
             }
-            (Some(c), Some(k)) => match (read_file(c), read_file(k)) {
+            (Some(c), Some(k)) => match (read_nonempty_file(c), read_nonempty_file(k)) {
                 (Ok(cert), Ok(key)) => {
                     if native_tls::Identity::from_pkcs8(&cert, &key).is_err() {
                         err(
@@ -202,11 +194,11 @@ pub fn resolve(m: &MqttSection, gateway_id: &str) -> Result<MqttSettings, Vec<(S
                     Some((cert, Secret(String::from_utf8_lossy(&key).into_owned())))
                 }
                 (Err(e), _) => {
-                    err("cert_file", e);
+                    err("cert_file", e.to_string());
                     None
                 }
                 (_, Err(e)) => {
-                    err("key_file", e);
+                    err("key_file", e.to_string());
                     None
                 }
             },
@@ -229,10 +221,10 @@ pub fn resolve(m: &MqttSection, gateway_id: &str) -> Result<MqttSettings, Vec<(S
             err("password_file", "a password needs `username`".into());
             None
         }
-        (_, Some(f)) => match read_file(f) {
+        (_, Some(f)) => match read_nonempty_file(f) {
             Ok(b) => Some(Secret(String::from_utf8_lossy(&b).trim().to_string())),
             Err(e) => {
-                err("password_file", e);
+                err("password_file", e.to_string());
                 None
             }
         },
@@ -301,7 +293,7 @@ pub fn resolve(m: &MqttSection, gateway_id: &str) -> Result<MqttSettings, Vec<(S
                 retain: p.retain.unwrap_or(false),
             }),
             Err(e) => {
-                err("publish_telemetry.topic", e);
+                err("publish_telemetry.topic", e.to_string());
                 None
             }
         }

@@ -166,7 +166,8 @@ fn profiles(loaded: &Loaded, issues: &mut Issues) -> (BTreeMap<String, Arc<Profi
     let mut schema = crate::profile::Schema::new();
     let mut profiles: BTreeMap<String, Arc<Profile>> = BTreeMap::new();
     for name in builtin::names() {
-        match builtin::load(name).map(|r| r.map(|c| c.build())) {
+        // The load error as its text: this issue's message shows it as it always has.
+        match builtin::load(name).map(|r| r.map_err(|e| e.to_string()).map(|c| c.build())) {
             Some(Ok(Ok((p, _)))) => {
                 for c in schema.add(&p) {
                     issues.err("built-in profiles", name, c.to_string());

@@ -57,16 +57,14 @@ impl TelemetryLog {
 }
 
 /// The error of a rotation whose sync failed (already reported and handled).
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error("the telemetry log's sync failed")]
 struct SyncFailed;
 
-impl std::fmt::Display for SyncFailed {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("the telemetry log's sync failed")
-    }
-}
-
-impl std::error::Error for SyncFailed {}
+/// Why an append was not taken: the writer thread is gone (shutdown, or a panic).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the telemetry log writer has stopped")]
+pub struct WriterStopped;
 
 /// One batch for the log: line protocol of one class.
 #[derive(Debug, Clone)]
@@ -100,14 +98,14 @@ pub struct LogAppender {
 impl LogAppender {
     /// Hands batches to the writer; `acks` fire once they are synced. Waits while the writer's
     /// queue is full (the disk is slower than the input); fails only once the writer is gone.
-    pub async fn append(&self, parts: Vec<Part>, acks: Vec<Ack>) -> Result<(), String> {
+    pub async fn append(&self, parts: Vec<Part>, acks: Vec<Ack>) -> Result<(), WriterStopped> {
         if parts.is_empty() && acks.is_empty() {
             return Ok(());
         }
         self.tx
             .send_async(Cmd { parts, acks })
             .await
-            .map_err(|_| "the telemetry log writer has stopped".to_string())
+            .map_err(|_| WriterStopped)
     }
 
     /// Closes this handle; once every clone is closed the writer syncs what it has and stops.

@@ -23,7 +23,7 @@ use sha2::Sha256;
 
 use super::{DeliveryError, Notifier, event_body};
 use crate::config::units::Duration as ConfigDuration;
-use crate::config::{ConfigIssue, Secret};
+use crate::config::{ConfigIssue, Secret, read_secret_file};
 use crate::rules::matcher::AssetMatch;
 use crate::rules::types::AssetInfo;
 use crate::workorder::types::WorkOrderEvent;
@@ -248,15 +248,11 @@ fn build(
 
     let secret = match &cfg.secret_file {
         None => None,
-        Some(path) => match std::fs::read_to_string(path) {
-            // Trailing newlines are how files end, not part of the secret.
-            Ok(s) if s.trim().is_empty() => {
-                errors.push(issue("secret_file", format!("the file {path} is empty")));
-                None
-            }
-            Ok(s) => Some(Secret(s.trim().to_string())),
+        // Trailing newlines are how files end, not part of the secret.
+        Some(path) => match read_secret_file(path) {
+            Ok(s) => Some(s),
             Err(e) => {
-                errors.push(issue("secret_file", format!("cannot read {path}: {e}")));
+                errors.push(issue("secret_file", e.to_string()));
                 None
             }
         },
