@@ -32,7 +32,7 @@ use super::MqttStats;
 use super::settings::{MAX_OUTGOING_PACKET, MqttSettings};
 use super::tracker::{PublishTracker, Unconfirmed};
 use crate::backoff::Backoff;
-use crate::events::LogLimiter;
+use crate::events::{Event as _, LogLimiter};
 
 /// rumqttc's request channel: publishes, acks, subscriptions waiting for the event loop.
 const REQUEST_CAP: usize = 4096;
@@ -354,6 +354,35 @@ pub fn connect(
     ))
 }
 
+/// A connection attempt that failed, or a connection lost; a backoff follows either
+/// (`facilityd_mqtt_connection_errors_total`). A lost connection is always logged, failed
+/// attempts at most once per 30 s (see [`crate::events`]).
+struct ConnectionFailed<'a> {
+    stats: &'a MqttStats,
+    broker: &'a str,
+    error: &'a rumqttc::ConnectionError,
+    retry_in: Duration,
+    /// The connection was up.
+    lost: bool,
+}
+
+impl crate::events::Event for ConnectionFailed<'_> {
+    fn count(&self) {
+        self.stats.connection_errors.fetch_add(1, Relaxed);
+        self.stats.connected.store(false, Relaxed);
+    }
+
+    fn log(&self, suppressed: u64) {
+        let (broker, e) = (self.broker, self.error);
+        let retry_in_ms = self.retry_in.as_millis() as u64;
+        if self.lost {
+            warn!(broker = %broker, error = %e, retry_in_ms, "MQTT connection lost");
+        } else {
+            warn!(broker = %broker, error = %e, retry_in_ms, suppressed, "cannot connect to the MQTT broker");
+        }
+    }
+}
+
 /// Publishes rumqttc moved out of its channel but has not written (packet id still 0): they
 /// are dropped when the broker has no session for us.
 fn unsent_in_pending(el: &EventLoop) -> usize {
@@ -444,14 +473,18 @@ impl MqttConnection {
                 }
                 Ok(_) => {}
                 Err(e) => {
-                    stats.connection_errors.fetch_add(1, Relaxed);
-                    stats.connected.store(false, Relaxed);
                     let wait = backoff.next_wait();
+                    let event = ConnectionFailed {
+                        stats: &stats,
+                        broker: &self.url,
+                        error: &e,
+                        retry_in: wait,
+                        lost: connected,
+                    };
                     if connected {
-                        warn!(broker = %self.url, error = %e, retry_in_ms = wait.as_millis() as u64, "MQTT connection lost");
-                    } else if let Some(held) = log.allow() {
-                        warn!(broker = %self.url, error = %e, retry_in_ms = wait.as_millis() as u64,
-                            suppressed = held, "cannot connect to the MQTT broker");
+                        event.emit_if(true);
+                    } else {
+                        event.emit(&mut log);
                     }
                     connected = false;
                     need_subscribe = false;

@@ -4,6 +4,7 @@
 //! (in `retention`) keeps the log under its bound and removes expired history. [`LogAppender`]
 //! is its async handle.
 
+mod events;
 mod retention;
 
 use std::collections::VecDeque;
@@ -21,8 +22,9 @@ use super::record::{Class, FILE_MAGIC, HEADER_LEN, RecordHeader, encode_header};
 use super::{
     LogStats, Meta, Segment, TAIL_MAX_BYTES, TelemetryLog, now_ms, segment_path, sync_dir,
 };
-use crate::events::LogLimiter;
+use crate::events::{Event as _, LogLimiter};
 use crate::model::Ack;
+use events::{DiskLinesDropped, DiskRefused};
 
 /// How often retention and housekeeping run.
 const HOUSEKEEPING: Duration = Duration::from_secs(5);
@@ -240,14 +242,12 @@ impl Writer {
             .map(|p| p.lines as u64)
             .sum();
         if dropped > 0 {
-            self.log
-                .stats
-                .dropped_disk_lines
-                .fetch_add(dropped, Relaxed);
-            error!(
-                lines = dropped,
-                "telemetry log: stopping with batches the disk refused; they are lost"
-            );
+            DiskLinesDropped {
+                stats: &self.log.stats,
+                lines: dropped,
+                closing: true,
+            }
+            .emit_if(true);
         }
     }
 
@@ -497,11 +497,12 @@ impl Writer {
             // Reported where the sync failed.
             return;
         }
-        self.log.stats.write_errors.fetch_add(1, Relaxed);
-        self.log.stats.disk_failing.store(1, Relaxed);
-        if let Some(held) = self.log_limit.allow() {
-            error!(error = %e, dir = %self.log.cfg.dir.display(), suppressed = held, "telemetry log: the disk refuses writes; keeping batches in memory and retrying (polling goes on)");
+        DiskRefused {
+            stats: &self.log.stats,
+            error: e,
+            dir: &self.log.cfg.dir,
         }
+        .emit(&mut self.log_limit);
         // A full disk (or quota, or file-size limit): room may come from forwarded history.
         // Not on any other error: the history API would lose it for nothing.
         let full = matches!(
@@ -525,17 +526,12 @@ impl Writer {
             }
         }
         if dropped > 0 {
-            self.log
-                .stats
-                .dropped_disk_lines
-                .fetch_add(dropped, Relaxed);
-            if let Some(held) = self.log_limit.allow() {
-                error!(
-                    lines = dropped,
-                    suppressed = held,
-                    "telemetry log: the disk has refused writes for too long; dropped the oldest waiting lines"
-                );
+            DiskLinesDropped {
+                stats: &self.log.stats,
+                lines: dropped,
+                closing: false,
             }
+            .emit(&mut self.log_limit);
         }
     }
 
