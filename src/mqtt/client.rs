@@ -17,7 +17,7 @@
 
 use std::sync::atomic::AtomicUsize;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rumqttc::{
@@ -93,26 +93,6 @@ struct Subscribes {
 #[derive(Clone)]
 pub struct MqttClient {
     inner: Arc<Inner>,
-}
-
-/// Where MQTT notifiers find the running client: set when the gateway starts its connection,
-/// cleared when it stops (a notifier without one reports a retryable failure).
-#[derive(Clone, Default)]
-pub struct MqttPort(Arc<RwLock<Option<MqttClient>>>);
-
-impl std::fmt::Debug for MqttPort {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("MqttPort")
-    }
-}
-
-impl MqttPort {
-    pub fn set(&self, client: Option<MqttClient>) {
-        *self.0.write().unwrap_or_else(|p| p.into_inner()) = client;
-    }
-    pub fn get(&self) -> Option<MqttClient> {
-        self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
-    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

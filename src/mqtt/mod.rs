@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 
 use crate::metrics_text::{Kind, MetricsText};
 
-pub use client::{MqttClient, MqttPort};
+pub use client::MqttClient;
 pub use payload::Cause;
 pub use settings::MqttSettings;
 

@@ -4,7 +4,6 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::client::MqttPort;
 use super::payload::PayloadMap;
 use super::topic::{PubTemplate, Router};
 use crate::config::schema::MqttSection;
@@ -82,8 +81,6 @@ pub struct MqttSettings {
     pub status_topic: String,
     pub publish_telemetry: Option<TelemetryTopic>,
     pub routing: Arc<Routing>,
-    /// Where the running client is found by the MQTT notifiers.
-    pub port_handle: MqttPort,
 }
 
 impl MqttSettings {
@@ -321,7 +318,6 @@ pub fn resolve(m: &MqttSection, gateway_id: &str) -> Result<MqttSettings, Vec<(S
         status_topic: format!("facilityd/{}/status", level(gateway_id)),
         publish_telemetry,
         routing: Arc::new(Routing::default()),
-        port_handle: MqttPort::default(),
     })
 }
 
