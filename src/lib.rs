@@ -14,6 +14,7 @@ pub mod demo;
 pub mod device;
 pub mod events;
 pub mod gateway;
+pub mod metrics_text;
 pub mod modbus;
 pub mod model;
 pub mod mqtt;

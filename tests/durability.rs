@@ -382,7 +382,7 @@ fn read_log(dir: &Path) -> (Vec<LogRecord>, Vec<(PathBuf, String)>) {
         };
         let scan = scan_segment(&bytes, None);
         if let Some(why) = scan.error {
-            damaged.push((file.clone(), why));
+            damaged.push((file.clone(), why.to_string()));
         }
         for (header, offset) in scan.records {
             let start = offset as usize + HEADER_LEN;

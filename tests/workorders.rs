@@ -23,8 +23,8 @@ use facilityd::rules::types::{
     WorkOrderKind, WorkOrderTemplate,
 };
 use facilityd::workorder::handle::StoreHandle;
-use facilityd::workorder::notify::webhook::parse_notifiers;
-use facilityd::workorder::notify::{Notifier, run_notifier};
+use facilityd::workorder::notify::webhook::{WebhookNotifier, parse_notifiers};
+use facilityd::workorder::notify::{AssetDirectory, Notifier, run_notifier};
 use facilityd::workorder::outbox::DeliveryState;
 use facilityd::workorder::schema;
 use facilityd::workorder::store::{ListFilter, ResponseTimes, StoreError, WorkOrderStore};
@@ -879,7 +879,15 @@ fn notifiers(toml: &str, assets: &[Arc<AssetInfo>]) -> Vec<Arc<dyn Notifier>> {
         .iter()
         .map(|a| (a.id.to_string(), a.clone()))
         .collect();
-    parse_notifiers(&items, "gw-test", &assets).unwrap()
+    // Validated into specs, then built into running notifiers, as the gateway does at start.
+    let assets = AssetDirectory::new(assets);
+    parse_notifiers(&items)
+        .unwrap()
+        .iter()
+        .map(|spec| {
+            Arc::new(WebhookNotifier::new(spec, "gw-test", &assets).unwrap()) as Arc<dyn Notifier>
+        })
+        .collect()
 }
 
 /// Opens the store on its thread with the notifiers registered, and starts their loops.

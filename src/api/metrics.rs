@@ -1,50 +1,45 @@
-//! Prometheus text exposition of the gateway's counters (rendered by hand: a few dozen lines
-//! of format, no global recorder).
+//! Prometheus text exposition of the gateway's counters (rendered by hand with
+//! [`MetricsText`]: a few dozen families, no global recorder).
 
-use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use super::GatewayView;
+use crate::metrics_text::{Kind, MetricsText};
 use crate::modbus::stats::{DeviceStats, POLL_BUCKETS};
 
 /// Reads one counter of a device.
 type Counter = fn(&DeviceStats) -> u64;
 
-fn escape_label(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
-
-fn family(out: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}");
-    let _ = writeln!(out, "# TYPE {name} {kind}");
-}
-
 /// A family with one label: a sample per (label value, counter).
 fn labelled(
-    out: &mut String,
-    (name, kind, help): (&str, &str, &str),
+    out: &mut MetricsText,
+    (name, kind, help): (&str, Kind, &str),
     label: &str,
     rows: &[(&str, &AtomicU64)],
 ) {
-    family(out, name, kind, help);
-    for (value, v) in rows {
-        let _ = writeln!(out, "{name}{{{label}=\"{value}\"}} {}", v.load(Relaxed));
-    }
+    let rows: Vec<(&str, u64)> = rows.iter().map(|(l, v)| (*l, v.load(Relaxed))).collect();
+    out.labelled(name, kind, help, label, &rows);
 }
 
-/// Renders the device and telemetry metrics; `extra` is appended (work orders, outbox).
+/// Renders the device and telemetry metrics; `extra` (work orders, outbox, MQTT, written by
+/// their owners with [`MetricsText`]) is appended.
 pub fn render(gw: &GatewayView, extra: &str) -> String {
-    let mut out = String::with_capacity(8192);
+    let mut out = MetricsText::with_capacity(8192 + extra.len());
+    write_gateway(gw, &mut out);
+    out.push_text(extra);
+    out.into_string()
+}
+
+/// Writes the device, telemetry, log, rule and reload metrics.
+fn write_gateway(gw: &GatewayView, out: &mut MetricsText) {
     // The devices in force (a reload changes them).
     let set = gw.current.get();
-    let devices: Vec<(String, &DeviceStats)> = set
+    let devices: Vec<(&str, &DeviceStats)> = set
         .settings
         .devices
         .iter()
         .zip(&set.stats)
-        .map(|(d, s)| (escape_label(&d.id), s.as_ref()))
+        .map(|(d, s)| (&*d.id, s.as_ref()))
         .collect();
 
     let counters: [(&str, &str, Counter); 6] = [
@@ -80,15 +75,14 @@ pub fn render(gw: &GatewayView, extra: &str) -> String {
         ),
     ];
     for (name, help, get) in counters {
-        family(&mut out, name, "counter", help);
+        out.family(name, Kind::Counter, help);
         for (id, s) in &devices {
-            let _ = writeln!(out, "{name}{{asset=\"{id}\"}} {}", get(s));
+            out.sample(name, &[("asset", id)], get(s));
         }
     }
-    family(
-        &mut out,
+    out.family(
         "facilityd_modbus_errors_total",
-        "counter",
+        Kind::Counter,
         "Failed Modbus requests per device, by kind.",
     );
     for (id, s) in &devices {
@@ -100,94 +94,92 @@ pub fn render(gw: &GatewayView, extra: &str) -> String {
             ("crc", &s.crc_errors),
             ("wrong_unit", &s.wrong_unit),
         ] {
-            let _ = writeln!(
-                out,
-                "facilityd_modbus_errors_total{{asset=\"{id}\",kind=\"{kind}\"}} {}",
-                DeviceStats::get(v)
+            out.sample(
+                "facilityd_modbus_errors_total",
+                &[("asset", id), ("kind", kind)],
+                DeviceStats::get(v),
             );
         }
     }
-    family(
-        &mut out,
+    out.family(
         "facilityd_device_online",
-        "gauge",
+        Kind::Gauge,
         "1 while the device answers, 0 while it is backed off to its probe schedule.",
     );
     for (id, s) in &devices {
-        let _ = writeln!(
-            out,
-            "facilityd_device_online{{asset=\"{id}\"}} {}",
-            u8::from(s.online.load(Relaxed))
+        out.sample(
+            "facilityd_device_online",
+            &[("asset", id)],
+            u8::from(s.online.load(Relaxed)),
         );
     }
-    family(
-        &mut out,
+    out.family(
         "facilityd_modbus_cycle_seconds",
-        "gauge",
+        Kind::Gauge,
         "Achieved poll cycle per device: from the start of its previous poll to the start of its last (above the interval when its link cannot keep the schedule).",
     );
     for (id, s) in &devices {
-        let _ = writeln!(
-            out,
-            "facilityd_modbus_cycle_seconds{{asset=\"{id}\"}} {}",
-            s.last_cycle_us.load(Relaxed) as f64 / 1e6
+        out.sample(
+            "facilityd_modbus_cycle_seconds",
+            &[("asset", id)],
+            s.last_cycle_us.load(Relaxed) as f64 / 1e6,
         );
     }
-    family(
-        &mut out,
+    out.family(
         "facilityd_serial_bus_seconds_total",
-        "counter",
+        Kind::Counter,
         "Serial bus time taken by each device's reads (frames, silences, turnaround, waiting for the answer); its rate summed by bus is the bus's utilisation.",
     );
     for ((id, s), d) in devices.iter().zip(set.settings.devices.iter()) {
         if let crate::device::DeviceSource::Modbus(m) = &d.source
             && let crate::modbus::link::Link::Rtu(serial) = &m.link
         {
-            let _ = writeln!(
-                out,
-                "facilityd_serial_bus_seconds_total{{asset=\"{id}\",bus=\"{}\"}} {}",
-                escape_label(&serial.path),
-                s.bus_us.load(Relaxed) as f64 / 1e6
+            out.sample(
+                "facilityd_serial_bus_seconds_total",
+                &[("asset", id), ("bus", &serial.path)],
+                s.bus_us.load(Relaxed) as f64 / 1e6,
             );
         }
     }
-    family(
-        &mut out,
+    out.family(
         "facilityd_poll_duration_seconds",
-        "histogram",
+        Kind::Histogram,
         "Duration of poll cycles, per device.",
     );
     for (id, s) in &devices {
         let mut cum = 0;
         for (i, le) in POLL_BUCKETS.iter().enumerate() {
             cum += s.poll_hist[i].load(Relaxed);
-            let _ = writeln!(
-                out,
-                "facilityd_poll_duration_seconds_bucket{{asset=\"{id}\",le=\"{le}\"}} {cum}"
+            out.sample(
+                "facilityd_poll_duration_seconds_bucket",
+                &[("asset", id), ("le", &le.to_string())],
+                cum,
             );
         }
         cum += s.poll_hist[POLL_BUCKETS.len()].load(Relaxed);
-        let _ = writeln!(
-            out,
-            "facilityd_poll_duration_seconds_bucket{{asset=\"{id}\",le=\"+Inf\"}} {cum}"
+        out.sample(
+            "facilityd_poll_duration_seconds_bucket",
+            &[("asset", id), ("le", "+Inf")],
+            cum,
         );
-        let _ = writeln!(
-            out,
-            "facilityd_poll_duration_seconds_sum{{asset=\"{id}\"}} {}",
-            s.poll_us_sum.load(Relaxed) as f64 / 1e6
+        out.sample(
+            "facilityd_poll_duration_seconds_sum",
+            &[("asset", id)],
+            s.poll_us_sum.load(Relaxed) as f64 / 1e6,
         );
-        let _ = writeln!(
-            out,
-            "facilityd_poll_duration_seconds_count{{asset=\"{id}\"}} {cum}"
+        out.sample(
+            "facilityd_poll_duration_seconds_count",
+            &[("asset", id)],
+            cum,
         );
     }
 
     let t = &gw.telemetry;
     labelled(
-        &mut out,
+        out,
         (
             "facilityd_telemetry_lines_total",
-            "counter",
+            Kind::Counter,
             "Telemetry lines by outcome: accepted into the log, written to the database, dropped (the log writer was gone at shutdown, or the dead-letter file could not be written), dead-lettered (rejected by the database).",
         ),
         "state",
@@ -198,29 +190,19 @@ pub fn render(gw: &GatewayView, extra: &str) -> String {
             ("dead_lettered", &t.lines_dead_lettered),
         ],
     );
-    family(
-        &mut out,
+    out.scalar(
         "facilityd_telemetry_records_dropped_total",
-        "counter",
+        Kind::Counter,
         "Records dropped because the poller-to-telemetry channel was full.",
+        t.records_dropped.load(Relaxed),
     );
-    let _ = writeln!(
-        out,
-        "facilityd_telemetry_records_dropped_total {}",
-        t.records_dropped.load(Relaxed)
-    );
-    family(
-        &mut out,
+    out.scalar(
         "facilityd_telemetry_write_errors_total",
-        "counter",
+        Kind::Counter,
         "Failed database writes (retried).",
+        t.write_errors.load(Relaxed),
     );
-    let _ = writeln!(
-        out,
-        "facilityd_telemetry_write_errors_total {}",
-        t.write_errors.load(Relaxed)
-    );
-    log_metrics(&mut out, gw);
+    log_metrics(out, gw);
     let m = &gw.maintenance;
     let rule_counters: [(&str, &str, &std::sync::atomic::AtomicU64); 9] = [
         (
@@ -270,196 +252,165 @@ pub fn render(gw: &GatewayView, extra: &str) -> String {
         ),
     ];
     for (name, help, v) in rule_counters {
-        family(&mut out, name, "counter", help);
-        let _ = writeln!(out, "{name} {}", v.load(Relaxed));
+        out.scalar(name, Kind::Counter, help, v.load(Relaxed));
     }
-    family(
-        &mut out,
+    out.scalar(
         "facilityd_meter_wraps_total",
-        "counter",
+        Kind::Counter,
         "Meter readings taken as a register wrap-around.",
+        m.meter_wraps.load(Relaxed),
     );
-    let _ = writeln!(
-        out,
-        "facilityd_meter_wraps_total {}",
-        m.meter_wraps.load(Relaxed)
-    );
-    family(
-        &mut out,
+    out.scalar(
         "facilityd_work_order_commit_latency_seconds",
-        "gauge",
+        Kind::Gauge,
         "From the reading that triggered the last work-order change to its commit.",
-    );
-    let _ = writeln!(
-        out,
-        "facilityd_work_order_commit_latency_seconds {}",
-        m.last_commit_latency_us.load(Relaxed) as f64 / 1e6
+        m.last_commit_latency_us.load(Relaxed) as f64 / 1e6,
     );
     let r = &gw.reloads;
     labelled(
-        &mut out,
+        out,
         (
             "facilityd_config_reloads_total",
-            "counter",
+            Kind::Counter,
             "Configuration reloads (SIGHUP) by result: ok (applied), error (rejected; the running configuration stayed in force).",
         ),
         "result",
         &[("ok", &r.ok), ("error", &r.error)],
     );
-    family(
-        &mut out,
+    out.scalar(
         "facilityd_config_last_reload_successful",
-        "gauge",
+        Kind::Gauge,
         "0 when the last configuration reload was rejected, else 1.",
+        u8::from(!r.last_failed.load(Relaxed)),
     );
-    let _ = writeln!(
-        out,
-        "facilityd_config_last_reload_successful {}",
-        u8::from(!r.last_failed.load(Relaxed))
-    );
-    family(
-        &mut out,
+    out.scalar(
         "facilityd_config_last_reload_success_timestamp_seconds",
-        "gauge",
+        Kind::Gauge,
         "Time of the last applied configuration reload (0: none since the start).",
+        r.last_ok_unix.load(Relaxed),
     );
-    let _ = writeln!(
-        out,
-        "facilityd_config_last_reload_success_timestamp_seconds {}",
-        r.last_ok_unix.load(Relaxed)
-    );
-    family(
-        &mut out,
+    out.scalar(
         "facilityd_config_restart_required",
-        "gauge",
+        Kind::Gauge,
         "1 when the reloaded configuration changes settings that take effect only after a restart.",
+        u8::from(r.restart_required.load(Relaxed)),
     );
-    let _ = writeln!(
-        out,
-        "facilityd_config_restart_required {}",
-        u8::from(r.restart_required.load(Relaxed))
-    );
-    out.push_str(extra);
-    out
 }
 
 /// The on-disk telemetry log: size, backlog, forwarding, drops, recovery.
-fn log_metrics(out: &mut String, gw: &GatewayView) {
+fn log_metrics(out: &mut MetricsText, gw: &GatewayView) {
     let l = &gw.log_stats;
-    let scalars: [(&str, &str, &str, u64); 14] = [
+    let scalars: [(&str, Kind, &str, u64); 14] = [
         (
             "facilityd_log_bytes",
-            "gauge",
+            Kind::Gauge,
             "Bytes of the on-disk telemetry log (forwarded history included).",
             l.bytes.load(Relaxed),
         ),
         (
             "facilityd_log_segments",
-            "gauge",
+            Kind::Gauge,
             "Segment files of the telemetry log.",
             l.segments.load(Relaxed),
         ),
         (
             "facilityd_log_backlog_bytes",
-            "gauge",
+            Kind::Gauge,
             "Bytes of the log not yet written to the database.",
             l.backlog_bytes.load(Relaxed),
         ),
         (
             "facilityd_log_backlog_lines",
-            "gauge",
+            Kind::Gauge,
             "Lines of the log not yet written to the database.",
             l.backlog_lines.load(Relaxed),
         ),
         (
             "facilityd_log_disk_failing",
-            "gauge",
+            Kind::Gauge,
             "1 while the disk refuses writes to the telemetry log.",
             l.disk_failing.load(Relaxed),
         ),
         (
             "facilityd_log_writer_running",
-            "gauge",
+            Kind::Gauge,
             "1 while the telemetry log's writer thread runs (0 while running means a bug: /readyz fails).",
             l.writer_running.load(Relaxed),
         ),
         (
             "facilityd_gateway_database_refused",
-            "gauge",
+            Kind::Gauge,
             "1 while the database refuses our writes (HTTP 401, 403, 404).",
             gw.faults.database_refused().is_some() as u64,
         ),
         (
             "facilityd_gateway_database_unexpected",
-            "gauge",
+            Kind::Gauge,
             "1 while telemetry writes get an answer no database gives (a redirect, 405, an unexpected 2xx).",
             gw.faults.database_unexpected().is_some() as u64,
         ),
         (
             "facilityd_log_appended_lines_total",
-            "counter",
+            Kind::Counter,
             "Lines appended to the telemetry log.",
             l.appended_lines.load(Relaxed),
         ),
         (
             "facilityd_log_forwarded_lines_total",
-            "counter",
+            Kind::Counter,
             "Lines forwarded from the log to the database.",
             l.forwarded_lines.load(Relaxed),
         ),
         (
             "facilityd_log_fsyncs_total",
-            "counter",
+            Kind::Counter,
             "Group commits (syncs) of the telemetry log.",
             l.fsyncs.load(Relaxed),
         ),
         (
             "facilityd_log_write_errors_total",
-            "counter",
+            Kind::Counter,
             "Writes and syncs of the telemetry log the disk refused.",
             l.write_errors.load(Relaxed),
         ),
         (
             "facilityd_log_recovery_cuts_total",
-            "counter",
+            Kind::Counter,
             "Torn segment tails cut and corrupt stretches skipped at start-up.",
             l.recovery_cuts.load(Relaxed),
         ),
         (
             "facilityd_log_recovery_cut_bytes_total",
-            "counter",
+            Kind::Counter,
             "Bytes cut from torn tails and skipped as corrupt at start-up.",
             l.recovery_cut_bytes.load(Relaxed),
         ),
     ];
     for (name, kind, help, v) in scalars {
-        family(out, name, kind, help);
-        let _ = writeln!(out, "{name} {v}");
+        out.scalar(name, kind, help, v);
     }
     let age = gw
         .log
         .get()
         .and_then(|log| log.oldest_backlog_age())
         .map_or(0.0, |d| d.as_secs_f64());
-    family(
-        out,
+    out.scalar(
         "facilityd_log_backlog_oldest_seconds",
-        "gauge",
+        Kind::Gauge,
         "Age of the oldest line not yet written to the database (0 when none).",
+        age,
     );
-    let _ = writeln!(out, "facilityd_log_backlog_oldest_seconds {age}");
-    family(
-        out,
+    out.scalar(
         "facilityd_log_forward_rate",
-        "gauge",
+        Kind::Gauge,
         "Lines per second written from the log to the database, over the last seconds.",
+        l.forward_rate(),
     );
-    let _ = writeln!(out, "facilityd_log_forward_rate {}", l.forward_rate());
     labelled(
         out,
         (
             "facilityd_log_dropped_lines_total",
-            "counter",
+            Kind::Counter,
             "Unforwarded lines lost: bulk and priority (the log bound was hit; bulk goes first), disk (the disk refused them too long), corrupt (damaged on disk).",
         ),
         "reason",
@@ -474,7 +425,7 @@ fn log_metrics(out: &mut String, gw: &GatewayView) {
         out,
         (
             "facilityd_log_history_removed_bytes_total",
-            "counter",
+            Kind::Counter,
             "Forwarded history removed from the log: to stay under log_max_bytes (bound), or after history_retention (retention).",
         ),
         "reason",
@@ -484,50 +435,38 @@ fn log_metrics(out: &mut String, gw: &GatewayView) {
         ],
     );
     let file = gw.state_dir.join(crate::telemetry::dead_letter::FILE_NAME);
-    family(
-        out,
+    out.family(
         "facilityd_telemetry_dead_letter_lines_total",
-        "counter",
+        Kind::Counter,
         "Lines the database rejected (HTTP 400, or a single line too large), kept in the named file.",
     );
-    let _ = writeln!(
-        out,
-        "facilityd_telemetry_dead_letter_lines_total{{file=\"{}\"}} {}",
-        escape_label(&file.display().to_string()),
-        gw.telemetry.lines_dead_lettered.load(Relaxed)
+    out.sample(
+        "facilityd_telemetry_dead_letter_lines_total",
+        &[("file", &file.display().to_string())],
+        gw.telemetry.lines_dead_lettered.load(Relaxed),
     );
-    family(
-        out,
+    out.scalar(
         "facilityd_telemetry_dead_letter_bytes",
-        "gauge",
+        Kind::Gauge,
         "Bytes of the dead-letter files: the current file, its rotations, and files a resend has taken.",
+        gw.telemetry.dead_letter.bytes.load(Relaxed),
     );
-    let _ = writeln!(
-        out,
-        "facilityd_telemetry_dead_letter_bytes {}",
-        gw.telemetry.dead_letter.bytes.load(Relaxed)
-    );
-    family(
-        out,
+    out.scalar(
         "facilityd_telemetry_dead_letter_dropped_lines_total",
-        "counter",
+        Kind::Counter,
         "Dead-lettered lines removed with the oldest rotation to stay within storage.dead_letter_max_bytes.",
+        gw.telemetry.dead_letter.dropped_lines.load(Relaxed),
     );
-    let _ = writeln!(
-        out,
-        "facilityd_telemetry_dead_letter_dropped_lines_total {}",
-        gw.telemetry.dead_letter.dropped_lines.load(Relaxed)
-    );
-    family(
-        out,
+    out.family(
         "facilityd_telemetry_write_failures_total",
-        "counter",
+        Kind::Counter,
         "Failed telemetry writes by the database's HTTP status (0: no answer: a network error or timeout).",
     );
     for (status, n) in gw.telemetry.failures_by_status() {
-        let _ = writeln!(
-            out,
-            "facilityd_telemetry_write_failures_total{{status=\"{status}\"}} {n}"
+        out.sample(
+            "facilityd_telemetry_write_failures_total",
+            &[("status", &status.to_string())],
+            n,
         );
     }
 }

@@ -22,6 +22,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::device::latest::LatestValues;
+use crate::metrics_text::MetricsText;
 use crate::model::Value;
 use crate::mqtt::MqttStats;
 use crate::rule_loop::RuleLoopStats;
@@ -97,12 +98,19 @@ pub struct ApiState {
 
 pub mod workorders;
 
+/// The API would listen beyond loopback without a token.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "http.listen = {addr} is not a loopback address: set http.api_token_file first (the API would be open to the network)"
+)]
+pub struct OpenToNetwork {
+    pub addr: SocketAddr,
+}
+
 /// Checks the address and token rule: loopback, or a token.
-pub fn check_listen(addr: &SocketAddr, token: Option<&str>) -> Result<(), String> {
+pub fn check_listen(addr: &SocketAddr, token: Option<&str>) -> Result<(), OpenToNetwork> {
     if !addr.ip().is_loopback() && token.is_none() {
-        return Err(format!(
-            "http.listen = {addr} is not a loopback address: set http.api_token_file first (the API would be open to the network)"
-        ));
+        return Err(OpenToNetwork { addr: *addr });
     }
     Ok(())
 }
@@ -193,16 +201,16 @@ async fn readyz(State(s): State<ApiState>) -> Response {
 }
 
 async fn metrics_route(State(s): State<ApiState>) -> Response {
-    let mut extra = match &s.work_orders {
-        Some(w) => w.metrics().await,
-        None => String::new(),
-    };
+    let mut extra = MetricsText::new();
+    if let Some(w) = &s.work_orders {
+        w.metrics(&mut extra).await;
+    }
     if let Some(m) = &s.gw.mqtt {
         m.render(&mut extra);
     }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        metrics::render(&s.gw, &extra),
+        metrics::render(&s.gw, extra.as_str()),
     )
         .into_response()
 }

@@ -1,7 +1,6 @@
 //! Work-order and outbox routes.
 
 use std::collections::HashMap;
-use std::fmt::Write as _;
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
@@ -11,6 +10,7 @@ use serde::Deserialize;
 use tokio::sync::mpsc;
 
 use super::{ApiError, ApiState, authorize};
+use crate::metrics_text::{Kind, MetricsText};
 use crate::rules::types::Priority;
 use crate::workorder::handle::StoreHandle;
 use crate::workorder::outbox::{DeliveryState, OutboxRow};
@@ -39,11 +39,11 @@ impl From<StoreError> for ApiError {
 
 impl WorkOrderApi {
     /// Work-order and outbox metrics for /metrics.
-    pub async fn metrics(&self) -> String {
-        let mut out = String::new();
-        let _ = writeln!(
-            out,
-            "# HELP facilityd_work_orders_open Work orders not yet resolved, by priority.\n# TYPE facilityd_work_orders_open gauge"
+    pub async fn metrics(&self, out: &mut MetricsText) {
+        out.family(
+            "facilityd_work_orders_open",
+            Kind::Gauge,
+            "Work orders not yet resolved, by priority.",
         );
         let counts = self
             .store
@@ -57,25 +57,24 @@ impl WorkOrderApi {
             Priority::Low,
         ] {
             let n = counts.iter().find(|(q, _)| *q == p).map_or(0, |(_, n)| *n);
-            let _ = writeln!(
-                out,
-                "facilityd_work_orders_open{{priority=\"{}\"}} {n}",
-                p.as_str()
-            );
+            out.sample("facilityd_work_orders_open", &[("priority", p.as_str())], n);
         }
-        let _ = writeln!(
-            out,
-            "# HELP facilityd_outbox_deliveries Work-order events waiting for delivery (pending) or held as dead letters, per notifier.\n# TYPE facilityd_outbox_deliveries gauge"
+        out.family(
+            "facilityd_outbox_deliveries",
+            Kind::Gauge,
+            "Work-order events waiting for delivery (pending) or held as dead letters, per notifier.",
         );
         for (notifier, state, n) in self.store.outbox_backlog().await.unwrap_or_default() {
-            let _ = writeln!(
-                out,
-                "facilityd_outbox_deliveries{{notifier=\"{}\",state=\"{}\"}} {n}",
-                notifier.replace('"', "'"),
-                state.as_str()
+            // A quote in a notifier's id has always been shown as an apostrophe.
+            out.sample(
+                "facilityd_outbox_deliveries",
+                &[
+                    ("notifier", &notifier.replace('"', "'")),
+                    ("state", state.as_str()),
+                ],
+                n,
             );
         }
-        out
     }
 
     pub async fn unresolved_counts_by_asset(&self) -> Result<HashMap<String, u64>, ApiError> {

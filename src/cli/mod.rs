@@ -246,8 +246,8 @@ pub fn describe(s: &Settings) -> String {
         let _ = writeln!(out, "  {} ({}): {}", r.id, r.type_name(), r.describe());
         let _ = writeln!(out, "    assets: {shown}");
     }
-    let _ = writeln!(out, "\nnotifiers: {}", s.notifiers.0.len());
-    for n in &s.notifiers.0 {
+    let _ = writeln!(out, "\nnotifiers: {}", s.notifiers.len());
+    for n in &s.notifiers {
         let _ = writeln!(out, "  {}", n.name());
     }
     let rt = &s.response_times;

@@ -14,8 +14,8 @@ pub use load::clean_message;
 pub(crate) use load::{Loaded, Sourced, read_all};
 pub use schema::Secret;
 pub use sections::{
-    GatewaySettings, InfluxApi, InfluxSettings, MIN_DEAD_LETTER_BYTES, MIN_LOG_BYTES,
-    StorageSettings, read_secret_file,
+    FileError, GatewaySettings, InfluxApi, InfluxSettings, MIN_DEAD_LETTER_BYTES, MIN_LOG_BYTES,
+    StorageSettings, read_nonempty_file, read_secret_file,
 };
 
 use std::fmt;

@@ -77,11 +77,43 @@ pub const MIN_LOG_BYTES: u64 = 64 << 10;
 /// The smallest dead-letter bound accepted: each of its four files gets a quarter.
 pub const MIN_DEAD_LETTER_BYTES: u64 = 64 << 10;
 
-pub fn read_secret_file(path: &str) -> Result<Secret, String> {
+/// Why a file named in the configuration (a secret, a certificate) cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum FileError {
+    #[error("the file {path} is empty")]
+    Empty { path: String },
+    #[error("cannot read {path}: {error}")]
+    Unreadable { path: String, error: std::io::Error },
+}
+
+impl FileError {
+    fn unreadable(path: &str, error: std::io::Error) -> Self {
+        FileError::Unreadable {
+            path: path.to_string(),
+            error,
+        }
+    }
+}
+
+/// A secret from a file, without the whitespace around it (a file ends with a newline).
+pub fn read_secret_file(path: &str) -> Result<Secret, FileError> {
     match std::fs::read_to_string(path) {
-        Ok(s) if s.trim().is_empty() => Err(format!("the file {path} is empty")),
+        Ok(s) if s.trim().is_empty() => Err(FileError::Empty {
+            path: path.to_string(),
+        }),
         Ok(s) => Ok(Secret(s.trim().to_string())),
-        Err(e) => Err(format!("cannot read {path}: {e}")),
+        Err(e) => Err(FileError::unreadable(path, e)),
+    }
+}
+
+/// A file's bytes (a certificate or a key); one holding only whitespace is refused as empty.
+pub fn read_nonempty_file(path: &str) -> Result<Vec<u8>, FileError> {
+    match std::fs::read(path) {
+        Ok(b) if b.iter().all(u8::is_ascii_whitespace) => Err(FileError::Empty {
+            path: path.to_string(),
+        }),
+        Ok(b) => Ok(b),
+        Err(e) => Err(FileError::unreadable(path, e)),
     }
 }
 
@@ -138,7 +170,7 @@ pub(crate) fn resolve_influxdb(
         }
         (Some(t), None) => t.clone(),
         (None, Some(f)) => read_secret_file(f).unwrap_or_else(|e| {
-            issues.err(file, format!("influxdb.{key}_file"), e);
+            issues.err(file, format!("influxdb.{key}_file"), e.to_string());
             Secret::default()
         }),
         (None, None) => Secret::default(),

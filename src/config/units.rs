@@ -28,16 +28,31 @@ impl fmt::Display for Duration {
 /// clock, and no interval, delay or retention of a gateway needs more.
 const MAX_DURATION: StdDuration = StdDuration::from_secs(100 * 365 * 86_400);
 
+/// Why a duration or a size as written in the config is refused.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum UnitError {
+    #[error("expected a duration such as \"500ms\", \"30s\" or \"15d\", found {text:?} ({error})")]
+    Duration {
+        text: String,
+        error: humantime::DurationError,
+    },
+    #[error("expected a duration of at most 100 years, found {0:?}")]
+    DurationTooLong(String),
+    #[error("expected a size such as \"64KiB\" or \"1GiB\", found {0:?}")]
+    Size(String),
+    #[error("unknown size unit {unit:?} in {text:?}: use B, KB, MB, GB, KiB, MiB, GiB or TiB")]
+    SizeUnit { unit: String, text: String },
+}
+
 impl std::str::FromStr for Duration {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        let d = humantime::parse_duration(s.trim()).map_err(|e| {
-            format!("expected a duration such as \"500ms\", \"30s\" or \"15d\", found {s:?} ({e})")
+    type Err = UnitError;
+    fn from_str(s: &str) -> Result<Self, UnitError> {
+        let d = humantime::parse_duration(s.trim()).map_err(|error| UnitError::Duration {
+            text: s.to_string(),
+            error,
         })?;
         if d > MAX_DURATION {
-            return Err(format!(
-                "expected a duration of at most 100 years, found {s:?}"
-            ));
+            return Err(UnitError::DurationTooLong(s.to_string()));
         }
         Ok(Duration(d))
     }
@@ -72,16 +87,14 @@ impl<'de> Deserialize<'de> for Duration {
 pub struct ByteSize(pub u64);
 
 impl std::str::FromStr for ByteSize {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = UnitError;
+    fn from_str(s: &str) -> Result<Self, UnitError> {
         let t = s.trim();
         let split = t
             .find(|c: char| !c.is_ascii_digit() && c != '.')
             .unwrap_or(t.len());
         let (num, unit) = t.split_at(split);
-        let n: f64 = num
-            .parse()
-            .map_err(|_| format!("expected a size such as \"64KiB\" or \"1GiB\", found {s:?}"))?;
+        let n: f64 = num.parse().map_err(|_| UnitError::Size(s.to_string()))?;
         let mult: u64 = match unit.trim() {
             "" | "B" => 1,
             "KB" | "kB" => 1_000,
@@ -92,9 +105,10 @@ impl std::str::FromStr for ByteSize {
             "GiB" => 1 << 30,
             "TiB" => 1 << 40,
             other => {
-                return Err(format!(
-                    "unknown size unit {other:?} in {s:?}: use B, KB, MB, GB, KiB, MiB, GiB or TiB"
-                ));
+                return Err(UnitError::SizeUnit {
+                    unit: other.to_string(),
+                    text: s.to_string(),
+                });
             }
         };
         Ok(ByteSize((n * mult as f64) as u64))
@@ -148,7 +162,7 @@ mod tests {
     #[test]
     fn a_duration_past_a_century_is_refused_not_an_overflow_later() {
         assert!("36500d".parse::<Duration>().is_ok());
-        let e = "500000000000y".parse::<Duration>().unwrap_err();
+        let e = "500000000000y".parse::<Duration>().unwrap_err().to_string();
         assert!(e.contains("at most 100 years"), "{e}");
     }
 }

@@ -22,12 +22,47 @@ pub struct SerialSettings {
 /// The longest `frame_gap` or `turnaround` accepted: longer ones are surely a typo.
 const MAX_BUS_PAUSE: Duration = Duration::from_secs(1);
 
-fn bus_pause(key: &str, v: &str) -> Result<Duration, String> {
+/// Why a link URL is refused; `url` is the URL as written (trimmed).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LinkError {
+    #[error(
+        "expected a URL such as tcp://10.0.0.50:502, rtu+tcp://10.0.0.60:4001 or rtu:///dev/ttyUSB0?baud=9600, found {0:?}"
+    )]
+    NotAUrl(String),
+    #[error("expected {scheme}://HOST[:PORT] with no path or query, found {url:?}")]
+    PathOrQuery { scheme: String, url: String },
+    #[error("expected {scheme}://HOST[:PORT] with a port 1-65535, found {url:?}")]
+    HostPort { scheme: String, url: String },
+    #[error("expected rtu:///dev/ttyUSB0?baud=9600 (a device path), found {0:?}")]
+    NotADevicePath(String),
+    #[error("expected key=value in {pair:?} of {url:?}")]
+    NotKeyValue { pair: String, url: String },
+    #[error("expected a baud rate such as 9600, found {0:?}")]
+    Baud(String),
+    #[error("expected parity N, E or O, found {0:?}")]
+    Parity(String),
+    #[error("expected data bits 5-8, found {0:?}")]
+    DataBits(String),
+    #[error("expected stop bits 1 or 2, found {0:?}")]
+    StopBits(String),
+    /// `frame_gap` or `turnaround` (`key`) is not a duration of at most 1 s.
+    #[error("expected {key} as a duration of at most 1s such as 5ms, found {value:?}")]
+    BusPause { key: String, value: String },
+    #[error(
+        "unknown serial setting {key:?} in {url:?}: use baud, parity, data, stop, frame_gap, turnaround"
+    )]
+    UnknownSetting { key: String, url: String },
+    #[error("unknown scheme {scheme:?} in {url:?}: use tcp://, rtu+tcp:// or rtu://")]
+    UnknownScheme { scheme: String, url: String },
+}
+
+fn bus_pause(key: &str, v: &str) -> Result<Duration, LinkError> {
     humantime::parse_duration(v)
         .ok()
         .filter(|d| *d <= MAX_BUS_PAUSE)
-        .ok_or_else(|| {
-            format!("expected {key} as a duration of at most 1s such as 5ms, found {v:?}")
+        .ok_or_else(|| LinkError::BusPause {
+            key: key.to_string(),
+            value: v.to_string(),
         })
 }
 
@@ -57,25 +92,26 @@ impl Link {
     }
 
     /// Parses a device's `modbus.url`.
-    pub fn parse(s: &str) -> Result<Link, String> {
+    pub fn parse(s: &str) -> Result<Link, LinkError> {
         let s = s.trim();
+        let url = || s.to_string();
         let (scheme, rest) = s
             .split_once("://")
-            .ok_or_else(|| format!("expected a URL such as tcp://10.0.0.50:502, rtu+tcp://10.0.0.60:4001 or rtu:///dev/ttyUSB0?baud=9600, found {s:?}"))?;
+            .ok_or_else(|| LinkError::NotAUrl(url()))?;
         match scheme {
             "tcp" | "rtu+tcp" => {
                 let hostport = rest.trim_end_matches('/');
                 if hostport.contains('/') || hostport.contains('?') {
-                    return Err(format!(
-                        "expected {scheme}://HOST[:PORT] with no path or query, found {s:?}"
-                    ));
+                    return Err(LinkError::PathOrQuery {
+                        scheme: scheme.to_string(),
+                        url: url(),
+                    });
                 }
                 let (host, port) =
                     split_host_port(hostport, if scheme == "tcp" { 502 } else { 4001 })
-                        .ok_or_else(|| {
-                            format!(
-                                "expected {scheme}://HOST[:PORT] with a port 1-65535, found {s:?}"
-                            )
+                        .ok_or_else(|| LinkError::HostPort {
+                            scheme: scheme.to_string(),
+                            url: url(),
                         })?;
                 Ok(if scheme == "tcp" {
                     Link::Tcp { host, port }
@@ -86,9 +122,7 @@ impl Link {
             "rtu" => {
                 let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
                 if !path.starts_with('/') {
-                    return Err(format!(
-                        "expected rtu:///dev/ttyUSB0?baud=9600 (a device path), found {s:?}"
-                    ));
+                    return Err(LinkError::NotADevicePath(url()));
                 }
                 let mut serial = SerialSettings {
                     path: path.to_string(),
@@ -100,21 +134,24 @@ impl Link {
                     turnaround: Duration::ZERO,
                 };
                 for kv in query.split('&').filter(|kv| !kv.is_empty()) {
-                    let (k, v) = kv
-                        .split_once('=')
-                        .ok_or_else(|| format!("expected key=value in {kv:?} of {s:?}"))?;
+                    let (k, v) = kv.split_once('=').ok_or_else(|| LinkError::NotKeyValue {
+                        pair: kv.to_string(),
+                        url: url(),
+                    })?;
                     match k {
                         "baud" => {
-                            serial.baud = v.parse().ok().filter(|b| *b > 0).ok_or_else(|| {
-                                format!("expected a baud rate such as 9600, found {v:?}")
-                            })?
+                            serial.baud = v
+                                .parse()
+                                .ok()
+                                .filter(|b| *b > 0)
+                                .ok_or_else(|| LinkError::Baud(v.to_string()))?
                         }
                         "parity" => {
                             serial.parity = match v {
                                 "N" | "n" | "none" => 'N',
                                 "E" | "e" | "even" => 'E',
                                 "O" | "o" | "odd" => 'O',
-                                _ => return Err(format!("expected parity N, E or O, found {v:?}")),
+                                _ => return Err(LinkError::Parity(v.to_string())),
                             }
                         }
                         "data" => {
@@ -122,29 +159,31 @@ impl Link {
                                 .parse()
                                 .ok()
                                 .filter(|d| (5..=8).contains(d))
-                                .ok_or_else(|| format!("expected data bits 5-8, found {v:?}"))?
+                                .ok_or_else(|| LinkError::DataBits(v.to_string()))?
                         }
                         "stop" => {
                             serial.stop_bits = v
                                 .parse()
                                 .ok()
                                 .filter(|d| (1..=2).contains(d))
-                                .ok_or_else(|| format!("expected stop bits 1 or 2, found {v:?}"))?
+                                .ok_or_else(|| LinkError::StopBits(v.to_string()))?
                         }
                         "frame_gap" => serial.frame_gap = Some(bus_pause(k, v)?),
                         "turnaround" => serial.turnaround = bus_pause(k, v)?,
                         _ => {
-                            return Err(format!(
-                                "unknown serial setting {k:?} in {s:?}: use baud, parity, data, stop, frame_gap, turnaround"
-                            ));
+                            return Err(LinkError::UnknownSetting {
+                                key: k.to_string(),
+                                url: url(),
+                            });
                         }
                     }
                 }
                 Ok(Link::Rtu(serial))
             }
-            other => Err(format!(
-                "unknown scheme {other:?} in {s:?}: use tcp://, rtu+tcp:// or rtu://"
-            )),
+            other => Err(LinkError::UnknownScheme {
+                scheme: other.to_string(),
+                url: url(),
+            }),
         }
     }
 }

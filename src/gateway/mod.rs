@@ -1,6 +1,7 @@
 //! The running gateway: pollers, the MQTT client, telemetry pipeline, rules and notifiers, and
 //! their orderly shutdown.
 
+mod notifiers;
 pub mod reload;
 mod router;
 mod run;
@@ -24,6 +25,7 @@ use crate::settings::current::{CurrentDevices, DeviceSet, ReloadStats};
 use crate::telemetry::influx::LineWriter;
 use crate::telemetry::log::{LogStats, TelemetryLog};
 use crate::telemetry::pipeline::{GatewayFaults, TelemetryStats};
+use crate::workorder::notify::AssetDirectory;
 
 /// Capacity of the poller-to-telemetry channel, in records.
 const RECORD_CHANNEL: usize = 65_536;
@@ -57,6 +59,8 @@ pub struct Gateway {
     /// The on-disk telemetry log's counters, and the log once it is open.
     pub log_stats: Arc<LogStats>,
     pub log: Arc<OnceLock<Arc<TelemetryLog>>>,
+    /// The assets the notifiers see (their `match` and `{name}`); a reload replaces them.
+    pub notifier_assets: AssetDirectory,
     /// The gateway's own faults, raised as work orders on its own asset.
     pub faults: Arc<GatewayFaults>,
 }
@@ -88,6 +92,7 @@ impl Gateway {
         let latest = Arc::new(LatestValues::new(
             settings.devices.iter().map(|d| d.profile.points.len()),
         ));
+        let notifier_assets = AssetDirectory::new(notifiers::asset_directory(&settings.assets));
         Gateway {
             current: CurrentDevices::new(DeviceSet::initial(
                 settings.clone(),
@@ -104,6 +109,7 @@ impl Gateway {
             ready: Arc::new(AtomicBool::new(false)),
             log_stats: Arc::new(LogStats::default()),
             log: Arc::new(OnceLock::new()),
+            notifier_assets,
             faults: Arc::new(GatewayFaults::default()),
         }
     }

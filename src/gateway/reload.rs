@@ -140,9 +140,8 @@ fn keep_running(new: &mut Settings, old: &Settings) {
         m.routing = routing.unwrap_or_default();
         m
     });
+    // The running notifiers stay; they see the new assets (see `Reloader::apply`).
     new.notifiers = old.notifiers.clone();
-    // The running notifiers see the new assets (see `Reloader::apply`).
-    new.notifier_assets = old.notifier_assets.clone();
     new.response_times = old.response_times;
     new.restart_keys = old.restart_keys.clone();
     // `{gateway}` in titles follows the running gateway id too.
@@ -180,14 +179,11 @@ impl Reloader {
             restart_required: changed_restart_keys(&old.restart_keys, &new.restart_keys),
             ..Default::default()
         };
-        let assets_by_id = new
-            .assets
-            .iter()
-            .map(|a| (a.id.to_string(), a.clone()))
-            .collect();
         keep_running(&mut new, old);
         // The notifiers' `match` and `{name}` follow the devices in force.
-        old.notifier_assets.replace(assets_by_id);
+        self.gw
+            .notifier_assets
+            .replace(super::notifiers::asset_directory(&new.assets));
 
         // Devices: slots and counters.
         let (changes, removed) = diff_devices(&old.devices, &new.devices);

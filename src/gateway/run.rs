@@ -89,7 +89,6 @@ impl Gateway {
             Some(m) => {
                 let (client, conn, incoming) = crate::mqtt::client::connect(m, self.mqtt.clone())
                     .map_err(anyhow::Error::msg)?;
-                m.port_handle.set(Some(client.clone()));
                 info!(broker = %m.url, client_id = %m.client_id, "MQTT client started");
                 Some(Mqtt {
                     client,
@@ -100,12 +99,18 @@ impl Gateway {
             None => None,
         };
 
+        // The running notifiers, from the settings' specs; MQTT ones on the client above.
         let notify_stop = CancellationToken::new();
         let mut notifiers = JoinSet::new();
-        for n in &s.notifiers.0 {
+        for n in super::notifiers::build(
+            &s.notifiers,
+            &s.gateway.id,
+            &self.notifier_assets,
+            mqtt.as_ref().map(|m| &m.client),
+        )? {
             notifiers.spawn(run_notifier(
                 store.clone(),
-                n.clone(),
+                n,
                 store.outbox_waker(),
                 notify_stop.clone(),
             ));
@@ -211,7 +216,7 @@ impl Gateway {
         info!(
             devices = s.devices.len(),
             rules = s.rules.len(),
-            notifiers = s.notifiers.0.len(),
+            notifiers = s.notifiers.len(),
             "facilityd running"
         );
 
@@ -292,9 +297,6 @@ impl Gateway {
         if let Some(m) = mqtt {
             let _ = tokio::time::timeout(Duration::from_secs(3), m.conn).await;
         }
-        if let Some(m) = &s.mqtt {
-            m.port_handle.set(None);
-        }
         info!(
             written = self.telemetry.lines_written.load(Relaxed),
             dropped = self.telemetry.lines_dropped.load(Relaxed)
@@ -358,7 +360,7 @@ impl Gateway {
             .start_writer()
             .with_context(|| format!("cannot write the telemetry log {}", log_dir.display()))?;
         let _ = self.log.set(log.clone());
-        let names: Vec<String> = s.notifiers.0.iter().map(|n| n.name().to_string()).collect();
+        let names: Vec<String> = s.notifiers.iter().map(|n| n.name().to_string()).collect();
         store
             .register_notifiers(names)
             .await

@@ -171,7 +171,7 @@ async fn notify_loop(
                     .load(std::sync::atomic::Ordering::Relaxed)
                     == 0
             {
-                Err("the telemetry log writer".to_string())
+                Err(Stalled::LogWriter)
             } else {
                 Ok(())
             }
@@ -181,10 +181,10 @@ async fn notify_loop(
                 stalled_logged = false;
                 send(&[NotifyState::Watchdog]);
             }
-            Err(device) => {
+            Err(stalled) => {
                 if !stalled_logged {
                     tracing::error!(
-                        stalled = %device,
+                        stalled = %stalled,
                         "stopped working: no longer feeding the systemd watchdog (systemd will restart facilityd)"
                     );
                     stalled_logged = true;
@@ -272,8 +272,8 @@ impl Liveness {
         }
     }
 
-    /// Ok when alive, else the id of a device whose poller stalled.
-    fn check(&mut self, now: Instant) -> Result<(), String> {
+    /// Ok when alive, else the device whose poller stalled.
+    fn check(&mut self, now: Instant) -> Result<(), Stalled> {
         let mut stalled = None;
         for w in &mut self.devices {
             let polls = w.stats.polls.load(Relaxed);
@@ -284,8 +284,19 @@ impl Liveness {
                 stalled = Some(w.id.clone());
             }
         }
-        stalled.map_or(Ok(()), Err)
+        stalled.map_or(Ok(()), |id| Err(Stalled::Device(id)))
     }
+}
+
+/// What stopped working, when the watchdog is no longer fed (logged as `stalled`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum Stalled {
+    /// A device's poller stopped polling: its id.
+    #[error("{0}")]
+    Device(String),
+    /// The telemetry log's writer thread ended before shutdown.
+    #[error("the telemetry log writer")]
+    LogWriter,
 }
 
 /// A write past `RLIMIT_FSIZE` (`LimitFSIZE=`) raises SIGXFSZ, which kills a process by default.
@@ -337,7 +348,7 @@ mod tests {
         assert_eq!(live.check(t0 + Duration::from_secs(160)), Ok(()));
         assert_eq!(
             live.check(t0 + Duration::from_secs(161)),
-            Err("PU-1".into())
+            Err(Stalled::Device("PU-1".into()))
         );
         stats.polls.fetch_add(1, Relaxed);
         assert_eq!(live.check(t0 + Duration::from_secs(162)), Ok(()));

@@ -67,8 +67,16 @@ pub struct Exchange {
     pub bus_time: Duration,
 }
 
+/// The serial port of a bus cannot be opened (absent, busy, no permission).
+#[derive(Debug, thiserror::Error)]
+#[error("open {path}: {error}")]
+pub struct OpenError {
+    pub path: String,
+    pub error: tokio_serial::Error,
+}
+
 /// Opens the serial port of a bus (exclusively: one master per bus).
-pub fn open(s: &SerialSettings) -> Result<SerialBus, String> {
+pub fn open(s: &SerialSettings) -> Result<SerialBus, OpenError> {
     use tokio_serial::SerialPortBuilderExt;
     let parity = match s.parity {
         'E' => tokio_serial::Parity::Even,
@@ -92,7 +100,10 @@ pub fn open(s: &SerialSettings) -> Result<SerialBus, String> {
         .stop_bits(stop_bits)
         .flow_control(tokio_serial::FlowControl::None)
         .open_native_async()
-        .map_err(|e| format!("open {}: {e}", s.path))?;
+        .map_err(|error| OpenError {
+            path: s.path.clone(),
+            error,
+        })?;
     Ok(SerialBus::new(
         Box::new(port) as Box<dyn Port>,
         BusTiming::new(s),

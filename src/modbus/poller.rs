@@ -40,10 +40,13 @@ use super::schedule;
 use super::stats::DeviceStats;
 use crate::backoff::Backoff;
 use crate::device::{Device, DeviceSource, ModbusSource};
-use crate::events::LogLimiter;
+use crate::events::{Event as _, LogLimiter};
 use crate::model::{DeviceStatus, Quality, Reading, Record, Value, now_ns};
 use crate::profile::RegisterKind;
 pub use crate::sink::RecordSink;
+
+mod events;
+use events::{ReadFailed, ReadRefused};
 
 /// Consecutive unanswered cycles before a device moves to the probe schedule.
 const OFFLINE_AFTER: u32 = 2;
@@ -131,19 +134,30 @@ impl Connection {
     }
 }
 
+/// Why a link cannot be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error(transparent)]
+    Serial(#[from] bus::OpenError),
+    #[error("connect to {link} timed out after {}", humantime::format_duration(*after))]
+    Timeout { link: Link, after: Duration },
+    #[error("connect to {link}: {error}")]
+    Tcp { link: Link, error: std::io::Error },
+}
+
 /// Opens a connection to a link, addressed to `unit`.
 pub async fn connect(
     link: &Link,
     unit: u8,
     connect_timeout: Duration,
-) -> Result<Connection, String> {
+) -> Result<Connection, ConnectError> {
     let rtu = |bus: SerialBus| Connection::Rtu {
         bus: Box::new(bus),
         unit,
         last_bus_time: Duration::ZERO,
     };
     match link {
-        Link::Rtu(s) => bus::open(s).map(rtu),
+        Link::Rtu(s) => Ok(rtu(bus::open(s)?)),
         Link::RtuOverTcp { host, port } => {
             let stream = connect_tcp(link, host, *port, connect_timeout).await?;
             Ok(rtu(bus::behind_socket(stream)))
@@ -163,16 +177,17 @@ async fn connect_tcp(
     host: &str,
     port: u16,
     connect_timeout: Duration,
-) -> Result<TcpStream, String> {
+) -> Result<TcpStream, ConnectError> {
     let stream = timeout(connect_timeout, TcpStream::connect((host, port)))
         .await
-        .map_err(|_| {
-            format!(
-                "connect to {link} timed out after {}",
-                humantime::format_duration(connect_timeout)
-            )
+        .map_err(|_| ConnectError::Timeout {
+            link: link.clone(),
+            after: connect_timeout,
         })?
-        .map_err(|e| format!("connect to {link}: {e}"))?;
+        .map_err(|error| ConnectError::Tcp {
+            link: link.clone(),
+            error,
+        })?;
     let _ = stream.set_nodelay(true);
     Ok(stream)
 }
@@ -602,12 +617,12 @@ impl LinkPoller {
                 }
                 Err(ReadError::Exception(code)) => {
                     errors += 1;
-                    DeviceStats::add(&d.stats.exceptions, 1);
                     // A gateway reporting that the device behind it did not answer is silence, not an answer.
                     if matches!(
                         code,
                         ExceptionCode::GatewayTargetDevice | ExceptionCode::GatewayPathUnavailable
                     ) {
+                        DeviceStats::add(&d.stats.exceptions, 1);
                         break;
                     }
                     answered = true;
@@ -619,6 +634,7 @@ impl LinkPoller {
                     );
                     if let Some(cut) = split_point(&req, &d.device.profile.points).filter(|_| hole)
                     {
+                        DeviceStats::add(&d.stats.exceptions, 1);
                         d.boundaries.insert(cut);
                         d.plan = plan(&d.device.profile.points, limits(&d.source), &d.boundaries);
                         DeviceStats::add(&d.stats.splits, 1);
@@ -632,32 +648,30 @@ impl LinkPoller {
                         for r in sub.into_iter().rev() {
                             queue.push_front(r);
                         }
-                    } else if let Some(held) = d.log.allow() {
-                        warn!(device = %d.device.id, table = req.kind.as_str(), start = req.start, count = req.count, exception = ?code, suppressed = held, "read refused");
+                    } else {
+                        ReadRefused {
+                            device: &d.device,
+                            stats: &d.stats,
+                            req: &req,
+                            code,
+                        }
+                        .emit(&mut d.log);
                     }
                 }
                 Err(e) => {
                     errors += 1;
-                    match &e {
-                        ReadError::Timeout => DeviceStats::add(&d.stats.timeouts, 1),
-                        ReadError::Malformed(_) => DeviceStats::add(&d.stats.malformed, 1),
-                        ReadError::Garbled(_) => DeviceStats::add(&d.stats.crc_errors, 1),
-                        ReadError::WrongUnit(_) => DeviceStats::add(&d.stats.wrong_unit, 1),
-                        _ => DeviceStats::add(&d.stats.transport_errors, 1),
-                    }
                     // On an RTU bus only an I/O error is the link's fault; a timeout is a
                     // silent unit and a discarded frame costs just this read.
                     let link_fault = !rtu || matches!(e, ReadError::Transport(_));
-                    if let Some(held) = d.log.allow() {
-                        let what = if link_fault {
-                            "read failed; reopening the link"
-                        } else if matches!(e, ReadError::Timeout) {
-                            "no answer"
-                        } else {
-                            "answer discarded"
-                        };
-                        warn!(device = %d.device.id, link = %self.link, unit, error = ?e, suppressed = held, "{what}");
+                    ReadFailed {
+                        device: &d.device,
+                        stats: &d.stats,
+                        link: &self.link,
+                        unit,
+                        error: &e,
+                        link_fault,
                     }
+                    .emit(&mut d.log);
                     if link_fault {
                         drop_link = true;
                         break;

@@ -8,7 +8,7 @@ use std::time::Duration;
 use super::codec::{Decoded, decode_words};
 use super::link::Link;
 use super::plan::{PlanLimits, ReadRequest, plan};
-use super::poller::{ReadData, ReadError, connect, read};
+use super::poller::{ConnectError, ReadData, ReadError, connect, read};
 use crate::profile::{ByteOrder, DataType, Point, Profile, RegisterKind, RegisterSpec};
 
 /// What to read.
@@ -25,6 +25,17 @@ pub enum ProbeTarget {
     Profile(Arc<Profile>),
 }
 
+/// Why a probe gave no report.
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    /// The range asked for is empty, over the protocol's limit (`limit`) or past the end of
+    /// the address space.
+    #[error("count must be 1-{limit} within the address space")]
+    Count { limit: u16 },
+}
+
 /// Reads once and renders a report. Errors are about the link; device answers (exceptions
 /// included) are part of the report.
 pub async fn probe(
@@ -32,7 +43,7 @@ pub async fn probe(
     unit: u8,
     timeout: Duration,
     target: ProbeTarget,
-) -> Result<String, String> {
+) -> Result<String, ProbeError> {
     let mut ctx = connect(link, unit, timeout.max(Duration::from_secs(1))).await?;
     let mut out = String::new();
     let _ = writeln!(out, "{link} unit {unit}");
@@ -48,10 +59,9 @@ pub async fn probe(
                 || count > kind.protocol_limit()
                 || u32::from(address) + u32::from(count) > 65536
             {
-                return Err(format!(
-                    "count must be 1-{} within the address space",
-                    kind.protocol_limit()
-                ));
+                return Err(ProbeError::Count {
+                    limit: kind.protocol_limit(),
+                });
             }
             let req = ReadRequest {
                 kind,

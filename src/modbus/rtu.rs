@@ -111,21 +111,26 @@ pub enum ReplyScan {
 /// The length of a reply frame from its first bytes, for the replies a read can meet:
 /// a read's data, an exception, or (from a confused device) the echo of a single write.
 /// `None`: more bytes are needed; `Some(Err)`: no reply starts like this.
-fn reply_frame_len(buf: &[u8]) -> Option<Result<usize, String>> {
+fn reply_frame_len(buf: &[u8]) -> Option<Result<usize, UnknownFunction>> {
     let fc = *buf.get(1)?;
     Some(Ok(match fc {
         f if f & 0x80 != 0 => EXCEPTION_LEN,
         1..=4 => 5 + usize::from(*buf.get(2)?),
         5 | 6 | 15 | 16 => 8,
-        other => return Some(Err(format!("function code {other} in a reply"))),
+        other => return Some(Err(UnknownFunction(other))),
     }))
 }
+
+/// A frame whose function code no reply to a read has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("function code {0} in a reply")]
+struct UnknownFunction(u8);
 
 /// Scans the bytes received after sending a read of `count` from `kind` to `unit`.
 pub fn scan_reply(buf: &[u8], unit: u8, kind: RegisterKind, count: u16) -> ReplyScan {
     let len = match reply_frame_len(buf) {
         None => return ReplyScan::Incomplete,
-        Some(Err(why)) => return ReplyScan::Garbled(why),
+        Some(Err(why)) => return ReplyScan::Garbled(why.to_string()),
         Some(Ok(len)) => len,
     };
     if buf.len() < len {

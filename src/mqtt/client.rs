@@ -17,7 +17,7 @@
 
 use std::sync::atomic::AtomicUsize;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rumqttc::{
@@ -30,9 +30,9 @@ use tracing::{debug, error, info, warn};
 
 use super::MqttStats;
 use super::settings::{MAX_OUTGOING_PACKET, MqttSettings};
-use super::tracker::PublishTracker;
+use super::tracker::{PublishTracker, Unconfirmed};
 use crate::backoff::Backoff;
-use crate::events::LogLimiter;
+use crate::events::{Event as _, LogLimiter};
 
 /// rumqttc's request channel: publishes, acks, subscriptions waiting for the event loop.
 const REQUEST_CAP: usize = 4096;
@@ -69,7 +69,7 @@ pub enum PublishError {
     #[error("invalid topic {0:?}")]
     InvalidTopic(String),
     #[error("not confirmed by the broker: {0}")]
-    NotConfirmed(String),
+    NotConfirmed(Unconfirmed),
 }
 
 struct Inner {
@@ -93,26 +93,6 @@ struct Subscribes {
 #[derive(Clone)]
 pub struct MqttClient {
     inner: Arc<Inner>,
-}
-
-/// Where MQTT notifiers find the running client: set when the gateway starts its connection,
-/// cleared when it stops (a notifier without one reports a retryable failure).
-#[derive(Clone, Default)]
-pub struct MqttPort(Arc<RwLock<Option<MqttClient>>>);
-
-impl std::fmt::Debug for MqttPort {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("MqttPort")
-    }
-}
-
-impl MqttPort {
-    pub fn set(&self, client: Option<MqttClient>) {
-        *self.0.write().unwrap_or_else(|p| p.into_inner()) = client;
-    }
-    pub fn get(&self) -> Option<MqttClient> {
-        self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
-    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -251,11 +231,8 @@ impl MqttClient {
         match tokio::time::timeout_at(deadline, rx).await {
             Ok(Ok(Ok(()))) => Ok(()),
             Ok(Ok(Err(e))) => Err(PublishError::NotConfirmed(e)),
-            Ok(Err(_)) => Err(PublishError::NotConfirmed("the connection stopped".into())),
-            Err(_) => Err(PublishError::NotConfirmed(format!(
-                "no PUBACK within {}",
-                humantime::format_duration(timeout)
-            ))),
+            Ok(Err(_)) => Err(PublishError::NotConfirmed(Unconfirmed::ConnectionStopped)),
+            Err(_) => Err(PublishError::NotConfirmed(Unconfirmed::NoPuback(timeout))),
         }
     }
 
@@ -277,19 +254,31 @@ pub struct MqttConnection {
     url: String,
 }
 
-fn tls_transport(s: &MqttSettings) -> Result<Option<Transport>, String> {
+/// Why the client cannot be built: its TLS settings (checked when the configuration is read,
+/// so this is rare).
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("ca_file: {0}")]
+    CaFile(native_tls::Error),
+    #[error("cert_file/key_file: {0}")]
+    Identity(native_tls::Error),
+    #[error("TLS: {0}")]
+    Tls(native_tls::Error),
+}
+
+fn tls_transport(s: &MqttSettings) -> Result<Option<Transport>, ConnectError> {
     let Some(tls) = &s.tls else { return Ok(None) };
     let mut b = native_tls::TlsConnector::builder();
     if let Some(ca) = &tls.ca {
-        let cert = native_tls::Certificate::from_pem(ca).map_err(|e| format!("ca_file: {e}"))?;
+        let cert = native_tls::Certificate::from_pem(ca).map_err(ConnectError::CaFile)?;
         b.add_root_certificate(cert);
     }
     if let Some((cert, key)) = &tls.identity {
         let id = native_tls::Identity::from_pkcs8(cert, key.0.as_bytes())
-            .map_err(|e| format!("cert_file/key_file: {e}"))?;
+            .map_err(ConnectError::Identity)?;
         b.identity(id);
     }
-    let connector = b.build().map_err(|e| format!("TLS: {e}"))?;
+    let connector = b.build().map_err(ConnectError::Tls)?;
     Ok(Some(Transport::tls_with_config(
         TlsConfiguration::NativeConnector(connector),
     )))
@@ -300,7 +289,7 @@ fn tls_transport(s: &MqttSettings) -> Result<Option<Transport>, String> {
 pub fn connect(
     s: &MqttSettings,
     stats: Arc<MqttStats>,
-) -> Result<(MqttClient, MqttConnection, IncomingMessages), String> {
+) -> Result<(MqttClient, MqttConnection, IncomingMessages), ConnectError> {
     let mut o = MqttOptions::new(s.client_id.clone(), s.host.clone(), s.port);
     o.set_keep_alive(s.keep_alive);
     o.set_clean_session(false);
@@ -343,6 +332,35 @@ pub fn connect(
         },
         IncomingMessages { rx, waiting },
     ))
+}
+
+/// A connection attempt that failed, or a connection lost; a backoff follows either
+/// (`facilityd_mqtt_connection_errors_total`). A lost connection is always logged, failed
+/// attempts at most once per 30 s (see [`crate::events`]).
+struct ConnectionFailed<'a> {
+    stats: &'a MqttStats,
+    broker: &'a str,
+    error: &'a rumqttc::ConnectionError,
+    retry_in: Duration,
+    /// The connection was up.
+    lost: bool,
+}
+
+impl crate::events::Event for ConnectionFailed<'_> {
+    fn count(&self) {
+        self.stats.connection_errors.fetch_add(1, Relaxed);
+        self.stats.connected.store(false, Relaxed);
+    }
+
+    fn log(&self, suppressed: u64) {
+        let (broker, e) = (self.broker, self.error);
+        let retry_in_ms = self.retry_in.as_millis() as u64;
+        if self.lost {
+            warn!(broker = %broker, error = %e, retry_in_ms, "MQTT connection lost");
+        } else {
+            warn!(broker = %broker, error = %e, retry_in_ms, suppressed, "cannot connect to the MQTT broker");
+        }
+    }
 }
 
 /// Publishes rumqttc moved out of its channel but has not written (packet id still 0): they
@@ -435,14 +453,18 @@ impl MqttConnection {
                 }
                 Ok(_) => {}
                 Err(e) => {
-                    stats.connection_errors.fetch_add(1, Relaxed);
-                    stats.connected.store(false, Relaxed);
                     let wait = backoff.next_wait();
+                    let event = ConnectionFailed {
+                        stats: &stats,
+                        broker: &self.url,
+                        error: &e,
+                        retry_in: wait,
+                        lost: connected,
+                    };
                     if connected {
-                        warn!(broker = %self.url, error = %e, retry_in_ms = wait.as_millis() as u64, "MQTT connection lost");
-                    } else if let Some(held) = log.allow() {
-                        warn!(broker = %self.url, error = %e, retry_in_ms = wait.as_millis() as u64,
-                            suppressed = held, "cannot connect to the MQTT broker");
+                        event.emit_if(true);
+                    } else {
+                        event.emit(&mut log);
                     }
                     connected = false;
                     need_subscribe = false;

@@ -20,10 +20,11 @@ pub mod subscriber;
 pub mod topic;
 pub mod tracker;
 
-use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 
-pub use client::{MqttClient, MqttPort};
+use crate::metrics_text::{Kind, MetricsText};
+
+pub use client::MqttClient;
 pub use payload::Cause;
 pub use settings::MqttSettings;
 
@@ -81,71 +82,68 @@ impl MqttStats {
     }
 
     /// Prometheus text of these counters.
-    pub fn render(&self, out: &mut String) {
-        let mut family = |name: &str, kind: &str, help: &str, samples: &[(&str, u64)]| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-            for (labels, v) in samples {
-                let _ = writeln!(out, "{name}{labels} {v}");
-            }
-        };
+    pub fn render(&self, out: &mut MetricsText) {
         let get = |c: &AtomicU64| c.load(Relaxed);
-        family(
+        out.scalar(
             "facilityd_mqtt_connected",
-            "gauge",
+            Kind::Gauge,
             "1 while the MQTT client is connected to the broker.",
-            &[("", u64::from(self.connected.load(Relaxed)))],
+            u64::from(self.connected.load(Relaxed)),
         );
-        family(
+        out.scalar(
             "facilityd_mqtt_connects_total",
-            "counter",
+            Kind::Counter,
             "Connections to the broker (CONNACK received).",
-            &[("", get(&self.connects))],
+            get(&self.connects),
         );
-        family(
+        out.scalar(
             "facilityd_mqtt_connection_errors_total",
-            "counter",
+            Kind::Counter,
             "Failed connection attempts and lost connections (each followed by a backoff).",
-            &[("", get(&self.connection_errors))],
+            get(&self.connection_errors),
         );
-        family(
+        out.labelled(
             "facilityd_mqtt_messages_total",
-            "counter",
+            Kind::Counter,
             "Device messages received, accepted into telemetry, and dropped (QoS 0 while telemetry was full).",
+            "result",
             &[
-                ("{result=\"received\"}", get(&self.received)),
-                ("{result=\"accepted\"}", get(&self.accepted)),
-                ("{result=\"dropped\"}", get(&self.dropped)),
-                ("{result=\"unacked\"}", get(&self.unacked)),
+                ("received", get(&self.received)),
+                ("accepted", get(&self.accepted)),
+                ("dropped", get(&self.dropped)),
+                ("unacked", get(&self.unacked)),
             ],
         );
-        let causes: Vec<(String, u64)> = Cause::ALL
+        let causes: Vec<(&str, u64)> = Cause::ALL
             .iter()
-            .map(|c| (format!("{{cause=\"{}\"}}", c.as_str()), self.get(*c)))
+            .map(|c| (c.as_str(), self.get(*c)))
             .collect();
-        let causes: Vec<(&str, u64)> = causes.iter().map(|(l, v)| (l.as_str(), *v)).collect();
-        family(
+        out.labelled(
             "facilityd_mqtt_payload_errors_total",
-            "counter",
+            Kind::Counter,
             "Device messages or values not taken, by cause (a bad timestamp falls back to the time of receipt).",
+            "cause",
             &causes,
         );
-        family(
+        out.labelled(
             "facilityd_mqtt_published_total",
-            "counter",
+            Kind::Counter,
             "Messages published: work-order events (confirmed by PUBACK), telemetry, status.",
+            "kind",
             &[
-                ("{kind=\"work_order\"}", get(&self.published_work_orders)),
-                ("{kind=\"telemetry\"}", get(&self.published_telemetry)),
-                ("{kind=\"status\"}", get(&self.published_status)),
+                ("work_order", get(&self.published_work_orders)),
+                ("telemetry", get(&self.published_telemetry)),
+                ("status", get(&self.published_status)),
             ],
         );
-        family(
+        out.labelled(
             "facilityd_mqtt_publish_failures_total",
-            "counter",
+            Kind::Counter,
             "Publishes that failed: telemetry dropped (queue full), work-order events not confirmed (retried).",
+            "kind",
             &[
-                ("{kind=\"telemetry\"}", get(&self.telemetry_dropped)),
-                ("{kind=\"work_order\"}", get(&self.work_order_failures)),
+                ("telemetry", get(&self.telemetry_dropped)),
+                ("work_order", get(&self.work_order_failures)),
             ],
         );
     }

@@ -17,7 +17,10 @@
 //! match = { building = "A" }
 //! ```
 
-use crate::workorder::notify::{AssetDirectory, EventFilter, ItemScope, parse_events};
+use crate::workorder::notify::{
+    AssetDirectory, EventFilter, ItemScope, NotifierName, parse_events,
+};
+use std::collections::HashSet;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::Ordering::Relaxed;
@@ -25,13 +28,13 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::client::{MqttPort, PublishError};
+use super::client::{MqttClient, PublishError};
 use super::topic::PubTemplate;
 use crate::config::ConfigIssue;
 use crate::config::units::Duration as ConfigDuration;
 use crate::rules::matcher::AssetMatch;
 use crate::workorder::notify::{DeliveryError, Notifier, event_body};
-use crate::workorder::types::WorkOrderEvent;
+use crate::workorder::types::{EventKind, WorkOrderEvent};
 
 /// Placeholders of a notifier topic.
 pub const PLACEHOLDERS: [&str; 11] = [
@@ -71,6 +74,27 @@ pub struct MqttNotifyConfig {
     pub asset_match: Option<AssetMatch>,
 }
 
+/// A validated `type = "mqtt"` item: plain data. [`MqttNotifier::new`] makes the running
+/// notifier of it, on the gateway's MQTT client.
+#[derive(Debug, Clone)]
+pub struct MqttNotifierSpec {
+    pub name: String,
+    pub topic: PubTemplate,
+    /// `None`: every event.
+    pub events: Option<HashSet<EventKind>>,
+    pub asset_match: Option<AssetMatch>,
+    pub retain: bool,
+    /// How long to wait for the PUBACK.
+    pub timeout: Duration,
+}
+
+impl NotifierName for MqttNotifierSpec {
+    fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+/// A running MQTT notifier.
 pub struct MqttNotifier {
     name: String,
     topic: PubTemplate,
@@ -78,20 +102,18 @@ pub struct MqttNotifier {
     gateway: String,
     retain: bool,
     timeout: Duration,
-    port: MqttPort,
+    client: MqttClient,
 }
 
-/// Builds one MQTT notifier (`base` is its key path, `notify[2]`). `port` is `None` when no
-/// `[mqtt]` section is configured, which is an error for an MQTT notifier.
-pub fn build(
+/// Validates one MQTT notifier (`base` is its key path, `notify[2]`). Without an `[mqtt]`
+/// section (`mqtt_configured` false) an MQTT notifier has nothing to publish through: an error.
+pub fn validate(
     file: &str,
     base: &str,
     position: usize,
     value: config::Value,
-    gateway: &str,
-    assets: &AssetDirectory,
-    port: Option<&MqttPort>,
-) -> Result<MqttNotifier, Vec<ConfigIssue>> {
+    mqtt_configured: bool,
+) -> Result<MqttNotifierSpec, Vec<ConfigIssue>> {
     let scope = ItemScope {
         file,
         base,
@@ -100,17 +122,17 @@ pub fn build(
     let issue = |path: &str, message: String| scope.issue(path, message);
     let cfg: MqttNotifyConfig = scope.deserialize(value)?;
     let mut errors = Vec::new();
-    let Some(port) = port else {
+    if !mqtt_configured {
         return Err(vec![issue(
             "",
             "an MQTT notifier publishes through the [mqtt] connection: configure [mqtt] url".into(),
         )]);
-    };
+    }
     let name = scope.name(cfg.id.as_deref(), "mqtt", &mut errors);
     let topic = match PubTemplate::parse(&cfg.topic, &PLACEHOLDERS) {
         Ok(t) => Some(t),
         Err(e) => {
-            errors.push(issue("topic", e));
+            errors.push(issue("topic", e.to_string()));
             None
         }
     };
@@ -131,24 +153,42 @@ pub fn build(
         errors.push(issue("match", e.to_string()));
     }
     match topic {
-        Some(topic) if errors.is_empty() => Ok(MqttNotifier {
+        Some(topic) if errors.is_empty() => Ok(MqttNotifierSpec {
             name,
             topic,
-            filter: EventFilter {
-                events,
-                asset_match: cfg.asset_match,
-                assets: assets.clone(),
-            },
-            gateway: gateway.to_string(),
+            events,
+            asset_match: cfg.asset_match,
             retain: cfg.retain.unwrap_or(false),
             timeout,
-            port: port.clone(),
         }),
         _ => Err(errors),
     }
 }
 
 impl MqttNotifier {
+    /// The running notifier of `spec`, publishing through `client`: events of the gateway
+    /// `gateway`, `match` and `{name}` against `assets`.
+    pub fn new(
+        spec: &MqttNotifierSpec,
+        gateway: &str,
+        assets: &AssetDirectory,
+        client: MqttClient,
+    ) -> MqttNotifier {
+        MqttNotifier {
+            name: spec.name.clone(),
+            topic: spec.topic.clone(),
+            filter: EventFilter {
+                events: spec.events.clone(),
+                asset_match: spec.asset_match.clone(),
+                assets: assets.clone(),
+            },
+            gateway: gateway.to_string(),
+            retain: spec.retain,
+            timeout: spec.timeout,
+            client,
+        }
+    }
+
     /// The topic of one event.
     pub fn topic(&self, event: &WorkOrderEvent) -> String {
         let wo = &event.work_order;
@@ -170,11 +210,7 @@ impl MqttNotifier {
     }
 
     async fn publish(&self, event: &WorkOrderEvent) -> Result<(), DeliveryError> {
-        let Some(client) = self.port.get() else {
-            return Err(DeliveryError::Retryable(
-                "the MQTT client is not running".into(),
-            ));
-        };
+        let client = &self.client;
         let topic = self.topic(event);
         let body = event_body(event, &self.gateway);
         let stats = client.stats().clone();

@@ -4,11 +4,10 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::client::MqttPort;
 use super::payload::PayloadMap;
 use super::topic::{PubTemplate, Router};
-use crate::config::Secret;
 use crate::config::schema::MqttSection;
+use crate::config::{Secret, read_nonempty_file};
 
 /// Default MQTT keep-alive.
 pub const DEFAULT_KEEP_ALIVE: Duration = Duration::from_secs(30);
@@ -82,8 +81,6 @@ pub struct MqttSettings {
     pub status_topic: String,
     pub publish_telemetry: Option<TelemetryTopic>,
     pub routing: Arc<Routing>,
-    /// Where the running client is found by the MQTT notifiers.
-    pub port_handle: MqttPort,
 }
 
 impl MqttSettings {
@@ -99,14 +96,6 @@ impl MqttSettings {
 
 /// Outgoing packets: work-order events with evidence are a few KiB; this leaves room.
 pub const MAX_OUTGOING_PACKET: usize = 4 << 20;
-
-fn read_file(path: &str) -> Result<Vec<u8>, String> {
-    match std::fs::read(path) {
-        Ok(b) if b.iter().all(u8::is_ascii_whitespace) => Err(format!("the file {path} is empty")),
-        Ok(b) => Ok(b),
-        Err(e) => Err(format!("cannot read {path}: {e}")),
-    }
-}
 
 /// Resolves `[mqtt]`; errors come back as (key path, message).
 pub fn resolve(m: &MqttSection, gateway_id: &str) -> Result<MqttSettings, Vec<(String, String)>> {
@@ -166,14 +155,14 @@ pub fn resolve(m: &MqttSection, gateway_id: &str) -> Result<MqttSettings, Vec<(S
     if tls_on {
         let ca = match &m.ca_file {
             None => None,
-            Some(f) => match read_file(f) {
+            Some(f) => match read_nonempty_file(f) {
                 Ok(b) if native_tls::Certificate::from_pem(&b).is_ok() => Some(b),
                 Ok(_) => {
                     err("ca_file", format!("{f} is not a PEM certificate"));
                     None
                 }
                 Err(e) => {
-                    err("ca_file", e);
+                    err("ca_file", e.to_string());
                     None
                 }
             },
@@ -191,7 +180,7 @@ pub fn resolve(m: &MqttSection, gateway_id: &str) -> Result<MqttSettings, Vec<(S
                 err("cert_file", "`key_file` needs `cert_file`".into());
                 None
             }
-            (Some(c), Some(k)) => match (read_file(c), read_file(k)) {
+            (Some(c), Some(k)) => match (read_nonempty_file(c), read_nonempty_file(k)) {
                 (Ok(cert), Ok(key)) => {
                     if native_tls::Identity::from_pkcs8(&cert, &key).is_err() {
                         err(
@@ -202,11 +191,11 @@ pub fn resolve(m: &MqttSection, gateway_id: &str) -> Result<MqttSettings, Vec<(S
                     Some((cert, Secret(String::from_utf8_lossy(&key).into_owned())))
                 }
                 (Err(e), _) => {
-                    err("cert_file", e);
+                    err("cert_file", e.to_string());
                     None
                 }
                 (_, Err(e)) => {
-                    err("key_file", e);
+                    err("key_file", e.to_string());
                     None
                 }
             },
@@ -229,10 +218,10 @@ pub fn resolve(m: &MqttSection, gateway_id: &str) -> Result<MqttSettings, Vec<(S
             err("password_file", "a password needs `username`".into());
             None
         }
-        (_, Some(f)) => match read_file(f) {
+        (_, Some(f)) => match read_nonempty_file(f) {
             Ok(b) => Some(Secret(String::from_utf8_lossy(&b).trim().to_string())),
             Err(e) => {
-                err("password_file", e);
+                err("password_file", e.to_string());
                 None
             }
         },
@@ -301,7 +290,7 @@ pub fn resolve(m: &MqttSection, gateway_id: &str) -> Result<MqttSettings, Vec<(S
                 retain: p.retain.unwrap_or(false),
             }),
             Err(e) => {
-                err("publish_telemetry.topic", e);
+                err("publish_telemetry.topic", e.to_string());
                 None
             }
         }
@@ -329,7 +318,6 @@ pub fn resolve(m: &MqttSection, gateway_id: &str) -> Result<MqttSettings, Vec<(S
         status_topic: format!("facilityd/{}/status", level(gateway_id)),
         publish_telemetry,
         routing: Arc::new(Routing::default()),
-        port_handle: MqttPort::default(),
     })
 }
 

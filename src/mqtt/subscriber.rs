@@ -21,7 +21,7 @@ use rumqttc::{Publish, QoS};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, warn};
+use tracing::debug;
 
 use super::MqttStats;
 use super::client::{IncomingMessages, MqttClient};
@@ -29,10 +29,13 @@ use super::payload::{Cause, PayloadMap, TimeWindow};
 use super::settings::Routing;
 use super::topic::Unrouted;
 use crate::device::{Device, DeviceSource};
-use crate::events::LogLimiter;
+use crate::events::{Event as _, LogLimiter};
 use crate::modbus::stats::DeviceStats;
 use crate::model::{Ack, DeviceStatus, Reading, Record, now_ns};
 use crate::sink::RecordSink;
+
+mod events;
+use events::{BadTimestamp, MessageRejected, TimestampRefused, WrongTypeValues};
 
 /// How long a stopping subscriber waits for the log to sync what it has taken.
 const ACK_GRACE: Duration = Duration::from_secs(3);
@@ -114,9 +117,9 @@ impl Logs {
             by_cause: std::array::from_fn(|_| LogLimiter::new(Duration::from_secs(10))),
         }
     }
-    fn allow(&mut self, c: Cause) -> Option<u64> {
+    fn of(&mut self, c: Cause) -> &mut LogLimiter {
         let i = Cause::ALL.iter().position(|x| *x == c).unwrap_or(0);
-        self.by_cause[i].allow()
+        &mut self.by_cause[i]
     }
 }
 
@@ -158,16 +161,14 @@ impl Subscriber {
     }
 
     fn reject(&self, logs: &mut Logs, cause: Cause, topic: &str, detail: &str) {
-        self.stats.count(cause, 1);
-        if let Some(held) = logs.allow(cause) {
-            warn!(
-                cause = cause.as_str(),
-                topic,
-                detail,
-                suppressed = held,
-                "MQTT message not taken"
-            );
+        MessageRejected {
+            stats: &self.stats,
+            cause,
+            topic,
+            detail,
+            device_errors: None,
         }
+        .emit(logs.of(cause));
     }
 
     /// Turns one message into readings and hands them to telemetry.
@@ -261,55 +262,47 @@ impl Subscriber {
         let decoded = match map.decode(payload, point, received) {
             Ok(d) => d,
             Err(cause) => {
-                self.reject(logs, cause, topic, "the payload cannot be read");
-                errors.fetch_add(1, Relaxed);
+                MessageRejected {
+                    stats: &self.stats,
+                    cause,
+                    topic,
+                    detail: "the payload cannot be read",
+                    device_errors: Some(errors),
+                }
+                .emit(logs.of(cause));
                 return None;
             }
         };
         if decoded.payload_time && !self.time_window.accepts(decoded.timestamp_ns, received) {
-            self.stats.count(Cause::TimestampOutOfRange, 1);
-            errors.fetch_add(1, Relaxed);
-            if let Some(held) = logs.allow(Cause::TimestampOutOfRange) {
-                let ahead_s = (decoded.timestamp_ns - received) as f64 / 1e9;
-                warn!(
-                    cause = "timestamp_out_of_range",
-                    topic,
-                    payload_time_minus_now_s = ahead_s,
-                    max_age = %humantime::format_duration(self.time_window.max_age),
-                    max_ahead = %humantime::format_duration(self.time_window.max_ahead),
-                    suppressed = held,
-                    "MQTT message refused: its payload time is too old or ahead of the clock ([mqtt] max_timestamp_age, max_timestamp_ahead)"
-                );
+            TimestampRefused {
+                stats: &self.stats,
+                device_errors: errors,
+                topic,
+                payload_ns: decoded.timestamp_ns,
+                received_ns: received,
+                window: &self.time_window,
             }
+            .emit(logs.of(Cause::TimestampOutOfRange));
             return None;
         }
         if decoded.wrong_type > 0 {
-            self.stats
-                .count(Cause::WrongType, u64::from(decoded.wrong_type));
-            if let Some(held) = logs.allow(Cause::WrongType) {
-                warn!(
-                    cause = "wrong_type",
-                    topic,
-                    values = decoded.wrong_type,
-                    suppressed = held,
-                    "MQTT values of the wrong type left out"
-                );
+            WrongTypeValues {
+                stats: &self.stats,
+                device_errors: errors,
+                topic,
+                values: decoded.wrong_type,
             }
+            .emit(logs.of(Cause::WrongType));
         }
         if decoded.bad_timestamp {
-            self.stats.count(Cause::BadTimestamp, 1);
-            if let Some(held) = logs.allow(Cause::BadTimestamp) {
-                warn!(
-                    cause = "bad_timestamp",
-                    topic,
-                    suppressed = held,
-                    "MQTT payload timestamp missing or unreadable; the time of receipt is used"
-                );
+            BadTimestamp {
+                stats: &self.stats,
+                topic,
             }
+            .emit(logs.of(Cause::BadTimestamp));
         }
         DeviceStats::add(&stats.bad_values, u64::from(decoded.bad_values));
         DeviceStats::add(&stats.unmapped, u64::from(decoded.unmapped));
-        errors.fetch_add(u64::from(decoded.wrong_type), Relaxed);
         if decoded.values.is_empty() {
             debug!(topic, "MQTT message with no value for the device's points");
             return None;

@@ -59,6 +59,44 @@ enum Level {
     Capture(Capture),
 }
 
+/// Why a topic template is refused, in words a user can act on. `topic` is the template as
+/// written.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TopicError {
+    #[error("expected a topic, found an empty string")]
+    Empty,
+    #[error("{topic:?}: topics starting with '$' are the broker's own")]
+    BrokersOwn { topic: String },
+    #[error("a topic cannot contain NUL")]
+    Nul,
+    #[error("{topic:?}: '#' may only be the last level")]
+    RestNotLast { topic: String },
+    /// `expected`: the placeholders allowed, as a list (`{asset}, {site}`).
+    #[error("{topic:?}: unknown placeholder {{{name}}}: expected one of {expected}")]
+    UnknownPlaceholder {
+        topic: String,
+        name: String,
+        expected: String,
+    },
+    #[error("{topic:?}: {{{name}}} appears twice")]
+    Twice { topic: String, name: String },
+    #[error(
+        "{topic:?}: a placeholder must be a whole topic level (between slashes), found {level:?}"
+    )]
+    PartLevelPlaceholder { topic: String, level: String },
+    #[error("{topic:?}: '+' and '#' must be whole topic levels, found {level:?}")]
+    PartLevelWildcard { topic: String, level: String },
+    /// A value bound to a placeholder that would not be one topic level.
+    #[error("{{{}}} is {value:?}, which cannot be one topic level", capture.name())]
+    NotOneLevel { capture: Capture, value: String },
+    #[error("{topic:?}: a topic to publish to cannot contain '+', '#' or NUL")]
+    PublishWildcard { topic: String },
+    #[error("{topic:?}: unmatched '{{'")]
+    UnmatchedOpen { topic: String },
+    #[error("{topic:?}: unmatched '}}'")]
+    UnmatchedClose { topic: String },
+}
+
 /// A parsed subscription template.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SubTemplate {
@@ -79,17 +117,16 @@ impl<'a> Captures<'a> {
 
 impl SubTemplate {
     /// Parses a template. Errors say what is wrong in words a user can act on.
-    pub fn parse(s: &str) -> Result<SubTemplate, String> {
+    pub fn parse(s: &str) -> Result<SubTemplate, TopicError> {
+        let topic = || s.to_string();
         if s.is_empty() {
-            return Err("expected a topic, found an empty string".into());
+            return Err(TopicError::Empty);
         }
         if s.starts_with('$') {
-            return Err(format!(
-                "{s:?}: topics starting with '$' are the broker's own"
-            ));
+            return Err(TopicError::BrokersOwn { topic: topic() });
         }
         if s.contains('\0') {
-            return Err("a topic cannot contain NUL".into());
+            return Err(TopicError::Nul);
         }
         let parts: Vec<&str> = s.split('/').collect();
         let mut levels = Vec::with_capacity(parts.len());
@@ -98,30 +135,34 @@ impl SubTemplate {
             let level = match *part {
                 "+" => Level::Any,
                 "#" if i + 1 == parts.len() => Level::Rest,
-                "#" => return Err(format!("{s:?}: '#' may only be the last level")),
+                "#" => return Err(TopicError::RestNotLast { topic: topic() }),
                 p if p.starts_with('{') && p.ends_with('}') && p.len() > 2 => {
                     let name = &p[1..p.len() - 1];
-                    let c = Capture::parse(name).ok_or_else(|| {
-                        format!(
-                            "{s:?}: unknown placeholder {{{name}}}: expected one of {}",
-                            Capture::NAMES
-                        )
+                    let c = Capture::parse(name).ok_or_else(|| TopicError::UnknownPlaceholder {
+                        topic: topic(),
+                        name: name.to_string(),
+                        expected: Capture::NAMES.to_string(),
                     })?;
                     if seen.contains(&c) {
-                        return Err(format!("{s:?}: {{{name}}} appears twice"));
+                        return Err(TopicError::Twice {
+                            topic: topic(),
+                            name: name.to_string(),
+                        });
                     }
                     seen.push(c);
                     Level::Capture(c)
                 }
                 p if p.contains(['{', '}']) => {
-                    return Err(format!(
-                        "{s:?}: a placeholder must be a whole topic level (between slashes), found {p:?}"
-                    ));
+                    return Err(TopicError::PartLevelPlaceholder {
+                        topic: topic(),
+                        level: p.to_string(),
+                    });
                 }
                 p if p.contains(['+', '#']) => {
-                    return Err(format!(
-                        "{s:?}: '+' and '#' must be whole topic levels, found {p:?}"
-                    ));
+                    return Err(TopicError::PartLevelWildcard {
+                        topic: topic(),
+                        level: p.to_string(),
+                    });
                 }
                 p => Level::Literal(p.to_string()),
             };
@@ -145,16 +186,19 @@ impl SubTemplate {
 
     /// Replaces placeholders with fixed values (a device's own topic); `value` returns `None` to
     /// keep one as a placeholder. A value that is empty or holds `/`, `+` or `#` is an error.
-    pub fn bind(&self, value: impl Fn(Capture) -> Option<String>) -> Result<SubTemplate, String> {
+    pub fn bind(
+        &self,
+        value: impl Fn(Capture) -> Option<String>,
+    ) -> Result<SubTemplate, TopicError> {
         let mut levels = Vec::with_capacity(self.levels.len());
         for l in &self.levels {
             levels.push(match l {
                 Level::Capture(c) => match value(*c) {
                     Some(v) if v.is_empty() || v.contains(['/', '+', '#', '\0']) => {
-                        return Err(format!(
-                            "{{{}}} is {v:?}, which cannot be one topic level",
-                            c.name()
-                        ));
+                        return Err(TopicError::NotOneLevel {
+                            capture: *c,
+                            value: v,
+                        });
                     }
                     Some(v) => Level::Literal(v),
                     None => l.clone(),
@@ -400,48 +444,46 @@ enum Part {
 
 impl PubTemplate {
     /// Parses a publish topic; `allowed` lists the placeholder names it may use.
-    pub fn parse(s: &str, allowed: &[&str]) -> Result<PubTemplate, String> {
+    pub fn parse(s: &str, allowed: &[&str]) -> Result<PubTemplate, TopicError> {
+        let topic = || s.to_string();
         if s.is_empty() {
-            return Err("expected a topic, found an empty string".into());
+            return Err(TopicError::Empty);
         }
         if s.contains(['+', '#', '\0']) {
-            return Err(format!(
-                "{s:?}: a topic to publish to cannot contain '+', '#' or NUL"
-            ));
+            return Err(TopicError::PublishWildcard { topic: topic() });
         }
         if s.starts_with('$') {
-            return Err(format!(
-                "{s:?}: topics starting with '$' are the broker's own"
-            ));
+            return Err(TopicError::BrokersOwn { topic: topic() });
         }
         let mut parts = Vec::new();
         let mut rest = s;
         while let Some(open) = rest.find('{') {
             if rest[..open].contains('}') {
-                return Err(format!("{s:?}: unmatched '}}'"));
+                return Err(TopicError::UnmatchedClose { topic: topic() });
             }
             if open > 0 {
                 parts.push(Part::Text(rest[..open].to_string()));
             }
             let Some(close) = rest[open..].find('}') else {
-                return Err(format!("{s:?}: unmatched '{{'"));
+                return Err(TopicError::UnmatchedOpen { topic: topic() });
             };
             let name = &rest[open + 1..open + close];
             if !allowed.contains(&name) {
-                return Err(format!(
-                    "{s:?}: unknown placeholder {{{name}}}: expected one of {}",
-                    allowed
+                return Err(TopicError::UnknownPlaceholder {
+                    topic: topic(),
+                    name: name.to_string(),
+                    expected: allowed
                         .iter()
                         .map(|a| format!("{{{a}}}"))
                         .collect::<Vec<_>>()
-                        .join(", ")
-                ));
+                        .join(", "),
+                });
             }
             parts.push(Part::Var(name.to_string()));
             rest = &rest[open + close + 1..];
         }
         if rest.contains('}') {
-            return Err(format!("{s:?}: unmatched '}}'"));
+            return Err(TopicError::UnmatchedClose { topic: topic() });
         }
         if !rest.is_empty() {
             parts.push(Part::Text(rest.to_string()));
@@ -527,7 +569,7 @@ mod tests {
             ("a/b+/c", "whole topic levels"),
             ("$SYS/x", "broker's own"),
         ] {
-            let e = SubTemplate::parse(t).unwrap_err();
+            let e = SubTemplate::parse(t).unwrap_err().to_string();
             assert!(e.contains(want), "{t}: {e}");
         }
     }
@@ -653,7 +695,7 @@ mod tests {
             ("a/site}", "unmatched '}'"),
             ("", "empty"),
         ] {
-            let e = PubTemplate::parse(s, &allowed).unwrap_err();
+            let e = PubTemplate::parse(s, &allowed).unwrap_err().to_string();
             assert!(e.contains(want), "{s}: {e}");
         }
     }

@@ -25,7 +25,22 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use tokio::sync::oneshot;
 
 /// Told `Ok` once the broker has the message (PUBACK; for QoS 0, written to the socket).
-pub type Waiter = oneshot::Sender<Result<(), String>>;
+pub type Waiter = oneshot::Sender<Result<(), Unconfirmed>>;
+
+/// Why the broker did not confirm a publish (the outbox retries it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Unconfirmed {
+    #[error("publish tracking out of step; will retry")]
+    OutOfStep,
+    #[error("packet id in use (broker acks out of order); will retry")]
+    PacketIdInUse,
+    #[error("the broker started a new session; will retry")]
+    NewSession,
+    #[error("the connection stopped")]
+    ConnectionStopped,
+    #[error("no PUBACK within {}", humantime::format_duration(*.0))]
+    NoPuback(std::time::Duration),
+}
 
 #[derive(Debug)]
 struct Queued {
@@ -45,9 +60,9 @@ pub struct PublishTracker {
     pub desyncs: u64,
 }
 
-fn fail(w: Option<Waiter>, why: &str) {
+fn fail(w: Option<Waiter>, why: Unconfirmed) {
     if let Some(w) = w {
-        let _ = w.send(Err(why.to_string()));
+        let _ = w.send(Err(why));
     }
 }
 
@@ -86,7 +101,7 @@ impl PublishTracker {
         match (q.qos1, pkid) {
             (true, 0) | (false, 1..) => {
                 self.desyncs += 1;
-                fail(q.waiter, "publish tracking out of step; will retry");
+                fail(q.waiter, Unconfirmed::OutOfStep);
             }
             (true, id) => {
                 self.awaiting.insert(id, q.waiter);
@@ -102,10 +117,7 @@ impl PublishTracker {
     /// `Outgoing::AwaitAck(pkid)`: the next publish collided with an unacknowledged one.
     pub fn on_await_ack(&mut self, pkid: u16) {
         match self.queue.pop_front() {
-            Some(q) => fail(
-                q.waiter,
-                "packet id in use (broker acks out of order); will retry",
-            ),
+            Some(q) => fail(q.waiter, Unconfirmed::PacketIdInUse),
             None => self.desyncs += 1,
         }
         self.collided.insert(pkid);
@@ -125,11 +137,11 @@ impl PublishTracker {
             return;
         }
         for (_, w) in self.awaiting.drain() {
-            fail(w, "the broker started a new session; will retry");
+            fail(w, Unconfirmed::NewSession);
         }
         for _ in 0..unsent_in_pending {
             match self.queue.pop_front() {
-                Some(q) => fail(q.waiter, "the broker started a new session; will retry"),
+                Some(q) => fail(q.waiter, Unconfirmed::NewSession),
                 None => break,
             }
         }
@@ -141,11 +153,11 @@ impl PublishTracker {
 mod tests {
     use super::*;
 
-    fn waiter() -> (Waiter, oneshot::Receiver<Result<(), String>>) {
+    fn waiter() -> (Waiter, oneshot::Receiver<Result<(), Unconfirmed>>) {
         oneshot::channel()
     }
 
-    fn outcome(rx: &mut oneshot::Receiver<Result<(), String>>) -> Option<bool> {
+    fn outcome(rx: &mut oneshot::Receiver<Result<(), Unconfirmed>>) -> Option<bool> {
         rx.try_recv().ok().map(|r| r.is_ok())
     }
 

@@ -20,16 +20,27 @@ pub const SOURCES: &[(&str, &str)] = &[
     ),
 ];
 
+/// A built-in profile's source does not parse (a build defect).
+#[derive(Debug, thiserror::Error)]
+#[error("built-in profile {name}: {error}")]
+pub struct BuiltinError {
+    pub name: String,
+    pub error: config::ConfigError,
+}
+
 /// Parses a built-in profile. The sources are part of the binary and covered by tests, so a
 /// failure here is a build defect, reported as an error rather than a panic all the same.
-pub fn load(name: &str) -> Option<Result<ProfileConfig, String>> {
+pub fn load(name: &str) -> Option<Result<ProfileConfig, BuiltinError>> {
     let (_, src) = SOURCES.iter().find(|(n, _)| *n == name)?;
     Some(
         config::Config::builder()
             .add_source(config::File::from_str(src, config::FileFormat::Toml))
             .build()
             .and_then(|c| c.try_deserialize::<ProfileConfig>())
-            .map_err(|e| format!("built-in profile {name}: {e}")),
+            .map_err(|error| BuiltinError {
+                name: name.to_string(),
+                error,
+            }),
     )
 }
 

@@ -12,7 +12,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use crate::events::LogLimiter;
+use crate::events::{Event as _, LogLimiter};
 use crate::model::{Reading, Record};
 use crate::rules::config::Rule;
 use crate::rules::engine::RuleEngine;
@@ -24,6 +24,9 @@ use crate::telemetry::pipeline::GatewayFaults;
 use crate::workorder::handle::StoreHandle;
 use crate::workorder::store::ListFilter;
 use crate::workorder::types::{EventKind, Status, WorkOrderEvent};
+
+mod events;
+use events::{AnnotationDropped, StoreFailed, StoreWrite};
 
 /// Counters of the maintenance loop, for /metrics.
 #[derive(Debug, Default)]
@@ -436,11 +439,13 @@ impl RuleLoop {
             return;
         }
         if let Err(e) = self.store.save_rule_states(states.clone()).await {
-            self.stats.store_errors.fetch_add(1, Relaxed);
             self.keep_states(states);
-            if let Some(held) = self.log.allow() {
-                warn!(error = %e, suppressed = held, "cannot save the rule state; keeping it for the next attempt");
+            StoreFailed {
+                stats: &self.stats,
+                error: &e,
+                write: StoreWrite::RuleState,
             }
+            .emit(&mut self.log);
         }
     }
 
@@ -471,12 +476,14 @@ impl RuleLoop {
                 self.after_events(&events).await;
             }
             Err(e) => {
-                self.stats.store_errors.fetch_add(1, Relaxed);
                 self.failures += 1;
                 self.keep_states(states);
-                if let Some(held) = self.log.allow() {
-                    error!(error = %e, triggers = batch.len(), suppressed = held, "cannot record work-order changes; retrying");
+                StoreFailed {
+                    stats: &self.stats,
+                    error: &e,
+                    write: StoreWrite::Triggers(batch.len()),
                 }
+                .emit(&mut self.log);
                 if self.failures < ISOLATE_AFTER {
                     self.pending = batch;
                     return;
@@ -565,14 +572,11 @@ impl RuleLoop {
                     .try_send(Record::WorkOrder(Box::new(ev.mark(offset_ms))))
                     .is_err()
             {
-                self.stats.annotations_dropped.fetch_add(1, Relaxed);
-                if let Some(held) = self.log.allow() {
-                    warn!(
-                        id = wo.id,
-                        suppressed = held,
-                        "telemetry queue full: work_order annotation dropped"
-                    );
+                AnnotationDropped {
+                    stats: &self.stats,
+                    work_order: wo.id,
                 }
+                .emit(&mut self.log);
             }
         }
     }

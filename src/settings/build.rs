@@ -8,10 +8,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::Settings;
 use super::devices::{build_device, check_serial_buses};
 use super::mqtt::{check_profile_mqtt, routing};
 use super::restart::restart_keys;
-use super::{Notifiers, Settings};
 use crate::config::schema::FileConfig;
 use crate::config::sections::{gateway, resolve_influxdb, storage};
 use crate::config::{ConfigError, GatewaySettings, Issues, Loaded, Sourced};
@@ -20,7 +20,6 @@ use crate::mqtt::settings::MqttSettings;
 use crate::profile::{Profile, builtin};
 use crate::rules::config::parse_rules;
 use crate::rules::types::{AssetInfo, PointInfo};
-use crate::workorder::notify::AssetDirectory;
 use crate::workorder::store::ResponseTimes;
 
 pub(crate) fn build(loaded: Loaded) -> Result<Settings, ConfigError> {
@@ -73,28 +72,13 @@ pub(crate) fn build(loaded: Loaded) -> Result<Settings, ConfigError> {
     if let Some(m) = &mut mqtt {
         m.routing = Arc::new(routing(&devices, &gateway.id));
     }
-    let by_id: HashMap<String, Arc<AssetInfo>> = assets
-        .iter()
-        .map(|a| (a.id.to_string(), a.clone()))
-        .collect();
     // An [mqtt] section with errors of its own (reported above) still counts as configured,
     // so MQTT notifiers are checked on their own merits.
-    let unusable = crate::mqtt::MqttPort::default();
-    let port = mqtt
-        .as_ref()
-        .map(|m| &m.port_handle)
-        .or(mqtt_configured.then_some(&unusable));
-    let notifier_assets = AssetDirectory::new(by_id);
-    let notifiers = match super::notifiers::notifiers(
-        &items(&loaded.notify),
-        &gateway.id,
-        &notifier_assets,
-        port,
-    ) {
-        Ok(n) => Notifiers(n),
+    let notifiers = match super::notifiers::notifiers(&items(&loaded.notify), mqtt_configured) {
+        Ok(n) => n,
         Err(errs) => {
             issues.errors.extend(errs);
-            Notifiers::default()
+            Vec::new()
         }
     };
     let response_times = response_times(cfg, &main_file, &mut issues);
@@ -122,7 +106,6 @@ pub(crate) fn build(loaded: Loaded) -> Result<Settings, ConfigError> {
         assets,
         rules,
         notifiers,
-        notifier_assets,
         response_times,
         storage,
         warnings: issues.warnings,
@@ -166,7 +149,8 @@ fn profiles(loaded: &Loaded, issues: &mut Issues) -> (BTreeMap<String, Arc<Profi
     let mut schema = crate::profile::Schema::new();
     let mut profiles: BTreeMap<String, Arc<Profile>> = BTreeMap::new();
     for name in builtin::names() {
-        match builtin::load(name).map(|r| r.map(|c| c.build())) {
+        // The load error as its text: this issue's message shows it as it always has.
+        match builtin::load(name).map(|r| r.map_err(|e| e.to_string()).map(|c| c.build())) {
             Some(Ok(Ok((p, _)))) => {
                 for c in schema.add(&p) {
                     issues.err("built-in profiles", name, c.to_string());

@@ -202,7 +202,7 @@ pub(super) fn build_device(
             let link = match Link::parse(&m.url) {
                 Ok(l) => Some(l),
                 Err(e) => {
-                    issues.err(file, format!("{at}.modbus.url"), e);
+                    issues.err(file, format!("{at}.modbus.url"), e.to_string());
                     None
                 }
             };

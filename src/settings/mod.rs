@@ -20,10 +20,10 @@ use crate::mqtt::settings::MqttSettings;
 use crate::profile::Profile;
 use crate::rules::config::Rule;
 use crate::rules::types::AssetInfo;
-use crate::workorder::notify::{AssetDirectory, Notifier};
 use crate::workorder::store::ResponseTimes;
 
 pub use build::asset_info;
+pub use notifiers::NotifierSpec;
 
 /// Loads and validates the configuration at `path` with the process environment.
 pub fn load(path: &Path) -> Result<Settings, ConfigError> {
@@ -37,18 +37,6 @@ pub fn load(path: &Path) -> Result<Settings, ConfigError> {
 pub fn load_with_env(path: &Path, env: HashMap<String, String>) -> Result<Settings, ConfigError> {
     let loaded = crate::config::read_all(path, env)?;
     build::build(loaded)
-}
-
-/// The configured notifiers (not `Debug`: they may hold secrets).
-#[derive(Clone, Default)]
-pub struct Notifiers(pub Vec<Arc<dyn Notifier>>);
-
-impl std::fmt::Debug for Notifiers {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_list()
-            .entries(self.0.iter().map(|n| n.name()))
-            .finish()
-    }
 }
 
 /// The validated configuration.
@@ -67,10 +55,9 @@ pub struct Settings {
     /// of `devices`.
     pub assets: Vec<Arc<AssetInfo>>,
     pub rules: Vec<Rule>,
-    /// Webhook and MQTT notifiers.
-    pub notifiers: Notifiers,
-    /// The assets the notifiers see (for `match` and `{name}`); a reload replaces them.
-    pub notifier_assets: AssetDirectory,
+    /// Webhook and MQTT notifiers, validated (the gateway runs them; their `Debug` hides
+    /// secrets).
+    pub notifiers: Vec<NotifierSpec>,
     pub response_times: ResponseTimes,
     pub storage: StorageSettings,
     /// Warnings, already formatted with file and key path.

@@ -10,7 +10,7 @@ use crate::config::schema::DeviceConfig;
 use crate::device::{Device, DeviceSource};
 use crate::mqtt::payload::PayloadMap;
 use crate::mqtt::settings::Routing;
-use crate::mqtt::topic::{Capture, RouteDevice, Router, SubTemplate};
+use crate::mqtt::topic::{Capture, RouteDevice, Router, SubTemplate, TopicError};
 use crate::profile::Profile;
 
 /// A device's value for a topic placeholder (`None`: not set on the device).
@@ -25,21 +25,30 @@ fn capture_value(c: Capture, d: &Device) -> Option<String> {
     }
 }
 
+/// Why a device's own topic cannot be bound to the device.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum DeviceTopicError {
+    #[error("the topic uses {{{name}}}, but the device has no `{name}`", name = .0.name())]
+    NoValue(Capture),
+    #[error(transparent)]
+    Topic(#[from] TopicError),
+}
+
 /// A device's own topic with its placeholders filled (all but `{point}`).
-fn bind_device_topic(t: &SubTemplate, d: &Device, gateway: &str) -> Result<SubTemplate, String> {
+fn bind_device_topic(
+    t: &SubTemplate,
+    d: &Device,
+    gateway: &str,
+) -> Result<SubTemplate, DeviceTopicError> {
     for c in t.captures() {
         if !matches!(c, Capture::Point | Capture::Gateway) && capture_value(c, d).is_none() {
-            return Err(format!(
-                "the topic uses {{{}}}, but the device has no `{}`",
-                c.name(),
-                c.name()
-            ));
+            return Err(DeviceTopicError::NoValue(c));
         }
     }
-    t.bind(|c| match c {
+    Ok(t.bind(|c| match c {
         Capture::Gateway => Some(gateway.to_string()),
         c => capture_value(c, d),
-    })
+    })?)
 }
 
 /// `mqtt_topic` and `timestamp` of a configured profile.
@@ -52,7 +61,7 @@ pub(super) fn check_profile_mqtt(
     if let Some(t) = &p.mqtt_topic
         && let Err(e) = SubTemplate::parse(t)
     {
-        issues.err(file, format!("{at}.mqtt_topic"), e);
+        issues.err(file, format!("{at}.mqtt_topic"), e.to_string());
     }
     if let Some(ts) = &p.timestamp
         && !ts.json.starts_with('/')
@@ -101,7 +110,7 @@ pub(super) fn check_mqtt_device(
     };
     match (topic, &p.mqtt_topic) {
         (Some(t), _) => match SubTemplate::parse(t) {
-            Err(e) => issues.err(file, format!("{at}.mqtt.topic"), e),
+            Err(e) => issues.err(file, format!("{at}.mqtt.topic"), e.to_string()),
             Ok(tpl) => {
                 for c in tpl.captures() {
                     if value(c).is_none() {
@@ -183,7 +192,9 @@ pub(super) fn routing(devices: &[Arc<Device>], gateway: &str) -> Routing {
         ));
         match topic {
             Some(t) => {
-                if let Ok(b) = SubTemplate::parse(t).and_then(|t| bind_device_topic(&t, d, gateway))
+                if let Ok(b) = SubTemplate::parse(t)
+                    .map_err(DeviceTopicError::from)
+                    .and_then(|t| bind_device_topic(&t, d, gateway))
                 {
                     router.add_device_topic(b, i);
                 }

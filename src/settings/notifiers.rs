@@ -1,33 +1,49 @@
-//! Notifiers: webhooks and MQTT publishers, built from the `[[notify]]` items. Webhooks are
-//! built by the work-order module, MQTT notifiers by the MQTT module, which publish through
-//! the one `[mqtt]` connection.
-
-use std::sync::Arc;
+//! Notifiers: webhooks and MQTT publishers, validated from the `[[notify]]` items into plain
+//! specs. Webhooks are validated by the work-order module, MQTT notifiers by the MQTT module;
+//! the gateway builds the running notifiers of the specs when it starts
+//! (`crate::gateway::notifiers`).
 
 use crate::config::ConfigIssue;
-use crate::mqtt::MqttPort;
-use crate::workorder::notify::webhook::parse_notifiers_with;
-use crate::workorder::notify::{AssetDirectory, Notifier};
+use crate::mqtt::notifier::MqttNotifierSpec;
+use crate::workorder::notify::NotifierName;
+use crate::workorder::notify::webhook::{WebhookSpec, parse_notifiers_with};
 
-/// The notifiers of the `notify` items (`(file, index in that file, item)`). `port`: the
-/// `[mqtt]` connection's port, `None` without an `[mqtt]` section (an MQTT notifier is then an
+/// One validated `[[notify]]` item.
+#[derive(Debug, Clone)]
+pub enum NotifierSpec {
+    Webhook(WebhookSpec),
+    /// Publishes through the `[mqtt]` connection.
+    Mqtt(MqttNotifierSpec),
+}
+
+impl NotifierSpec {
+    /// The notifier's name: its `id`, or `<type>:<position>`.
+    pub fn name(&self) -> &str {
+        match self {
+            NotifierSpec::Webhook(w) => &w.name,
+            NotifierSpec::Mqtt(m) => &m.name,
+        }
+    }
+}
+
+impl NotifierName for NotifierSpec {
+    fn name(&self) -> &str {
+        NotifierSpec::name(self)
+    }
+}
+
+/// The notifiers of the `notify` items (`(file, index in that file, item)`).
+/// `mqtt_configured`: an `[mqtt]` section is configured (without one, an MQTT notifier is an
 /// error).
 pub(super) fn notifiers(
     items: &[(String, usize, config::Value)],
-    gateway: &str,
-    assets: &AssetDirectory,
-    port: Option<&MqttPort>,
-) -> Result<Vec<Arc<dyn Notifier>>, Vec<ConfigIssue>> {
-    let build_mqtt = |file: &str,
-                      base: &str,
-                      position: usize,
-                      value: config::Value,
-                      gateway: &str,
-                      assets: &AssetDirectory| {
-        crate::mqtt::notifier::build(file, base, position, value, gateway, assets, port)
-            .map(|n| Arc::new(n) as Arc<dyn Notifier>)
+    mqtt_configured: bool,
+) -> Result<Vec<NotifierSpec>, Vec<ConfigIssue>> {
+    let validate_mqtt = |file: &str, base: &str, position: usize, value: config::Value| {
+        crate::mqtt::notifier::validate(file, base, position, value, mqtt_configured)
+            .map(NotifierSpec::Mqtt)
     };
-    parse_notifiers_with(items, gateway, assets, Some(&build_mqtt))
+    parse_notifiers_with(items, &NotifierSpec::Webhook, Some(&validate_mqtt))
 }
 
 #[cfg(test)]
@@ -53,23 +69,22 @@ mod tests {
             id = "second"
             url = "http://127.0.0.1:9/hook"
             "#;
-        let port = MqttPort::default();
-        let n = notifiers(&items(toml), "gw", &AssetDirectory::default(), Some(&port)).unwrap();
+        let n = notifiers(&items(toml), true).unwrap();
         assert_eq!(
             n.iter().map(|n| n.name()).collect::<Vec<_>>(),
             ["mqtt:0", "webhook:1", "second"]
         );
         // Webhooks only: MQTT items left out.
         assert_eq!(
-            parse_notifiers(&items(toml), "gw", &Default::default())
+            parse_notifiers(&items(toml))
                 .unwrap()
                 .iter()
-                .map(|n| n.name())
+                .map(|n| n.name.as_str())
                 .collect::<Vec<_>>(),
             ["webhook:1", "second"]
         );
         // Without [mqtt], an MQTT notifier has no connection to publish through.
-        let e = match notifiers(&items(toml), "gw", &AssetDirectory::default(), None) {
+        let e = match notifiers(&items(toml), false) {
             Ok(_) => panic!("expected an error"),
             Err(e) => e.iter().map(|i| i.to_string()).collect::<Vec<_>>(),
         };

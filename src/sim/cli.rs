@@ -79,12 +79,17 @@ pub struct SimulateArgs {
     pub mqtt_building: String,
 }
 
-fn parse_parity(s: &str) -> Result<char, String> {
+/// `--parity` is not one of N, E or O (clap prints it after the argument's name).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("expected N, E or O, found {0:?}")]
+pub struct ParityError(String);
+
+fn parse_parity(s: &str) -> Result<char, ParityError> {
     match s {
         "N" | "n" | "none" => Ok('N'),
         "E" | "e" | "even" => Ok('E'),
         "O" | "o" | "odd" => Ok('O'),
-        _ => Err(format!("expected N, E or O, found {s:?}")),
+        _ => Err(ParityError(s.to_string())),
     }
 }
 

@@ -53,17 +53,72 @@ pub struct FaultArg {
     pub text: String,
 }
 
+/// A `--fault` that does not parse: the argument as written and what is wrong with it (clap
+/// prints this after the option's name).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{text:?}: {why} (expected TARGET=FAULT[@AT[..UNTIL]], see --help)")]
+pub struct FaultArgError {
+    pub text: String,
+    pub why: FaultArgProblem,
+}
+
+/// What is wrong with a `--fault`.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum FaultArgProblem {
+    #[error("no '='")]
+    NoEquals,
+    #[error("port {0:?} is not a TCP port number")]
+    Port(String),
+    #[error("unit {0:?} is not a unit id 0-255")]
+    Unit(String),
+    #[error("target {0:?} is neither a device name nor a unit id")]
+    Target(String),
+    #[error("a held point needs a name: POINT=VALUE")]
+    PointName,
+    #[error("exception code {0:?}: expected 1-255 or a name")]
+    ExceptionCode(String),
+    #[error("slow delay {text:?}: {error}")]
+    SlowDelay {
+        text: String,
+        error: humantime::DurationError,
+    },
+    #[error("slow needs a delay: slow:800ms")]
+    SlowWithoutDelay,
+    #[error("wrong_unit {0:?}: expected a unit id 0-255")]
+    WrongUnit(String),
+    #[error(
+        "cannot clear {0:?}: expected silent, exception, slow, garbled, wrong_unit or out_of_range"
+    )]
+    ClearKind(String),
+    #[error(
+        "unknown fault {0:?}: expected silent, exception[:CODE], slow:DELAY, garbled, wrong_unit[:N], POINT=VALUE or clear[:KIND]"
+    )]
+    UnknownFault(String),
+    #[error("time {text:?}: {error}")]
+    Time {
+        text: String,
+        error: humantime::DurationError,
+    },
+    #[error("the fault must clear after it starts")]
+    ClearsBeforeStart,
+    #[error("..UNTIL applies to starting a fault, not to clearing")]
+    UntilOnClear,
+}
+
 impl FaultArg {
     /// Parses `TARGET=FAULT[@AT[..UNTIL]]`.
-    pub fn parse(text: &str) -> Result<FaultArg, String> {
-        let fail = |why: String| {
-            format!("{text:?}: {why} (expected TARGET=FAULT[@AT[..UNTIL]], see --help)")
+    pub fn parse(text: &str) -> Result<FaultArg, FaultArgError> {
+        let fail = |why: FaultArgProblem| FaultArgError {
+            text: text.to_string(),
+            why,
         };
         let (body, timing) = match text.rsplit_once('@') {
             Some((body, timing)) => (body, Some(timing)),
             None => (text, None),
         };
-        let (target, fault) = body.split_once('=').ok_or_else(|| fail("no '='".into()))?;
+        let (target, fault) = body
+            .split_once('=')
+            .ok_or_else(|| fail(FaultArgProblem::NoEquals))?;
         let target = parse_target(target.trim()).map_err(&fail)?;
         let change = parse_change(fault.trim()).map_err(&fail)?;
         let (at, until) = match timing {
@@ -74,8 +129,12 @@ impl FaultArg {
                     None => (t, None),
                 };
                 let duration = |s: &str| {
-                    humantime::parse_duration(s.trim())
-                        .map_err(|e| fail(format!("time {s:?}: {e}")))
+                    humantime::parse_duration(s.trim()).map_err(|error| {
+                        fail(FaultArgProblem::Time {
+                            text: s.to_string(),
+                            error,
+                        })
+                    })
                 };
                 let at = if from.trim().is_empty() {
                     Duration::ZERO
@@ -85,12 +144,10 @@ impl FaultArg {
                 let until = to.map(duration).transpose()?;
                 if let Some(u) = until {
                     if u <= at {
-                        return Err(fail("the fault must clear after it starts".into()));
+                        return Err(fail(FaultArgProblem::ClearsBeforeStart));
                     }
                     if !matches!(change, FaultChange::Set(_)) {
-                        return Err(fail(
-                            "..UNTIL applies to starting a fault, not to clearing".into(),
-                        ));
+                        return Err(fail(FaultArgProblem::UntilOnClear));
                     }
                 }
                 (at, until)
@@ -117,14 +174,14 @@ impl FaultArg {
     }
 }
 
-fn parse_target(s: &str) -> Result<FaultTarget, String> {
+fn parse_target(s: &str) -> Result<FaultTarget, FaultArgProblem> {
     if let Some((port, unit)) = s.split_once(':') {
         let port = port
             .parse::<u16>()
-            .map_err(|_| format!("port {port:?} is not a TCP port number"))?;
+            .map_err(|_| FaultArgProblem::Port(port.to_string()))?;
         let unit = unit
             .parse::<u8>()
-            .map_err(|_| format!("unit {unit:?} is not a unit id 0-255"))?;
+            .map_err(|_| FaultArgProblem::Unit(unit.to_string()))?;
         return Ok(FaultTarget::Unit {
             port: Some(port),
             unit,
@@ -133,22 +190,20 @@ fn parse_target(s: &str) -> Result<FaultTarget, String> {
     if s.chars().all(|c| c.is_ascii_digit()) && !s.is_empty() {
         let unit = s
             .parse::<u8>()
-            .map_err(|_| format!("unit {s:?} is not a unit id 0-255"))?;
+            .map_err(|_| FaultArgProblem::Unit(s.to_string()))?;
         return Ok(FaultTarget::Unit { port: None, unit });
     }
     if s.is_empty() || s.chars().any(char::is_whitespace) {
-        return Err(format!(
-            "target {s:?} is neither a device name nor a unit id"
-        ));
+        return Err(FaultArgProblem::Target(s.to_string()));
     }
     Ok(FaultTarget::Name(s.to_string()))
 }
 
-fn parse_change(s: &str) -> Result<FaultChange, String> {
+fn parse_change(s: &str) -> Result<FaultChange, FaultArgProblem> {
     if let Some((point, value)) = s.split_once('=') {
         let point = point.trim();
         if point.is_empty() {
-            return Err("a held point needs a name: POINT=VALUE".into());
+            return Err(FaultArgProblem::PointName);
         }
         return Ok(FaultChange::Set(Fault::OutOfRange {
             point: point.to_string(),
@@ -167,10 +222,13 @@ fn parse_change(s: &str) -> Result<FaultChange, String> {
         })),
         ("slow", Some(d)) => {
             let delay =
-                humantime::parse_duration(d).map_err(|e| format!("slow delay {d:?}: {e}"))?;
+                humantime::parse_duration(d).map_err(|error| FaultArgProblem::SlowDelay {
+                    text: d.to_string(),
+                    error,
+                })?;
             Ok(FaultChange::Set(Fault::Slow { delay }))
         }
-        ("slow", None) => Err("slow needs a delay: slow:800ms".into()),
+        ("slow", None) => Err(FaultArgProblem::SlowWithoutDelay),
         ("garbled", None) => Ok(FaultChange::Set(Fault::Garbled)),
         ("wrong_unit" | "wrong-unit", None) => {
             Ok(FaultChange::Set(Fault::WrongUnit { unit: None }))
@@ -178,7 +236,7 @@ fn parse_change(s: &str) -> Result<FaultChange, String> {
         ("wrong_unit" | "wrong-unit", Some(n)) => {
             let unit = n
                 .parse::<u8>()
-                .map_err(|_| format!("wrong_unit {n:?}: expected a unit id 0-255"))?;
+                .map_err(|_| FaultArgProblem::WrongUnit(n.to_string()))?;
             Ok(FaultChange::Set(Fault::WrongUnit { unit: Some(unit) }))
         }
         ("clear", None) => Ok(FaultChange::ClearAll),
@@ -193,18 +251,14 @@ fn parse_change(s: &str) -> Result<FaultChange, String> {
             ]
             .into_iter()
             .find(|k| k.as_str() == kind)
-            .ok_or_else(|| {
-                format!("cannot clear {kind:?}: expected silent, exception, slow, garbled, wrong_unit or out_of_range")
-            })?;
+            .ok_or_else(|| FaultArgProblem::ClearKind(kind.to_string()))?;
             Ok(FaultChange::Clear(kind))
         }
-        _ => Err(format!(
-            "unknown fault {s:?}: expected silent, exception[:CODE], slow:DELAY, garbled, wrong_unit[:N], POINT=VALUE or clear[:KIND]"
-        )),
+        _ => Err(FaultArgProblem::UnknownFault(s.to_string())),
     }
 }
 
-fn parse_exception(s: &str) -> Result<ExceptionCode, String> {
+fn parse_exception(s: &str) -> Result<ExceptionCode, FaultArgProblem> {
     let code = match s {
         "illegal-function" => ExceptionCode::IllegalFunction,
         "illegal-address" => ExceptionCode::IllegalDataAddress,
@@ -215,7 +269,7 @@ fn parse_exception(s: &str) -> Result<ExceptionCode, String> {
         "gateway-target" => ExceptionCode::GatewayTargetDevice,
         n => match n.parse::<u8>() {
             Ok(c) if c >= 1 => ExceptionCode::new(c),
-            _ => return Err(format!("exception code {s:?}: expected 1-255 or a name")),
+            _ => return Err(FaultArgProblem::ExceptionCode(s.to_string())),
         },
     };
     Ok(code)

@@ -312,9 +312,9 @@ fn load_builtin(name: &str) -> Result<Profile, SimError> {
         .ok_or_else(|| SimError::UnknownProfile {
             name: name.to_string(),
         })?
-        .map_err(|message| SimError::InvalidProfile {
+        .map_err(|e| SimError::InvalidProfile {
             name: name.to_string(),
-            message,
+            message: e.to_string(),
         })?;
     let (profile, _warnings) = config.build().map_err(|issues| SimError::InvalidProfile {
         name: name.to_string(),

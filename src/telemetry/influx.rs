@@ -61,6 +61,15 @@ pub enum WriteError {
     Unexpected { status: u16, text: String },
 }
 
+/// Why an [`InfluxWriter`] cannot be built from its settings.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error("cannot build the HTTP client for InfluxDB: {0}")]
+    Client(reqwest011::Error),
+    #[error("bad InfluxDB URL: {0}")]
+    Url(url::ParseError),
+}
+
 /// Where batches of line protocol go.
 pub trait LineWriter: Send + Sync {
     fn write<'a>(
@@ -78,7 +87,7 @@ pub struct InfluxWriter {
 }
 
 impl InfluxWriter {
-    pub fn new(s: &InfluxSettings) -> Result<Self, String> {
+    pub fn new(s: &InfluxSettings) -> Result<Self, SetupError> {
         let http = reqwest011::Client::builder()
             .timeout(s.timeout)
             .connect_timeout(s.timeout.min(Duration::from_secs(5)))
@@ -87,7 +96,7 @@ impl InfluxWriter {
             // elsewhere would look like a success.
             .redirect(reqwest011::redirect::Policy::none())
             .build()
-            .map_err(|e| format!("cannot build the HTTP client for InfluxDB: {e}"))?;
+            .map_err(SetupError::Client)?;
         let (endpoint, authorization) = endpoint(&s.url, &s.api)?;
         Ok(InfluxWriter {
             http,
@@ -113,12 +122,15 @@ enum Auth {
 
 /// The write URL and authentication of an API. A path in the base URL is kept as a prefix (a
 /// database behind a reverse proxy at `/influx/`).
-fn endpoint(base: &url::Url, api: &InfluxApi) -> Result<(reqwest011::Url, Option<Auth>), String> {
+fn endpoint(
+    base: &url::Url,
+    api: &InfluxApi,
+) -> Result<(reqwest011::Url, Option<Auth>), SetupError> {
     let mut base = base.as_str().to_string();
     if !base.ends_with('/') {
         base.push('/');
     }
-    let base = reqwest011::Url::parse(&base).map_err(|e| format!("bad InfluxDB URL: {e}"))?;
+    let base = reqwest011::Url::parse(&base).map_err(SetupError::Url)?;
     let (path, params, auth) = match api {
         InfluxApi::V2 { org, bucket, token } => (
             "api/v2/write",
@@ -141,9 +153,7 @@ fn endpoint(base: &url::Url, api: &InfluxApi) -> Result<(reqwest011::Url, Option
             ("write", params, auth)
         }
     };
-    let mut url = base
-        .join(path)
-        .map_err(|e| format!("bad InfluxDB URL: {e}"))?;
+    let mut url = base.join(path).map_err(SetupError::Url)?;
     {
         let mut q = url.query_pairs_mut();
         for (k, v) in &params {

@@ -23,8 +23,11 @@ use super::influx::{LineWriter, WriteError};
 use super::line::LineEncoder;
 use super::log::{Chunk, Class, LogAppender, Part, TelemetryLog};
 use crate::backoff::Backoff;
-use crate::events::LogLimiter;
+use crate::events::{Event as _, LogLimiter};
 use crate::model::{Ack, Record};
+
+mod events;
+use events::{RetryCause, WriteRefused, WriteRetried};
 
 /// How soon a batch that holds an MQTT QoS 1 acknowledgement is cut.
 pub const ACK_DELAY: Duration = Duration::from_millis(20);
@@ -516,10 +519,15 @@ impl Forwarder {
                     retry_after,
                     text,
                 }) => {
-                    self.stats.count_failure(status);
-                    if let Some(held) = log.allow() {
-                        error!(status, reason = %text, retry_after_ms = retry_after.map(|d| d.as_millis() as u64), suppressed = held, "database busy; the lines stay in the log, retrying");
-                    }
+                    self.retried(
+                        &backoff,
+                        RetryCause::Busy {
+                            status,
+                            text: &text,
+                            retry_after,
+                        },
+                    )
+                    .emit(&mut log);
                     if !self.wait(&mut backoff, retry_after, stop).await {
                         return Outcome::Stopped;
                     }
@@ -527,11 +535,14 @@ impl Forwarder {
                     continue;
                 }
                 Err(WriteError::ServerError { status, text }) => {
-                    self.stats.count_failure(status);
-                    if let Some(held) = log.allow() {
-                        let backlog = self.log.stats.backlog_bytes.load(Relaxed);
-                        error!(status, reason = %text, retry_in_ms = backoff.step().as_millis() as u64, backlog_bytes = backlog, suppressed = held, "database write failed; the lines stay in the log, retrying");
-                    }
+                    self.retried(
+                        &backoff,
+                        RetryCause::ServerError {
+                            status,
+                            text: &text,
+                        },
+                    )
+                    .emit(&mut log);
                     failing = true;
                     parts.push_front(part);
                     if !self.wait(&mut backoff, None, stop).await {
@@ -540,14 +551,11 @@ impl Forwarder {
                     continue;
                 }
                 Err(e) => {
-                    if let Some(held) = log.allow() {
-                        let backlog = self.log.stats.backlog_bytes.load(Relaxed);
-                        error!(error = %e, retry_in_ms = backoff.step().as_millis() as u64, backlog_bytes = backlog, suppressed = held, "database write failed; the lines stay in the log, retrying");
-                    }
+                    self.retried(&backoff, RetryCause::NoAnswer { error: &e })
+                        .emit(&mut log);
                     part
                 }
             };
-            self.stats.count_failure(0);
             failing = true;
             parts.push_front(retry);
             if !self.wait(&mut backoff, None, stop).await {
@@ -574,7 +582,6 @@ impl Forwarder {
     /// bucket, database) or not (an answer no database gives). The gateway's own work order
     /// says why; one cause at a time, so the other clears.
     fn hold(&self, status: u16, text: &str, refused: bool) {
-        self.stats.count_failure(status);
         let why = Some(format!("HTTP {status}: {text}"));
         let (slot, other) = if refused {
             (
@@ -587,16 +594,28 @@ impl Forwarder {
                 &self.faults.database_refused,
             )
         };
-        if get(slot) == why {
-            return;
+        let changed = get(slot) != why;
+        WriteRefused {
+            stats: &self.stats,
+            status,
+            text,
+            refused,
         }
-        if refused {
-            error!(status, reason = %text, "the database refuses our writes (check the [influxdb] credentials, org, bucket, database or retention policy); telemetry stays in the local log");
-        } else {
-            error!(status, reason = %text, "the database URL answers writes as no database does (a proxy, a redirect, another service?); telemetry stays in the local log");
+        .emit_if(changed);
+        if changed {
+            set(slot, why);
+            set(other, None);
         }
-        set(slot, why);
-        set(other, None);
+    }
+
+    /// A failed write to retry, with the backoff's next step for its log line.
+    fn retried<'a>(&'a self, backoff: &Backoff, cause: RetryCause<'a>) -> WriteRetried<'a> {
+        WriteRetried {
+            stats: &self.stats,
+            log_stats: &self.log.stats,
+            retry_in: backoff.step(),
+            cause,
+        }
     }
 
     /// Waits before a retry: the backoff's step with jitter (50-100 %), which then doubles up

@@ -34,16 +34,19 @@ impl DeliveryState {
     }
 }
 
+/// A delivery state that is not one of pending, delivered or dead.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown delivery state {0:?}: expected pending, delivered or dead")]
+pub struct UnknownDeliveryState(pub String);
+
 impl FromStr for DeliveryState {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = UnknownDeliveryState;
+    fn from_str(s: &str) -> Result<Self, UnknownDeliveryState> {
         match s {
             "pending" => Ok(DeliveryState::Pending),
             "delivered" => Ok(DeliveryState::Delivered),
             "dead" => Ok(DeliveryState::Dead),
-            _ => Err(format!(
-                "unknown delivery state {s:?}: expected pending, delivered or dead"
-            )),
+            _ => Err(UnknownDeliveryState(s.to_string())),
         }
     }
 }

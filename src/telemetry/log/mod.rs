@@ -46,12 +46,12 @@ use tracing::error;
 
 pub use history::HistorySample;
 pub use record::{
-    Class, FILE_MAGIC, HEADER_LEN, MAX_PAYLOAD, RecordHeader, SegmentScan, decode_record,
+    Class, Damage, FILE_MAGIC, HEADER_LEN, MAX_PAYLOAD, RecordHeader, SegmentScan, decode_record,
     encode_record, scan_segment,
 };
 pub use recovery::Recovery;
 use recovery::write_cursor;
-pub use writer::{LogAppender, Part};
+pub use writer::{LogAppender, Part, WriterStopped};
 
 const SEGMENT_EXT: &str = "seg";
 /// Payloads of synced, unforwarded records kept in memory for the forwarder (see

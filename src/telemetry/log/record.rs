@@ -78,43 +78,71 @@ pub(super) fn u64_at(b: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(a)
 }
 
+/// Why bytes of a segment are not an intact record (where recovery cuts or skips).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Damage {
+    #[error("torn header ({got} of {HEADER_LEN} bytes)")]
+    TornHeader { got: usize },
+    #[error("bad record magic")]
+    BadMagic,
+    #[error("impossible record length {0}")]
+    ImpossibleLength(u32),
+    #[error("torn record ({got} of {total} bytes)")]
+    TornRecord { got: usize, total: usize },
+    #[error("checksum mismatch")]
+    Checksum,
+    #[error("impossible sequence number")]
+    ImpossibleSequence,
+    #[error("unknown record flags {0:#x}")]
+    UnknownFlags(u64),
+    #[error("payload is not UTF-8")]
+    NotUtf8,
+    /// An intact record whose sequence number does not follow the one before it.
+    #[error("sequence {seq} after {after}")]
+    OutOfOrder { seq: u64, after: u64 },
+    #[error("bad segment header")]
+    BadSegmentHeader,
+    #[error("bad or missing segment header")]
+    NoSegmentHeader,
+}
+
 /// Decodes the record at the start of `buf`: `Ok(None)` for an empty buffer, the header and the
 /// record's total length, or why the bytes are not a whole, intact record.
-pub fn decode_record(buf: &[u8]) -> Result<Option<(RecordHeader, usize)>, String> {
+pub fn decode_record(buf: &[u8]) -> Result<Option<(RecordHeader, usize)>, Damage> {
     if buf.is_empty() {
         return Ok(None);
     }
     if buf.len() < HEADER_LEN {
-        return Err(format!("torn header ({} of {HEADER_LEN} bytes)", buf.len()));
+        return Err(Damage::TornHeader { got: buf.len() });
     }
     if u32_at(buf, 0) != RECORD_MAGIC {
-        return Err("bad record magic".into());
+        return Err(Damage::BadMagic);
     }
     let len = u32_at(buf, 8);
     if len > MAX_PAYLOAD {
-        return Err(format!("impossible record length {len}"));
+        return Err(Damage::ImpossibleLength(len));
     }
     let total = HEADER_LEN + len as usize;
     if buf.len() < total {
-        return Err(format!(
-            "torn record ({} of {total} bytes)",
-            buf.len().min(total)
-        ));
+        return Err(Damage::TornRecord {
+            got: buf.len().min(total),
+            total,
+        });
     }
     if CRC.checksum(&buf[8..total]) != u32_at(buf, 4) {
-        return Err("checksum mismatch".into());
+        return Err(Damage::Checksum);
     }
     if u64_at(buf, 16) == u64::MAX {
-        return Err("impossible sequence number".into());
+        return Err(Damage::ImpossibleSequence);
     }
     let flags = u64_at(buf, 24);
     let class = match flags {
         0 => Class::Bulk,
         1 => Class::Priority,
-        f => return Err(format!("unknown record flags {f:#x}")),
+        f => return Err(Damage::UnknownFlags(f)),
     };
     if std::str::from_utf8(&buf[HEADER_LEN..total]).is_err() {
-        return Err("payload is not UTF-8".into());
+        return Err(Damage::NotUtf8);
     }
     Ok(Some((
         RecordHeader {
@@ -139,9 +167,9 @@ pub struct SegmentScan {
     pub valid_len: u64,
     /// Damaged stretches between intact records (a bad sector, a flipped bit): (start, end,
     /// why). The records after one are kept.
-    pub holes: Vec<(u64, u64, String)>,
+    pub holes: Vec<(u64, u64, Damage)>,
     /// Why the bytes after `valid_len` are not records (a torn tail), if they are not.
-    pub error: Option<String>,
+    pub error: Option<Damage>,
 }
 
 /// The next offset at or after `from` where an intact record with a sequence number above
@@ -174,11 +202,11 @@ pub fn scan_segment(bytes: &[u8], after_seq: Option<u64>) -> SegmentScan {
         // A damaged header: the records may still be there.
         match resync(bytes, 0, after_seq) {
             Some(p) => {
-                scan.holes.push((0, p as u64, "bad segment header".into()));
+                scan.holes.push((0, p as u64, Damage::BadSegmentHeader));
                 at = p;
             }
             None => {
-                scan.error = Some("bad or missing segment header".into());
+                scan.error = Some(Damage::NoSegmentHeader);
                 return scan;
             }
         }
@@ -195,7 +223,10 @@ pub fn scan_segment(bytes: &[u8], after_seq: Option<u64>) -> SegmentScan {
                 scan.valid_len = at as u64;
                 continue;
             }
-            Ok(Some((h, _))) => format!("sequence {} after {}", h.seq, last.unwrap_or(0)),
+            Ok(Some((h, _))) => Damage::OutOfOrder {
+                seq: h.seq,
+                after: last.unwrap_or(0),
+            },
             Err(e) => e,
         };
         match resync(bytes, at + 1, last) {

@@ -13,7 +13,7 @@ use std::time::Instant;
 use tokio::sync::watch;
 use tracing::warn;
 
-use super::record::{CRC, scan_segment, u32_at, u64_at};
+use super::record::{CRC, Damage, scan_segment, u32_at, u64_at};
 use super::{
     LogConfig, LogStats, Meta, SEGMENT_EXT, Segment, State, TelemetryLog, segment_path, sync_dir,
 };
@@ -26,7 +26,7 @@ pub struct Recovery {
     /// Unforwarded lines found (they are forwarded now).
     pub backlog_lines: u64,
     /// Each cut: file, offset, bytes removed, why.
-    pub cuts: Vec<(PathBuf, u64, u64, String)>,
+    pub cuts: Vec<(PathBuf, u64, u64, Damage)>,
 }
 
 impl TelemetryLog {

@@ -4,6 +4,7 @@
 //! (in `retention`) keeps the log under its bound and removes expired history. [`LogAppender`]
 //! is its async handle.
 
+mod events;
 mod retention;
 
 use std::collections::VecDeque;
@@ -21,8 +22,9 @@ use super::record::{Class, FILE_MAGIC, HEADER_LEN, RecordHeader, encode_header};
 use super::{
     LogStats, Meta, Segment, TAIL_MAX_BYTES, TelemetryLog, now_ms, segment_path, sync_dir,
 };
-use crate::events::LogLimiter;
+use crate::events::{Event as _, LogLimiter};
 use crate::model::Ack;
+use events::{DiskLinesDropped, DiskRefused};
 
 /// How often retention and housekeeping run.
 const HOUSEKEEPING: Duration = Duration::from_secs(5);
@@ -57,16 +59,14 @@ impl TelemetryLog {
 }
 
 /// The error of a rotation whose sync failed (already reported and handled).
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error("the telemetry log's sync failed")]
 struct SyncFailed;
 
-impl std::fmt::Display for SyncFailed {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("the telemetry log's sync failed")
-    }
-}
-
-impl std::error::Error for SyncFailed {}
+/// Why an append was not taken: the writer thread is gone (shutdown, or a panic).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the telemetry log writer has stopped")]
+pub struct WriterStopped;
 
 /// One batch for the log: line protocol of one class.
 #[derive(Debug, Clone)]
@@ -100,14 +100,14 @@ pub struct LogAppender {
 impl LogAppender {
     /// Hands batches to the writer; `acks` fire once they are synced. Waits while the writer's
     /// queue is full (the disk is slower than the input); fails only once the writer is gone.
-    pub async fn append(&self, parts: Vec<Part>, acks: Vec<Ack>) -> Result<(), String> {
+    pub async fn append(&self, parts: Vec<Part>, acks: Vec<Ack>) -> Result<(), WriterStopped> {
         if parts.is_empty() && acks.is_empty() {
             return Ok(());
         }
         self.tx
             .send_async(Cmd { parts, acks })
             .await
-            .map_err(|_| "the telemetry log writer has stopped".to_string())
+            .map_err(|_| WriterStopped)
     }
 
     /// Closes this handle; once every clone is closed the writer syncs what it has and stops.
@@ -242,14 +242,12 @@ impl Writer {
             .map(|p| p.lines as u64)
             .sum();
         if dropped > 0 {
-            self.log
-                .stats
-                .dropped_disk_lines
-                .fetch_add(dropped, Relaxed);
-            error!(
-                lines = dropped,
-                "telemetry log: stopping with batches the disk refused; they are lost"
-            );
+            DiskLinesDropped {
+                stats: &self.log.stats,
+                lines: dropped,
+                closing: true,
+            }
+            .emit_if(true);
         }
     }
 
@@ -499,11 +497,12 @@ impl Writer {
             // Reported where the sync failed.
             return;
         }
-        self.log.stats.write_errors.fetch_add(1, Relaxed);
-        self.log.stats.disk_failing.store(1, Relaxed);
-        if let Some(held) = self.log_limit.allow() {
-            error!(error = %e, dir = %self.log.cfg.dir.display(), suppressed = held, "telemetry log: the disk refuses writes; keeping batches in memory and retrying (polling goes on)");
+        DiskRefused {
+            stats: &self.log.stats,
+            error: e,
+            dir: &self.log.cfg.dir,
         }
+        .emit(&mut self.log_limit);
         // A full disk (or quota, or file-size limit): room may come from forwarded history.
         // Not on any other error: the history API would lose it for nothing.
         let full = matches!(
@@ -527,17 +526,12 @@ impl Writer {
             }
         }
         if dropped > 0 {
-            self.log
-                .stats
-                .dropped_disk_lines
-                .fetch_add(dropped, Relaxed);
-            if let Some(held) = self.log_limit.allow() {
-                error!(
-                    lines = dropped,
-                    suppressed = held,
-                    "telemetry log: the disk has refused writes for too long; dropped the oldest waiting lines"
-                );
+            DiskLinesDropped {
+                stats: &self.log.stats,
+                lines: dropped,
+                closing: false,
             }
+            .emit(&mut self.log_limit);
         }
     }
 

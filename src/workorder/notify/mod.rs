@@ -49,6 +49,12 @@ pub trait Notifier: Send + Sync {
     ) -> Pin<Box<dyn Future<Output = Result<(), DeliveryError>> + Send + 'a>>;
 }
 
+/// A validated `[[notify]]` item, before it runs: its name is the notifier's (see
+/// [`Notifier::name`]).
+pub trait NotifierName {
+    fn name(&self) -> &str;
+}
+
 /// The notification body, shared by the webhook and MQTT notifiers:
 /// `{"event", "seq", "idempotency_key", "occurred_at", "gateway", "work_order"}` in that order.
 pub fn event_body(event: &WorkOrderEvent, gateway: &str) -> Vec<u8> {

@@ -8,12 +8,11 @@
 //!
 //! The HTTP stack is reqwest 0.11 with native-tls, the one the InfluxDB writer already pulls in.
 
-use super::{AssetDirectory, EventFilter, ItemScope, parse_events};
-use std::collections::{BTreeMap, HashMap};
+use super::{AssetDirectory, EventFilter, ItemScope, NotifierName, parse_events};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::time::Duration;
 
 use hmac::{Hmac, Mac};
@@ -23,10 +22,9 @@ use sha2::Sha256;
 
 use super::{DeliveryError, Notifier, event_body};
 use crate::config::units::Duration as ConfigDuration;
-use crate::config::{ConfigIssue, Secret};
+use crate::config::{ConfigIssue, Secret, read_secret_file};
 use crate::rules::matcher::AssetMatch;
-use crate::rules::types::AssetInfo;
-use crate::workorder::types::WorkOrderEvent;
+use crate::workorder::types::{EventKind, WorkOrderEvent};
 
 /// `[[notify]]` with `type = "webhook"`, as written.
 #[derive(Debug, Clone, Deserialize)]
@@ -67,7 +65,38 @@ const RESERVED_HEADERS: [&str; 4] = [
 /// How much of an error answer's body is kept for the log and the outbox.
 const ERROR_BODY_BYTES: usize = 512;
 
-/// A configured webhook.
+/// A validated `type = "webhook"` item: plain data, checked as far as it can be without
+/// running. [`WebhookNotifier::new`] makes the running notifier of it.
+#[derive(Clone)]
+pub struct WebhookSpec {
+    pub name: String,
+    pub url: reqwest011::Url,
+    /// `None`: every event.
+    pub events: Option<HashSet<EventKind>>,
+    pub asset_match: Option<AssetMatch>,
+    pub secret: Option<Secret>,
+    /// The configured extra headers (marked sensitive).
+    pub headers: HeaderMap,
+    pub timeout: Duration,
+}
+
+impl fmt::Debug for WebhookSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WebhookSpec")
+            .field("name", &self.name)
+            .field("events", &self.events)
+            .field("signed", &self.secret.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl NotifierName for WebhookSpec {
+    fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+/// A running webhook.
 pub struct WebhookNotifier {
     name: String,
     url: reqwest011::Url,
@@ -88,38 +117,76 @@ impl fmt::Debug for WebhookNotifier {
     }
 }
 
-/// Builds the webhook notifiers of the `notify` items (`(file, index in that file, item)`),
-/// leaving `type = "mqtt"` items out; [`parse_notifiers_with`] builds both.
-pub fn parse_notifiers(
-    items: &[(String, usize, config::Value)],
-    gateway: &str,
-    assets: &HashMap<String, Arc<AssetInfo>>,
-) -> Result<Vec<Arc<dyn Notifier>>, Vec<ConfigIssue>> {
-    parse_notifiers_with(items, gateway, &AssetDirectory::new(assets.clone()), None)
+/// The HTTP client of a webhook cannot be built (the TLS backend cannot start).
+#[derive(Debug, thiserror::Error)]
+#[error("notifier {name}: cannot build the HTTP client: {error}")]
+pub struct ClientError {
+    pub name: String,
+    pub error: reqwest011::Error,
 }
 
-/// Builds a `type = "mqtt"` item: (file, key path of the item, its position among all items,
-/// the item, the gateway id, the assets). The MQTT client lives above this module, so whoever
-/// assembles the settings passes its builder in.
-pub type ItemBuilder<'a> = &'a dyn Fn(
-    &str,
-    &str,
-    usize,
-    config::Value,
-    &str,
-    &AssetDirectory,
-) -> Result<Arc<dyn Notifier>, Vec<ConfigIssue>>;
+impl WebhookNotifier {
+    /// The running webhook of `spec`: events of the gateway `gateway`, `match` and `{name}`
+    /// against `assets`.
+    pub fn new(
+        spec: &WebhookSpec,
+        gateway: &str,
+        assets: &AssetDirectory,
+    ) -> Result<WebhookNotifier, ClientError> {
+        let client = http_client(spec.timeout).map_err(|error| ClientError {
+            name: spec.name.clone(),
+            error,
+        })?;
+        Ok(WebhookNotifier {
+            name: spec.name.clone(),
+            url: spec.url.clone(),
+            filter: EventFilter {
+                events: spec.events.clone(),
+                asset_match: spec.asset_match.clone(),
+                assets: assets.clone(),
+            },
+            secret: spec.secret.clone(),
+            headers: spec.headers.clone(),
+            gateway: gateway.to_string(),
+            client,
+        })
+    }
+}
 
-/// Builds the notifiers of the `notify` items (`(file, index in that file, item)`): webhooks
-/// here, `type = "mqtt"` items by `mqtt` (`None` leaves them out). Every error is collected,
-/// with its file and key path (`notify[1].url`). The notifiers share `assets`.
-pub fn parse_notifiers_with(
+/// A webhook's HTTP client: `timeout` per request, redirects not followed.
+fn http_client(timeout: Duration) -> reqwest011::Result<reqwest011::Client> {
+    reqwest011::Client::builder()
+        .timeout(timeout.max(Duration::from_millis(1)))
+        .connect_timeout(timeout.clamp(Duration::from_millis(1), Duration::from_secs(5)))
+        .redirect(reqwest011::redirect::Policy::none())
+        .user_agent(concat!("facilityd/", env!("CARGO_PKG_VERSION")))
+        .build()
+}
+
+/// Validates the webhooks of the `notify` items (`(file, index in that file, item)`),
+/// leaving `type = "mqtt"` items out; [`parse_notifiers_with`] takes both.
+pub fn parse_notifiers(
     items: &[(String, usize, config::Value)],
-    gateway: &str,
-    assets: &AssetDirectory,
-    mqtt: Option<ItemBuilder<'_>>,
-) -> Result<Vec<Arc<dyn Notifier>>, Vec<ConfigIssue>> {
-    let mut out: Vec<Arc<dyn Notifier>> = Vec::new();
+) -> Result<Vec<WebhookSpec>, Vec<ConfigIssue>> {
+    parse_notifiers_with(items, &|w| w, None)
+}
+
+/// Validates a `type = "mqtt"` item: (file, key path of the item, its position among all
+/// items, the item). MQTT lives above this module, so whoever assembles the settings passes
+/// its validator in.
+pub type ItemBuilder<'a, T> =
+    &'a dyn Fn(&str, &str, usize, config::Value) -> Result<T, Vec<ConfigIssue>>;
+
+/// Validates the `notify` items (`(file, index in that file, item)`) into specs `T`: webhooks
+/// here (made a `T` by `webhook`), `type = "mqtt"` items by `mqtt` (`None` leaves them out).
+/// Every error is collected, with its file and key path (`notify[1].url`); names must be
+/// unique.
+pub fn parse_notifiers_with<T: NotifierName>(
+    items: &[(String, usize, config::Value)],
+    webhook: &dyn Fn(WebhookSpec) -> T,
+    mqtt: Option<ItemBuilder<'_, T>>,
+) -> Result<Vec<T>, Vec<ConfigIssue>> {
+    let mut out: Vec<T> = Vec::new();
     let mut errors = Vec::new();
     // name -> where it was configured
     let mut names: HashMap<String, (String, usize)> = HashMap::new();
@@ -137,16 +204,13 @@ pub fn parse_notifiers_with(
             }
             Ok(t) => t.get("type").cloned().map(|v| v.into_string()),
         };
-        let built: Result<Arc<dyn Notifier>, Vec<ConfigIssue>> = match kind {
+        let built: Result<T, Vec<ConfigIssue>> = match kind {
             Some(Ok(k)) if k == "webhook" => {
-                build(file, &base, position, value.clone(), gateway, assets)
-                    .map(|n| Arc::new(n) as Arc<dyn Notifier>)
+                validate(file, &base, position, value.clone()).map(webhook)
             }
             Some(Ok(k)) if k == "mqtt" => match mqtt {
                 None => continue,
-                Some(build_mqtt) => {
-                    build_mqtt(file, &base, position, value.clone(), gateway, assets)
-                }
+                Some(validate_mqtt) => validate_mqtt(file, &base, position, value.clone()),
             },
             Some(Ok(k)) => {
                 errors.push(issue(
@@ -195,14 +259,12 @@ pub fn parse_notifiers_with(
     }
 }
 
-fn build(
+fn validate(
     file: &str,
     base: &str,
     position: usize,
     value: config::Value,
-    gateway: &str,
-    assets: &AssetDirectory,
-) -> Result<WebhookNotifier, Vec<ConfigIssue>> {
+) -> Result<WebhookSpec, Vec<ConfigIssue>> {
     let scope = ItemScope {
         file,
         base,
@@ -248,15 +310,11 @@ fn build(
 
     let secret = match &cfg.secret_file {
         None => None,
-        Some(path) => match std::fs::read_to_string(path) {
-            // Trailing newlines are how files end, not part of the secret.
-            Ok(s) if s.trim().is_empty() => {
-                errors.push(issue("secret_file", format!("the file {path} is empty")));
-                None
-            }
-            Ok(s) => Some(Secret(s.trim().to_string())),
+        // Trailing newlines are how files end, not part of the secret.
+        Some(path) => match read_secret_file(path) {
+            Ok(s) => Some(s),
             Err(e) => {
-                errors.push(issue("secret_file", format!("cannot read {path}: {e}")));
+                errors.push(issue("secret_file", e.to_string()));
                 None
             }
         },
@@ -300,33 +358,21 @@ fn build(
         errors.push(issue("match", e.to_string()));
     }
 
-    let client = reqwest011::Client::builder()
-        .timeout(timeout.max(Duration::from_millis(1)))
-        .connect_timeout(timeout.clamp(Duration::from_millis(1), Duration::from_secs(5)))
-        .redirect(reqwest011::redirect::Policy::none())
-        .user_agent(concat!("facilityd/", env!("CARGO_PKG_VERSION")))
-        .build();
-    let client = match client {
-        Ok(c) => Some(c),
-        Err(e) => {
-            errors.push(issue("", format!("cannot build the HTTP client: {e}")));
-            None
-        }
-    };
+    // The client is built when the gateway starts; building one now reports a TLS backend
+    // that cannot start where `check` shows it.
+    if let Err(e) = http_client(timeout) {
+        errors.push(issue("", format!("cannot build the HTTP client: {e}")));
+    }
 
-    match (url, client) {
-        (Some(url), Some(client)) if errors.is_empty() => Ok(WebhookNotifier {
+    match url {
+        Some(url) if errors.is_empty() => Ok(WebhookSpec {
             name,
             url,
-            filter: EventFilter {
-                events,
-                asset_match: cfg.asset_match,
-                assets: assets.clone(),
-            },
+            events,
+            asset_match: cfg.asset_match,
             secret,
             headers,
-            gateway: gateway.to_string(),
-            client,
+            timeout,
         }),
         _ => Err(errors),
     }
@@ -449,8 +495,8 @@ pub(crate) mod tests {
             .collect()
     }
 
-    fn parse(toml: &str) -> Result<Vec<Arc<dyn Notifier>>, Vec<ConfigIssue>> {
-        parse_notifiers(&items(toml), "gw", &HashMap::new())
+    fn parse(toml: &str) -> Result<Vec<WebhookSpec>, Vec<ConfigIssue>> {
+        parse_notifiers(&items(toml))
     }
 
     fn errors(toml: &str) -> Vec<String> {
