@@ -72,10 +72,7 @@ fn learned_plan(device: &Device, sim: &SimHandle, unit: u8) -> Vec<ReadRequest> 
     let DeviceSource::Modbus(m) = &device.source else {
         return Vec::new();
     };
-    let limits = PlanLimits {
-        max_gap: m.max_gap,
-        max_registers: m.max_registers,
-    };
+    let limits = PlanLimits::of(m);
     let points = &device.profile.points;
     let mut cuts = BTreeSet::new();
     loop {

@@ -528,15 +528,17 @@ fn arb_spec() -> impl Strategy<Value = RegisterSpec> {
             (0u8..16).prop_map(Some),
             any::<u8>().prop_map(Some)
         ],
+        prop_oneof![Just(None), (0u8..20).prop_map(Some)],
         prop_oneof![0u16..10, 0u16..=130, any::<u16>()],
     )
         .prop_map(
-            |(kind, address, data_type, order, bit, count)| RegisterSpec {
+            |(kind, address, data_type, order, bit, bits, count)| RegisterSpec {
                 kind,
                 address,
                 data_type,
                 order,
                 bit,
+                bits,
                 count,
             },
         )
@@ -548,9 +550,10 @@ fn arb_transform() -> impl Strategy<Value = Transform> {
         arb_f64(),
         any::<bool>(),
         prop_oneof![
-            Just(None),
-            any::<i64>().prop_map(Some),
-            (-2i64..70000).prop_map(Some)
+            Just(Vec::new()),
+            any::<i64>().prop_map(|v| vec![(v, v)]),
+            (-2i64..70000).prop_map(|v| vec![(v, v)]),
+            (any::<i64>(), any::<i64>()).prop_map(|(a, b)| vec![(a, b), (b, a)]),
         ],
         proptest::option::of(arb_f64()),
         proptest::option::of(arb_f64()),
@@ -700,13 +703,19 @@ fn parse_codec_seed(line: &str) -> (RegisterSpec, Transform, Vec<u16>, u16) {
         data_type: dt,
         order,
         bit: opt(f[3]).map(|s| s.parse().unwrap()),
+        bits: None,
         count: f[2].parse().unwrap(),
     };
     let transform = Transform {
         scale: f[4].parse().unwrap(),
         offset: f[5].parse().unwrap(),
         integer: f[6].parse().unwrap(),
-        na: opt(f[7]).map(|s| s.parse().unwrap()),
+        na: opt(f[7])
+            .map(|s| {
+                let v: i64 = s.parse().unwrap();
+                vec![(v, v)]
+            })
+            .unwrap_or_default(),
         min: opt(f[8]).map(|s| s.parse().unwrap()),
         max: opt(f[9]).map(|s| s.parse().unwrap()),
         map: None,

@@ -142,17 +142,14 @@ pub fn describe(s: &Settings) -> String {
             DeviceSource::Modbus(m) => {
                 let reqs = plan(
                     &d.profile.points,
-                    crate::modbus::plan::PlanLimits {
-                        max_gap: m.max_gap,
-                        max_registers: m.max_registers,
-                    },
+                    crate::modbus::plan::PlanLimits::of(m),
                     &Default::default(),
                 );
                 let per_s = reqs.len() as f64 / d.interval.as_secs_f64();
                 total_requests += per_s;
                 let _ = writeln!(
                     out,
-                    "    modbus: {} unit {} every {} timeout {}{} (max_gap {}, max_registers {})",
+                    "    modbus: {} unit {} every {} timeout {}{} (max_gap {}, max_registers {}{})",
                     m.link,
                     m.unit,
                     humantime::format_duration(d.interval),
@@ -163,7 +160,8 @@ pub fn describe(s: &Settings) -> String {
                         ""
                     },
                     m.max_gap,
-                    m.max_registers
+                    m.max_registers,
+                    device_model_limits(&d.profile, m)
                 );
                 let _ = writeln!(
                     out,
@@ -208,8 +206,14 @@ pub fn describe(s: &Settings) -> String {
                 Some(r) => {
                     let mut s =
                         format!("{} {} {}", r.kind.as_str(), r.address, r.data_type.as_str());
-                    if let Some(b) = r.bit {
-                        let _ = write!(s, " bit {b}");
+                    match (r.bit, r.bits) {
+                        (Some(b), Some(w)) => {
+                            let _ = write!(s, " bits {b}-{}", u16::from(b) + u16::from(w) - 1);
+                        }
+                        (Some(b), None) => {
+                            let _ = write!(s, " bit {b}");
+                        }
+                        _ => {}
                     }
                     if r.count > 1 && r.data_type != crate::profile::DataType::String {
                         let _ = write!(s, " {:?}", r.order);
@@ -224,6 +228,14 @@ pub fn describe(s: &Settings) -> String {
             }
             if let Some(u) = &p.unit {
                 let _ = write!(extra, " [{u}]");
+            }
+            for (i, (from, to)) in p.transform.na.iter().enumerate() {
+                let sep = if i == 0 { " na " } else { "," };
+                if from == to {
+                    let _ = write!(extra, "{sep}{from}");
+                } else {
+                    let _ = write!(extra, "{sep}{from}..{to}");
+                }
             }
             let _ = writeln!(
                 out,
@@ -359,4 +371,20 @@ pub async fn run(path: &Path) -> anyhow::Result<()> {
 /// variable: every FACILITYD_* variable is a configuration key.)
 pub fn config_path(arg: Option<PathBuf>) -> PathBuf {
     arg.unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG))
+}
+
+/// What the device model itself limits, as `check` shows it beside the device's settings: a
+/// profile's `max_registers` below the device's, and even register counts.
+fn device_model_limits(
+    profile: &crate::profile::Profile,
+    m: &crate::device::ModbusSource,
+) -> String {
+    let mut out = String::new();
+    if profile.limits.max_registers < 125 && m.max_registers == profile.limits.max_registers {
+        out.push_str(&format!(" set by profile {:?}", profile.name));
+    }
+    if m.even_count {
+        out.push_str(", even register counts only");
+    }
+    out
 }

@@ -20,7 +20,10 @@ pub struct ModbusSource {
     pub unit: u8,
     pub timeout: Duration,
     pub max_gap: u16,
+    /// The lower of the device's and its profile's limit.
     pub max_registers: u16,
+    /// The profile's device model refuses odd register counts.
+    pub even_count: bool,
     pub probe_interval: Duration,
 }
 

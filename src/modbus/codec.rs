@@ -75,7 +75,17 @@ pub fn decode_words(spec: &RegisterSpec, words: &[u16]) -> Option<Raw> {
             let bit = u32::from(spec.bit.unwrap_or(0));
             Raw::Bool((words.first()?.checked_shr(bit)?) & 1 == 1)
         }
-        DataType::U16 => Raw::Int(i128::from(u16::from_be_bytes([b[0], b[1]]))),
+        DataType::U16 => {
+            let word = u16::from_be_bytes([b[0], b[1]]);
+            match (spec.bit, spec.bits) {
+                // A bit field: `bits` bits from `bit` up.
+                (Some(lo), Some(w)) => {
+                    let field = u32::from(word).checked_shr(u32::from(lo))?;
+                    Raw::Int(i128::from(field & ((1u32 << w.min(16)) - 1)))
+                }
+                _ => Raw::Int(i128::from(word)),
+            }
+        }
         DataType::I16 => Raw::Int(i128::from(i16::from_be_bytes([b[0], b[1]]))),
         DataType::U32 => Raw::Int(i128::from(u32::from_be_bytes(b[..4].try_into().ok()?))),
         DataType::I32 => Raw::Int(i128::from(i32::from_be_bytes(b[..4].try_into().ok()?))),
@@ -90,18 +100,21 @@ pub fn decode_words(spec: &RegisterSpec, words: &[u16]) -> Option<Raw> {
     })
 }
 
-/// The raw bit pattern of an integer, for comparing with an `na` written either way
-/// (`na = 65535` or `na = -1` both match 0xFFFF of an i16).
-fn matches_na(raw: i128, na: i64, data_type: DataType) -> bool {
-    if raw == i128::from(na) {
-        return true;
-    }
+/// Whether a raw integer is one of the `na` ranges, compared both as the value and as the
+/// register's bit pattern (`na = 65535` or `na = -1` both match 0xFFFF of an i16).
+fn matches_na(raw: i128, na: &[(i64, i64)], data_type: DataType) -> bool {
     let bits = u32::from(data_type.registers(1)) * 16;
-    if bits >= 128 {
-        return false;
-    }
-    let mask = (1i128 << bits) - 1;
-    raw & mask == i128::from(na) & mask
+    let mask = (bits < 128).then(|| (1i128 << bits) - 1);
+    na.iter().any(|&(from, to)| {
+        let (from, to) = (i128::from(from), i128::from(to));
+        if (from..=to).contains(&raw) {
+            return true;
+        }
+        mask.is_some_and(|m| {
+            let (f, t) = (from & m, to & m);
+            f <= t && t - f == to - from && (f..=t).contains(&(raw & m))
+        })
+    })
 }
 
 /// Scales, maps and range-checks a raw value, and gives it the point's field type (a value
@@ -136,16 +149,18 @@ fn scale_and_map(transform: &Transform, data_type: Option<DataType>, raw: Raw) -
             if !f.is_finite() {
                 return Decoded::Bad(Quality::NotAvailable);
             }
-            if let Some(na) = transform.na
-                && f == na as f64
+            if transform
+                .na
+                .iter()
+                .any(|&(from, to)| (from as f64..=to as f64).contains(&f))
             {
                 return Decoded::Bad(Quality::NotAvailable);
             }
             finish_float(transform, f * transform.scale + transform.offset)
         }
         Raw::Int(i) => {
-            if let Some(na) = transform.na
-                && matches_na(i, na, data_type.unwrap_or(DataType::I64))
+            if !transform.na.is_empty()
+                && matches_na(i, &transform.na, data_type.unwrap_or(DataType::I64))
             {
                 return Decoded::Bad(Quality::NotAvailable);
             }
@@ -222,6 +237,17 @@ pub fn encode_words(
     value: &Value,
     current: &[u16],
 ) -> Option<Vec<u16>> {
+    if let (Some(lo), Some(w)) = (spec.bit, spec.bits) {
+        // A bit field: the value (or the name its map gives it) into its bits of the word.
+        let n = match (value, &transform.map) {
+            (Value::Str(name), Some(map)) => *map.iter().find(|(_, v)| *v == name)?.0,
+            (v, _) => v.as_f64()?.round() as i64,
+        };
+        let mask = (((1u32 << w.min(16)) - 1) << lo) as u16;
+        let word = current.first().copied().unwrap_or(0);
+        let field = ((n as u32) << lo) as u16 & mask;
+        return Some(vec![(word & !mask) | field]);
+    }
     if let Some(bit) = spec.bit {
         let on = match value {
             Value::Bool(b) => *b,
@@ -281,6 +307,7 @@ mod tests {
             data_type: t,
             order,
             bit: None,
+            bits: None,
             count: t.registers(4),
         }
     }
@@ -367,7 +394,7 @@ mod tests {
         fn strings_and_bits_decode(text in "[A-Za-z0-9 ]{0,8}", word in proptest::prelude::any::<u16>(), bit in 0u8..16) {
             let mut be = text.as_bytes().to_vec();
             be.resize(8, 0);
-            let sp = RegisterSpec { kind: RegisterKind::Holding, address: 0, data_type: DataType::String, order: ByteOrder::ABCD, bit: None, count: 4 };
+            let sp = RegisterSpec { kind: RegisterKind::Holding, address: 0, data_type: DataType::String, order: ByteOrder::ABCD, bit: None, bits: None, count: 4 };
             proptest::prop_assert_eq!(decode_words(&sp, &wire(&be, ByteOrder::ABCD)), Some(Raw::Str(text.trim_end().to_string())));
             let sp = RegisterSpec { data_type: DataType::Bool, bit: Some(bit), count: 1, ..sp };
             proptest::prop_assert_eq!(decode_words(&sp, &[word]), Some(Raw::Bool(word & (1 << bit) != 0)));
@@ -377,7 +404,7 @@ mod tests {
     #[test]
     fn na_matches_either_spelling() {
         let t = Transform {
-            na: Some(-1),
+            na: vec![(-1, -1)],
             ..Transform::IDENTITY
         };
         assert_eq!(
@@ -385,7 +412,7 @@ mod tests {
             Decoded::Bad(Quality::NotAvailable)
         );
         let t = Transform {
-            na: Some(65535),
+            na: vec![(65535, 65535)],
             ..Transform::IDENTITY
         };
         assert_eq!(
@@ -396,6 +423,56 @@ mod tests {
             apply(&t, Some(DataType::I16), Raw::Int(-2)),
             Decoded::Good(Value::Float(-2.0))
         );
+    }
+
+    /// GenComm's sentinels (0xFFF8-0xFFFF, 0x7FF8-0x7FFF, 0xFFFFFFF8-) are never readings;
+    /// the value just below them is.
+    #[test]
+    fn na_ranges_hold_every_sentinel_and_nothing_below() {
+        for (dt, from, to, raw_ok) in [
+            (DataType::U16, 65528, 65535, 65527i128),
+            (DataType::I16, 32760, 32767, 32759),
+            (DataType::U32, 4294967288, 4294967295, 4294967287),
+            (DataType::I32, 2147483640, 2147483647, 2147483639),
+        ] {
+            let t = Transform {
+                na: vec![(from, to)],
+                ..Transform::IDENTITY
+            };
+            for raw in from..=to {
+                assert_eq!(
+                    apply(&t, Some(dt), Raw::Int(i128::from(raw))),
+                    Decoded::Bad(Quality::NotAvailable),
+                    "{dt:?} {raw:#x}"
+                );
+            }
+            assert_eq!(
+                apply(&t, Some(dt), Raw::Int(raw_ok)),
+                Decoded::Good(Value::Float(raw_ok as f64))
+            );
+        }
+    }
+
+    /// A 4-bit alarm state packed four to a register (GenComm page 8): decoded from its own
+    /// bits only, and encoded without touching its neighbours.
+    #[test]
+    fn bit_fields_decode_and_encode_alone() {
+        let spec = RegisterSpec {
+            kind: RegisterKind::Holding,
+            address: 2050,
+            data_type: DataType::U16,
+            order: ByteOrder::ABCD,
+            bit: Some(4),
+            bits: Some(4),
+            count: 1,
+        };
+        // Under speed 1, over speed 1, fail to start 3 (shutdown), fail to come to rest 1.
+        assert_eq!(decode_words(&spec, &[0x1131]), Some(Raw::Int(3)));
+        let t = Transform::IDENTITY;
+        let w = encode_words(&spec, &t, &Value::Int(2), &[0x1131]).unwrap();
+        assert_eq!(w, vec![0x1121]);
+        let w = encode_words(&spec, &t, &Value::Int(0xF), &[0x0000]).unwrap();
+        assert_eq!(w, vec![0x00F0]);
     }
 
     #[test]

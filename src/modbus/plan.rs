@@ -7,7 +7,8 @@
 
 use std::collections::BTreeSet;
 
-use crate::profile::{Point, RegisterKind};
+use crate::device::ModbusSource;
+use crate::profile::{DeviceLimits, Point, RegisterKind};
 
 /// One Modbus read.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,6 +34,9 @@ pub struct PlanLimits {
     pub max_gap: u16,
     /// Most registers per read (bits are limited by the protocol's 2000 only).
     pub max_registers: u16,
+    /// Register reads cover an even number of registers (a read whose points span an odd
+    /// number takes one register more, after them or, at the top of the address space, before).
+    pub even_count: bool,
 }
 
 impl Default for PlanLimits {
@@ -40,7 +44,35 @@ impl Default for PlanLimits {
         PlanLimits {
             max_gap: 10,
             max_registers: 125,
+            even_count: false,
         }
+    }
+}
+
+impl PlanLimits {
+    /// A configured device's limits (the configuration already took the lower of the device's
+    /// and its profile's `max_registers`).
+    pub fn of(source: &ModbusSource) -> Self {
+        PlanLimits {
+            max_gap: source.max_gap,
+            max_registers: source.max_registers,
+            even_count: source.even_count,
+        }
+    }
+
+    /// The defaults within a device model's limits (for `probe`, which has no device).
+    pub fn of_profile(limits: DeviceLimits) -> Self {
+        PlanLimits {
+            max_registers: limits.max_registers,
+            even_count: limits.even_count,
+            ..PlanLimits::default()
+        }
+    }
+
+    /// The most registers one read may carry, counting the protocol's limit and evenness.
+    fn register_limit(self, kind: RegisterKind) -> u32 {
+        let lim = u32::from(self.max_registers.min(kind.protocol_limit()));
+        if self.even_count { lim - lim % 2 } else { lim }
     }
 }
 
@@ -94,15 +126,17 @@ pub fn plan_only(
             continue;
         }
         spans.sort_by_key(|s| (s.start, s.end, s.point));
-        let (limit, gap) = if kind.is_bit() {
+        let (limit, gap, even) = if kind.is_bit() {
             (
                 u32::from(kind.protocol_limit()),
                 u32::from(limits.max_gap) * 16,
+                false,
             )
         } else {
             (
-                u32::from(limits.max_registers.min(kind.protocol_limit())),
+                limits.register_limit(kind),
                 u32::from(limits.max_gap),
+                limits.even_count,
             )
         };
         let cuts: Vec<u32> = boundaries
@@ -110,9 +144,41 @@ pub fn plan_only(
             .filter(|(k, _)| *k == kind)
             .map(|(_, a)| u32::from(*a))
             .collect();
-        out.extend(plan_table(kind, &spans, limit, gap, &cuts));
+        out.extend(plan_table(kind, &spans, limit, gap, even, &cuts));
     }
     out
+}
+
+/// The registers a read of `start..end` carries: the span, rounded up to even when it must be.
+fn read_len(start: u32, end: u32, even: bool) -> u32 {
+    let n = end - start;
+    if even { n + n % 2 } else { n }
+}
+
+/// The read for the points spanning `start..end`: padded by one register to an even count where
+/// the device needs it, after the points, or before them where the register after is past the
+/// address space or across a learned boundary (a refused register is likeliest there).
+fn read_at(
+    kind: RegisterKind,
+    start: u32,
+    end: u32,
+    even: bool,
+    cuts: &[u32],
+    points: Vec<usize>,
+) -> ReadRequest {
+    let count = read_len(start, end, even);
+    let pad_after_blocked = end + 1 > 65536 || cuts.contains(&end);
+    let start = if count > end - start && pad_after_blocked && start > 0 {
+        start - 1
+    } else {
+        start
+    };
+    ReadRequest {
+        kind,
+        start: start as u16,
+        count: count as u16,
+        points,
+    }
 }
 
 fn plan_table(
@@ -120,6 +186,7 @@ fn plan_table(
     spans: &[Span],
     limit: u32,
     max_gap: u32,
+    even: bool,
     cuts: &[u32],
 ) -> Vec<ReadRequest> {
     let n = spans.len();
@@ -145,10 +212,10 @@ fn plan_table(
                 }
                 end = end.max(s.end);
             }
-            if end - start > limit {
+            if read_len(start, end, even) > limit {
                 break;
             }
-            let cand = (reads + 1, regs + (end - start));
+            let cand = (reads + 1, regs + read_len(start, end, even));
             if best[k + 1].is_none_or(|b| cand < b) {
                 best[k + 1] = Some(cand);
                 from[k + 1] = j;
@@ -160,12 +227,7 @@ fn plan_table(
     if best[n].is_none() {
         return spans
             .iter()
-            .map(|s| ReadRequest {
-                kind,
-                start: s.start as u16,
-                count: (s.end - s.start) as u16,
-                points: vec![s.point],
-            })
+            .map(|s| read_at(kind, s.start, s.end, even, cuts, vec![s.point]))
             .collect();
     }
     let mut groups = Vec::new();
@@ -182,12 +244,14 @@ fn plan_table(
             let g = &spans[j..i];
             let start = g[0].start;
             let end = g.iter().map(|s| s.end).max().unwrap_or(start + 1);
-            ReadRequest {
+            read_at(
                 kind,
-                start: start as u16,
-                count: (end - start) as u16,
-                points: g.iter().map(|s| s.point).collect(),
-            }
+                start,
+                end,
+                even,
+                cuts,
+                g.iter().map(|s| s.point).collect(),
+            )
         })
         .collect()
 }
@@ -245,6 +309,7 @@ mod tests {
                 },
                 order: ByteOrder::ABCD,
                 bit: None,
+                bits: None,
                 count,
             }),
             json: None,
@@ -258,9 +323,17 @@ mod tests {
             let lim = if r.kind.is_bit() {
                 2000
             } else {
-                limits.max_registers.min(125)
+                limits.register_limit(r.kind) as u16
             };
             assert!(r.count >= 1 && r.count <= lim, "{r:?} over limit {lim}");
+            assert!(r.end() <= 65536, "{r:?} past the address space");
+            if limits.even_count && !r.kind.is_bit() {
+                assert_eq!(
+                    r.count % 2,
+                    0,
+                    "{r:?}: an odd count for a device that refuses them"
+                );
+            }
             for &i in &r.points {
                 let spec = points[i].register.as_ref().unwrap();
                 assert_eq!(spec.kind, r.kind);
@@ -275,9 +348,12 @@ mod tests {
         assert!(covered.iter().all(|c| *c), "uncovered points: {covered:?}");
     }
 
+    /// Whether a group of spans may be one read (limit, largest hole).
+    type GroupOk<'a> = &'a dyn Fn(&[(u32, u32)], u32, u32) -> bool;
+
     /// Exhaustive minimum over all set partitions (small n only).
-    fn brute_min(spans: &[(u32, u32)], limit: u32, gap: u32) -> usize {
-        fn ok(group: &[(u32, u32)], limit: u32, gap: u32) -> bool {
+    fn brute_min(spans: &[(u32, u32)], limit: u32, gap: u32, even: bool) -> usize {
+        let ok = |group: &[(u32, u32)], limit: u32, gap: u32| -> bool {
             let mut g = group.to_vec();
             g.sort();
             let start = g[0].0;
@@ -288,14 +364,16 @@ mod tests {
                 }
                 end = end.max(s.1);
             }
-            end - start <= limit
-        }
+            let n = end - start;
+            (if even { n + n % 2 } else { n }) <= limit
+        };
         fn rec(
             rest: &[(u32, u32)],
             groups: &mut Vec<Vec<(u32, u32)>>,
             limit: u32,
             gap: u32,
             best: &mut usize,
+            ok: GroupOk,
         ) {
             if groups.len() >= *best {
                 return;
@@ -310,15 +388,15 @@ mod tests {
             // that joins the group later.
             for gi in 0..groups.len() {
                 groups[gi].push(first);
-                rec(tail, groups, limit, gap, best);
+                rec(tail, groups, limit, gap, best, ok);
                 groups[gi].pop();
             }
             groups.push(vec![first]);
-            rec(tail, groups, limit, gap, best);
+            rec(tail, groups, limit, gap, best, ok);
             groups.pop();
         }
         let mut best = usize::MAX;
-        rec(spans, &mut Vec::new(), limit, gap, &mut best);
+        rec(spans, &mut Vec::new(), limit, gap, &mut best, &ok);
         best
     }
 
@@ -334,6 +412,7 @@ mod tests {
             PlanLimits {
                 max_gap: 10,
                 max_registers: 125,
+                even_count: false,
             },
             &BTreeSet::new(),
         );
@@ -360,14 +439,81 @@ mod tests {
         );
     }
 
+    /// The SDM630's quirks: at most 80 registers a read, never an odd count. A map of float
+    /// pairs from 0 to 88 needs two reads, and a lone 16-bit register is read as two.
+    #[test]
+    fn a_device_model_limit_and_even_counts_shape_the_reads() {
+        let limits = PlanLimits {
+            max_gap: 20,
+            max_registers: 80,
+            even_count: true,
+        };
+        let mut pts: Vec<Point> = (0..44).map(|i| pt(RegisterKind::Input, i * 2, 2)).collect();
+        pts.push(pt(RegisterKind::Holding, 10, 1));
+        pts.push(pt(RegisterKind::Holding, 65535, 1));
+        let reqs = plan(&pts, limits, &BTreeSet::new());
+        valid(&reqs, &pts, limits);
+        let shape: Vec<(RegisterKind, u16, u16)> =
+            reqs.iter().map(|r| (r.kind, r.start, r.count)).collect();
+        assert_eq!(
+            shape,
+            vec![
+                (RegisterKind::Holding, 10, 2),
+                (RegisterKind::Holding, 65534, 2),
+                (RegisterKind::Input, 0, 8),
+                (RegisterKind::Input, 8, 80),
+            ]
+        );
+    }
+
     proptest! {
+        /// Whatever the map, the device's limits and the boundaries learned from refused reads:
+        /// no read exceeds the device's register limit, none has an odd count where the device
+        /// refuses them, none crosses a learned boundary between its points, and every point
+        /// is read.
+        #[test]
+        fn no_read_ever_exceeds_the_device_limits(
+            raw in proptest::collection::vec((0u16..=65535, 1u16..5), 1..40),
+            max_gap in 0u16..40,
+            max_registers in 2u16..=125,
+            even_count in any::<bool>(),
+            cuts in proptest::collection::btree_set(0u16..=65535, 0..4),
+        ) {
+            let limits = PlanLimits { max_gap, max_registers, even_count };
+            // Every point fits one read (the configuration refuses the others).
+            let fits = limits.register_limit(RegisterKind::Input) as u16;
+            let pts: Vec<Point> = raw.iter().map(|&(a, c)| {
+                let c = c.min(fits);
+                let a = u32::from(a).min(65536 - u32::from(c)) as u16;
+                pt(RegisterKind::Input, a, c)
+            }).collect();
+            let boundaries: BTreeSet<Boundary> = cuts.iter().map(|&c| (RegisterKind::Input, c)).collect();
+            let reqs = plan(&pts, limits, &boundaries);
+            valid(&reqs, &pts, limits);
+            for r in &reqs {
+                let lo = r.points.iter().map(|&i| pts[i].register.as_ref().unwrap().address).min().unwrap();
+                let hi = r.points.iter().map(|&i| pts[i].register.as_ref().unwrap().address).max().unwrap();
+                for &c in &cuts {
+                    prop_assert!(!(lo < c && hi >= c), "{r:?} crosses the learned boundary {c}");
+                    // The padding register stays on the points' side of a boundary too, unless
+                    // boundaries close in the points on both sides.
+                    let (c32, s, e) = (u32::from(c), u32::from(r.start), r.end());
+                    let walled = cuts.contains(&lo) || lo == 0;
+                    if !walled {
+                        prop_assert!(!(s < c32 && e > c32), "{r:?} reads across the learned boundary {c}");
+                    }
+                }
+            }
+        }
+
         #[test]
         fn plan_is_minimal_and_within_limits(
             raw in proptest::collection::vec((0u16..300, 1u16..5, any::<bool>()), 1..8),
             max_gap in 0u16..20,
             max_registers in 4u16..130,
+            even_count in any::<bool>(),
         ) {
-            let limits = PlanLimits { max_gap, max_registers };
+            let limits = PlanLimits { max_gap, max_registers, even_count };
             let pts: Vec<Point> = raw.iter().map(|&(a, c, bit)| {
                 if bit { pt(RegisterKind::Coil, a, 1) } else { pt(RegisterKind::Holding, a, c) }
             }).collect();
@@ -378,8 +524,8 @@ mod tests {
                 let spans: Vec<(u32, u32)> = pts.iter().filter_map(|p| p.register.as_ref()).filter(|r| r.kind == kind)
                     .map(|r| (u32::from(r.address), u32::from(r.address) + u32::from(r.count))).collect();
                 if spans.is_empty() { continue; }
-                let (limit, gap) = if kind.is_bit() { (2000, u32::from(max_gap) * 16) } else { (u32::from(max_registers.min(125)), u32::from(max_gap)) };
-                expected += brute_min(&spans, limit, gap);
+                let (limit, gap, even) = if kind.is_bit() { (2000, u32::from(max_gap) * 16, false) } else { (limits.register_limit(kind), u32::from(max_gap), even_count) };
+                expected += brute_min(&spans, limit, gap, even);
             }
             prop_assert_eq!(reqs.len(), expected);
         }

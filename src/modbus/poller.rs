@@ -352,10 +352,7 @@ impl PolledDevice {
 }
 
 fn limits(s: &ModbusSource) -> PlanLimits {
-    PlanLimits {
-        max_gap: s.max_gap,
-        max_registers: s.max_registers,
-    }
+    PlanLimits::of(s)
 }
 
 /// A change to a running link poller's devices (a configuration reload), applied between two

@@ -109,6 +109,7 @@ pub async fn probe(
                                 data_type,
                                 order,
                                 bit: None,
+                                bits: None,
                                 count: width as u16,
                             };
                             if let Some(raw) = decode_words(&spec, &words[i..i + width]) {
@@ -124,6 +125,7 @@ pub async fn probe(
                             data_type,
                             order,
                             bit: None,
+                            bits: None,
                             count,
                         };
                         let _ = writeln!(out, "string: {:?}", decode_words(&spec, &words));
@@ -140,7 +142,11 @@ pub async fn probe(
             }
         }
         ProbeTarget::Profile(profile) => {
-            let reqs = plan(&profile.points, PlanLimits::default(), &BTreeSet::new());
+            let reqs = plan(
+                &profile.points,
+                PlanLimits::of_profile(profile.limits),
+                &BTreeSet::new(),
+            );
             let _ = writeln!(out, "profile {}: {} requests", profile.name, reqs.len());
             for req in &reqs {
                 match read(&mut ctx, req, timeout).await {

@@ -148,14 +148,7 @@ pub fn bus_loads(devices: &[Arc<Device>]) -> Vec<BusLoad> {
         let Link::Rtu(serial) = &m.link else {
             continue;
         };
-        let reqs = plan(
-            &d.profile.points,
-            PlanLimits {
-                max_gap: m.max_gap,
-                max_registers: m.max_registers,
-            },
-            &Default::default(),
-        );
+        let reqs = plan(&d.profile.points, PlanLimits::of(m), &Default::default());
         let slot = *by_path.entry(serial.path.as_str()).or_insert_with(|| {
             out.push(BusLoad {
                 link: m.link.clone(),

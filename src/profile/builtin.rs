@@ -9,6 +9,10 @@ pub const SOURCES: &[(&str, &str)] = &[
     ("pump", include_str!("builtin/pump.toml")),
     ("fire_panel", include_str!("builtin/fire_panel.toml")),
     ("access_door", include_str!("builtin/access_door.toml")),
+    // Power supply (see the vendor map each follows at the top of its file).
+    ("power_meter", include_str!("builtin/power_meter.toml")),
+    ("generator", include_str!("builtin/generator.toml")),
+    ("ats", include_str!("builtin/ats.toml")),
     // MQTT devices (JSON payloads; see the comments at the top of each file).
     (
         "access_door_mqtt",

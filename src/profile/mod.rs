@@ -32,6 +32,12 @@ pub enum DeviceType {
     Pump,
     FirePanel,
     AccessDoor,
+    /// An energy meter at a supply point (incomer, riser, plant).
+    PowerMeter,
+    /// A standby generator set (its controller).
+    Generator,
+    /// An automatic transfer switch between mains and the generator.
+    Ats,
     Other,
 }
 
@@ -42,6 +48,9 @@ impl DeviceType {
             DeviceType::Pump => "pump",
             DeviceType::FirePanel => "fire_panel",
             DeviceType::AccessDoor => "access_door",
+            DeviceType::PowerMeter => "power_meter",
+            DeviceType::Generator => "generator",
+            DeviceType::Ats => "ats",
             DeviceType::Other => "other",
         }
     }
@@ -193,9 +202,14 @@ pub struct PointConfig {
     /// Byte order of multi-register values (default ABCD).
     #[serde(default)]
     pub order: Option<ByteOrder>,
-    /// For `bool` from a register: the bit (0 = least significant).
+    /// For `bool` from a register: the bit (0 = least significant). With `bits`, the lowest
+    /// bit of a bit field.
     #[serde(default)]
     pub bit: Option<u8>,
+    /// For a `u16` bit field: its width in bits (`bit = 4, bits = 4` reads bits 4-7 as a
+    /// number, as controllers that pack four 4-bit alarm states in a register need).
+    #[serde(default)]
+    pub bits: Option<u8>,
     /// For `string`: the length in registers.
     #[serde(default)]
     pub length: Option<u16>,
@@ -204,9 +218,10 @@ pub struct PointConfig {
     pub scale: Option<f64>,
     #[serde(default)]
     pub offset: Option<f64>,
-    /// A raw value meaning "not available"; such readings are left out and counted.
+    /// Raw values meaning "not available" (one value, a list, or `{ from, to }`); such
+    /// readings are left out and counted.
     #[serde(default)]
-    pub na: Option<i64>,
+    pub na: Option<NaConfig>,
     /// Valid range of the engineering value; readings outside are left out and counted.
     #[serde(default)]
     pub min: Option<f64>,
@@ -223,6 +238,56 @@ pub struct PointConfig {
     /// counter that never has a fraction, `boolean`/`integer`/`float` for a state without `map`.
     #[serde(default)]
     pub output: Option<FieldType>,
+}
+
+/// `na` as written: `na = 65535`, `na = [65535, 65534]` or `na = { from = 65528, to = 65535 }`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum NaConfig {
+    One(i64),
+    List(Vec<i64>),
+    Range { from: i64, to: i64 },
+}
+
+impl NaConfig {
+    /// The inclusive ranges of raw values that mean "not available".
+    pub fn ranges(&self) -> Vec<(i64, i64)> {
+        match self {
+            NaConfig::One(v) => vec![(*v, *v)],
+            NaConfig::List(l) => l.iter().map(|v| (*v, *v)).collect(),
+            NaConfig::Range { from, to } => vec![(*from, *to)],
+        }
+    }
+}
+
+/// What a device model can answer, when it is less than the protocol allows: `modbus = {
+/// max_registers = 80, even_count = true }` for a meter that returns at most 80 registers and
+/// refuses odd counts. Every device of the profile is planned within it.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProfileModbusConfig {
+    #[serde(default)]
+    pub max_registers: Option<u16>,
+    #[serde(default)]
+    pub even_count: Option<bool>,
+}
+
+/// The device model's request limits, resolved (see [`ProfileModbusConfig`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeviceLimits {
+    /// Most registers one read may carry (1-125).
+    pub max_registers: u16,
+    /// Reads of registers must cover an even number of them.
+    pub even_count: bool,
+}
+
+impl Default for DeviceLimits {
+    fn default() -> Self {
+        DeviceLimits {
+            max_registers: 125,
+            even_count: false,
+        }
+    }
 }
 
 /// Where an MQTT payload carries its time.
@@ -261,6 +326,9 @@ pub struct ProfileConfig {
     pub mqtt_topic: Option<String>,
     #[serde(default)]
     pub timestamp: Option<TimestampConfig>,
+    /// The device model's request limits, when below the protocol's.
+    #[serde(default)]
+    pub modbus: Option<ProfileModbusConfig>,
 }
 
 /// How to read a point from Modbus.
@@ -271,6 +339,8 @@ pub struct RegisterSpec {
     pub data_type: DataType,
     pub order: ByteOrder,
     pub bit: Option<u8>,
+    /// With `bit`: the width of a bit field read as a number (`None`: one bit, a bool).
+    pub bits: Option<u8>,
     /// Registers (or bits) the point occupies.
     pub count: u16,
 }
@@ -283,7 +353,8 @@ pub struct Transform {
     /// Exact integer arithmetic: an integer type with a whole-number scale and offset (MQTT:
     /// a state or event code).
     pub integer: bool,
-    pub na: Option<i64>,
+    /// Inclusive ranges of raw values meaning "not available".
+    pub na: Vec<(i64, i64)>,
     pub min: Option<f64>,
     pub max: Option<f64>,
     pub map: Option<BTreeMap<i64, String>>,
@@ -296,7 +367,7 @@ impl Transform {
         scale: 1.0,
         offset: 0.0,
         integer: false,
-        na: None,
+        na: Vec::new(),
         min: None,
         max: None,
         map: None,
@@ -337,6 +408,8 @@ pub struct Profile {
     /// Per point (parallel to `points`): the texts an MQTT point's `map` names (its non-integer
     /// keys); empty for every other point.
     pub text_maps: Vec<BTreeMap<String, String>>,
+    /// The device model's request limits.
+    pub limits: DeviceLimits,
 }
 
 impl Profile {

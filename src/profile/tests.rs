@@ -163,3 +163,99 @@ fn a_second_type_for_a_field_is_a_conflict_naming_both() {
         "{c:?}"
     );
 }
+
+fn build_with(head: &str, points: &str) -> Result<Profile, Vec<ProfileIssue>> {
+    let toml = format!("name = \"p\"\ndevice_type = \"other\"\n{head}\npoints = [\n{points}\n]\n");
+    let cfg: ProfileConfig = config::Config::builder()
+        .add_source(config::File::from_str(&toml, config::FileFormat::Toml))
+        .build()
+        .unwrap()
+        .try_deserialize()
+        .unwrap();
+    cfg.build().map(|(p, _)| p)
+}
+
+fn first_error(r: Result<Profile, Vec<ProfileIssue>>) -> (String, String) {
+    let issues = r.expect_err("expected the profile to be refused");
+    let i = issues.iter().find(|i| !i.warning).unwrap();
+    (i.path.clone(), i.message.clone())
+}
+
+/// A device model's request limits are settings of its profile: resolved (an odd limit of an
+/// even-count device rounds down), and a point that cannot fit one read is refused.
+#[test]
+fn device_model_limits_are_profile_settings() {
+    let p = build_with(
+        "modbus = { max_registers = 81, even_count = true }",
+        r#"{ name = "v", kind = "gauge", register = "input", address = 0, type = "f32" }"#,
+    )
+    .unwrap();
+    assert_eq!(
+        p.limits,
+        DeviceLimits {
+            max_registers: 80,
+            even_count: true
+        }
+    );
+    assert_eq!(
+        build("{ name = \"v\", kind = \"gauge\", register = \"input\", address = 0 }")
+            .unwrap()
+            .limits,
+        DeviceLimits::default()
+    );
+    let (path, msg) = first_error(build_with(
+        "modbus = { max_registers = 1, even_count = true }",
+        r#"{ name = "v", kind = "gauge", register = "input", address = 0 }"#,
+    ));
+    assert_eq!(path, "modbus.max_registers");
+    assert!(msg.contains("expected 2-125"), "{msg}");
+    let (path, msg) = first_error(build_with(
+        "modbus = { max_registers = 4 }",
+        r#"{ name = "s", kind = "state", register = "input", address = 0, type = "string", length = 8 }"#,
+    ));
+    assert_eq!(path, "points[0]");
+    assert!(msg.contains("spans 8 registers"), "{msg}");
+}
+
+#[test]
+fn bit_fields_and_sentinel_ranges_are_checked() {
+    let p = build(
+        r#"{ name = "f", kind = "state", register = "holding", address = 2050, type = "u16", bit = 4, bits = 4, na = 15, map = { 1 = "inactive", 3 = "shutdown" } },
+           { name = "o", kind = "gauge", register = "holding", address = 1024, na = { from = 65528, to = 65535 } },
+           { name = "l", kind = "gauge", register = "holding", address = 1025, na = [65535, 65532] }"#,
+    )
+    .unwrap();
+    let spec = p.points[0].register.as_ref().unwrap();
+    assert_eq!((spec.bit, spec.bits), (Some(4), Some(4)));
+    assert_eq!(p.points[1].transform.na, vec![(65528, 65535)]);
+    assert_eq!(
+        p.points[2].transform.na,
+        vec![(65535, 65535), (65532, 65532)]
+    );
+    for (point, at, why) in [
+        (
+            r#"{ name = "f", kind = "state", register = "holding", address = 0, bits = 4 }"#,
+            "points[0].bits",
+            "give its lowest bit",
+        ),
+        (
+            r#"{ name = "f", kind = "state", register = "holding", address = 0, bit = 14, bits = 4 }"#,
+            "points[0].bits",
+            "do not fit",
+        ),
+        (
+            r#"{ name = "f", kind = "state", register = "holding", address = 0, type = "u32", bit = 0, bits = 4 }"#,
+            "points[0].type",
+            "16-bit register",
+        ),
+        (
+            r#"{ name = "o", kind = "gauge", register = "holding", address = 0, na = { from = 9, to = 1 } }"#,
+            "points[0].na",
+            "above na.to",
+        ),
+    ] {
+        let (path, msg) = first_error(build(point));
+        assert_eq!(path, at, "{point}");
+        assert!(msg.contains(why), "{point}: {msg}");
+    }
+}

@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::{
-    ByteOrder, DataType, FieldType, Point, PointConfig, PointKind, Profile, ProfileConfig,
-    RESERVED_FIELDS, RegisterKind, RegisterSpec, Transform, unwritable_name,
+    ByteOrder, DataType, DeviceLimits, FieldType, Point, PointConfig, PointKind, Profile,
+    ProfileConfig, RESERVED_FIELDS, RegisterKind, RegisterSpec, Transform, unwritable_name,
 };
 
 /// A problem in a profile, with the key path inside the profile (`points[3].bit`).
@@ -110,10 +110,11 @@ impl ProfileConfig {
                             format!("expected a JSON pointer starting with '/', found {ptr:?}"),
                         );
                     }
-                    for key in ["address", "bit", "length", "order"] {
+                    for key in ["address", "bit", "bits", "length", "order"] {
                         let set = match key {
                             "address" => pc.address.is_some(),
                             "bit" => pc.bit.is_some(),
+                            "bits" => pc.bits.is_some(),
                             "length" => pc.length.is_some(),
                             _ => pc.order.is_some(),
                         };
@@ -161,6 +162,7 @@ impl ProfileConfig {
                 warning: true,
             });
         }
+        let limits = self.limits(&points, &mut issues);
         if issues.iter().any(|i| !i.warning) {
             return Err(issues);
         }
@@ -176,8 +178,55 @@ impl ProfileConfig {
             mqtt_topic: self.mqtt_topic.clone(),
             timestamp: self.timestamp.clone(),
             text_maps,
+            limits,
         };
         Ok((profile, issues))
+    }
+
+    /// The `modbus` table: the device model's request limits, which every point must fit.
+    fn limits(&self, points: &[Point], issues: &mut Vec<ProfileIssue>) -> DeviceLimits {
+        let mut limits = DeviceLimits::default();
+        let Some(m) = &self.modbus else {
+            return limits;
+        };
+        let mut err = |path: &str, message: String| {
+            issues.push(ProfileIssue {
+                path: path.into(),
+                message,
+                warning: false,
+            })
+        };
+        limits.even_count = m.even_count.unwrap_or(false);
+        if let Some(n) = m.max_registers {
+            let least = if limits.even_count { 2 } else { 1 };
+            if !(least..=125).contains(&n) {
+                err(
+                    "modbus.max_registers",
+                    format!(
+                        "expected {least}-125 (the most registers one read of this device model may carry), found {n}"
+                    ),
+                );
+            }
+            limits.max_registers = n.clamp(least, 125);
+        }
+        if limits.even_count {
+            // An odd limit cannot be used in full: a read of that many would be refused.
+            limits.max_registers -= limits.max_registers % 2;
+        }
+        for (i, p) in points.iter().enumerate() {
+            if let Some(r) = p.register.as_ref().filter(|r| !r.kind.is_bit())
+                && r.count > limits.max_registers
+            {
+                err(
+                    &format!("points[{i}]"),
+                    format!(
+                        "point {:?} spans {} registers, more than the device model's max_registers = {}",
+                        p.name, r.count, limits.max_registers
+                    ),
+                );
+            }
+        }
+        limits
     }
 
     fn register_spec(
@@ -233,11 +282,36 @@ impl ProfileConfig {
                 "a bool read from a register needs `bit` (0-15)".into(),
             );
         }
+        if let Some(w) = pc.bits {
+            let lowest = pc.bit.unwrap_or(0);
+            if pc.bit.is_none() {
+                err(
+                    at("bits"),
+                    "`bits` is the width of a bit field: give its lowest bit with `bit`".into(),
+                );
+            } else if data_type != DataType::U16 || kind.is_bit() {
+                err(
+                    at("type"),
+                    format!(
+                        "a bit field (`bits`) is read from a 16-bit register: expected type \"u16\", found {:?}",
+                        data_type.as_str()
+                    ),
+                );
+            } else if !(1..=16).contains(&w) || u16::from(lowest) + u16::from(w) > 16 {
+                err(
+                    at("bits"),
+                    format!(
+                        "bits {lowest}-{} do not fit a 16-bit register",
+                        u16::from(lowest) + u16::from(w) - 1
+                    ),
+                );
+            }
+        }
         if let Some(b) = pc.bit {
             if b > 15 {
                 err(at("bit"), format!("expected a bit number 0-15, found {b}"));
             }
-            if !kind.is_bit() && data_type != DataType::Bool {
+            if !kind.is_bit() && data_type != DataType::Bool && pc.bits.is_none() {
                 err(
                     at("type"),
                     format!(
@@ -307,6 +381,7 @@ impl ProfileConfig {
             data_type,
             order: pc.order.unwrap_or_default(),
             bit: pc.bit,
+            bits: pc.bits,
             count,
         })
     }
@@ -396,10 +471,17 @@ impl ProfileConfig {
         {
             err(at("min"), format!("min ({lo}) is above max ({hi})"));
         }
-        if pc.kind == PointKind::Counter && data_type.is_some_and(|t| !t.is_integer()) {
+        if let Some(super::NaConfig::Range { from, to }) = &pc.na
+            && from > to
+        {
+            err(at("na"), format!("na.from ({from}) is above na.to ({to})"));
+        }
+        if pc.kind == PointKind::Counter
+            && data_type.is_some_and(|t| matches!(t, DataType::Bool | DataType::String))
+        {
             err(
                 at("type"),
-                "a counter is an integer: expected u16, u32, u64, i16, i32 or i64".into(),
+                "a counter is a number: expected an integer or a float type".into(),
             );
         }
         if matches!(pc.kind, PointKind::Alarm) && data_type.is_some_and(|t| t != DataType::Bool) {
@@ -425,7 +507,7 @@ impl ProfileConfig {
                 scale,
                 offset,
                 integer,
-                na: pc.na,
+                na: pc.na.as_ref().map(|n| n.ranges()).unwrap_or_default(),
                 min: pc.min,
                 max: pc.max,
                 map,

@@ -237,6 +237,7 @@ pub(super) fn build_device(
                 issues.warn(file, format!("{at}.modbus.timeout"), format!("timeout {} is not below the interval {}: a silent device delays its link by a whole interval", humantime::format_duration(timeout), humantime::format_duration(interval)));
             }
             let max_registers = m.max_registers.unwrap_or(125);
+            let model = profile.as_ref().map(|p| p.limits).unwrap_or_default();
             if !(1..=125).contains(&max_registers) {
                 issues.err(
                     file,
@@ -258,7 +259,7 @@ pub(super) fn build_device(
                 for (i, pt) in p.points.iter().enumerate() {
                     match &pt.register {
                         None => issues.err(file, format!("{at}.profile"), format!("profile {:?} point {:?} (points[{i}]) has no register: a Modbus device needs a register map", p.name, pt.name)),
-                        Some(r) if !r.kind.is_bit() && r.count > max_registers => issues.err(
+                        Some(r) if !r.kind.is_bit() && r.count > max_registers.min(model.max_registers) => issues.err(
                             file,
                             format!("{at}.modbus.max_registers"),
                             format!("point {:?} of profile {:?} spans {} registers, more than max_registers = {max_registers}", pt.name, p.name, r.count),
@@ -276,7 +277,8 @@ pub(super) fn build_device(
                     unit: unit.clamp(0, 255) as u8,
                     timeout,
                     max_gap,
-                    max_registers: max_registers.clamp(1, 125),
+                    max_registers: max_registers.clamp(1, 125).min(model.max_registers),
+                    even_count: model.even_count,
                     probe_interval,
                 })
             })

@@ -350,7 +350,7 @@ fn current_value(image: &RegisterImage, point: &Point) -> Option<Value> {
     let words = image.words(spec.kind)?.get(spec.address, spec.count)?;
     let raw = decode_words(spec, words)?;
     let transform = Transform {
-        na: None,
+        na: Vec::new(),
         min: None,
         max: None,
         ..point.transform.clone()

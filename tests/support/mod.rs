@@ -1228,14 +1228,19 @@ pub fn expected_from_registers(
             return Some(Some(f64::from((w[0] >> r.bit.unwrap()) & 1)));
         }
         (facilityd::sim::Registers::Words(w), facilityd::profile::DataType::U16) => {
-            if p.transform.na == Some(i64::from(w[0])) {
+            let v = i64::from(w[0]);
+            if p.transform.na.iter().any(|&(a, b)| (a..=b).contains(&v)) {
                 return Some(None);
             }
             f64::from(w[0])
         }
         (facilityd::sim::Registers::Words(w), facilityd::profile::DataType::I16) => {
             let v = w[0] as i16;
-            if p.transform.na == Some(i64::from(v)) {
+            if p.transform
+                .na
+                .iter()
+                .any(|&(a, b)| (a..=b).contains(&i64::from(v)))
+            {
                 return Some(None);
             }
             f64::from(v)

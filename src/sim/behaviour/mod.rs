@@ -72,7 +72,11 @@ impl Model {
             DeviceType::Pump => Model::Pump(Pump::new(rng)),
             DeviceType::FirePanel => Model::FirePanel(FirePanel::new(rng)),
             DeviceType::AccessDoor => Model::Door(Door::new(rng)),
-            DeviceType::Other => Model::Inert,
+            // Power equipment: modelled in the next step; until then values are set from outside.
+            DeviceType::PowerMeter
+            | DeviceType::Generator
+            | DeviceType::Ats
+            | DeviceType::Other => Model::Inert,
         }
     }
 
