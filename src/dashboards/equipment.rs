@@ -27,6 +27,17 @@ const FIRST: &[&str] = &[
     "supervisory",
     "door_forced",
     "door_held_open",
+    "voltage_l1_v",
+    "power_total_kw",
+    "frequency_hz",
+    "energy_import_kwh",
+    "engine_state",
+    "load_pct",
+    "fuel_level_pct",
+    "battery_v",
+    "switch_position",
+    "s1_state",
+    "s2_state",
 ];
 
 fn of_kind(e: &Equipment, kind: PointKind) -> Vec<&Point> {
