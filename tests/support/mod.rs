@@ -598,6 +598,10 @@ pub struct ModbusRequest {
     /// 0-based wire address.
     pub address: u16,
     pub count: u16,
+    /// The exception code the server refused the read with for its function code or its
+    /// count (the protocol's limits or the unit's `max_registers`, `even_count`,
+    /// `functions`), before looking at any address; `None`: not refused for those.
+    pub refused: Option<u8>,
 }
 
 impl ModbusRequest {
@@ -625,6 +629,9 @@ impl ModbusRequest {
 /// answer (`"missing_units": "exception"` makes it answer 0x0B instead). `mode`:
 /// `normal`, `silent` (no answer), `exception:N` (every request answers code N);
 /// `delay_ms` delays each answer. All of these can be changed while it runs (`set_*`).
+/// Device-model limits per unit: `"max_registers": 80` and `"even_count": true` refuse
+/// longer and odd-count register reads with exception 3, `"functions": [3]` refuses the
+/// other read function codes with exception 1 (see [`ModbusRequest::refused`]).
 /// `"framer": "rtu"` serves RTU frames (with CRC) over TCP instead of Modbus TCP, like a
 /// serial device server (`rtu+tcp://` in facilityd). `"serial": "/dev/pts/N"` (with
 /// `"baud"`, `"parity"`, `"stopbits"`) serves the units as RTU slaves on that serial line
@@ -753,6 +760,7 @@ impl PyModbusServer {
                     fc: v["fc"].as_u64().unwrap_or(0) as u8,
                     address: v["address"].as_u64().unwrap_or(0) as u16,
                     count: v["count"].as_u64().unwrap_or(0) as u16,
+                    refused: v["refused"].as_u64().map(|c| c as u8),
                 }
             })
             .collect()
