@@ -551,6 +551,45 @@ mod tests {
     }
 
     #[test]
+    fn power_room_is_laid_out_and_a_mains_failure_asks_for_it() {
+        use clap::Parser;
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            args: SimulateArgs,
+        }
+        let cli =
+            Cli::try_parse_from(["simulate", "--fault", "mains-failure@30s..2m"]).expect("parses");
+        let fleet = FleetSpec::from(&cli.args);
+        assert!(fleet.power_room && fleet.has_site_faults());
+        assert_eq!(fleet.devices(), 7);
+        let spec = fleet.build().expect("fits");
+        let names: Vec<String> = spec.ports[0]
+            .devices
+            .iter()
+            .map(|d| d.name.clone().unwrap_or_default())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "EL-0001",
+                "PU-0001",
+                "FP-0001",
+                "DOOR-0001",
+                "PM-0001",
+                "GEN-0001",
+                "ATS-0001"
+            ]
+        );
+        assert_eq!(spec.site.len(), 2, "the failure and its end");
+        assert!(spec.ports[0].devices.iter().all(|d| d.faults.is_empty()));
+        let plain = Cli::try_parse_from(["simulate"]).expect("parses");
+        assert!(!FleetSpec::from(&plain.args).power_room);
+        let room = Cli::try_parse_from(["simulate", "--power-room"]).expect("parses");
+        assert!(FleetSpec::from(&room.args).power_room);
+    }
+
+    #[test]
     fn fleet_limits() {
         let mut fleet = FleetSpec::new("127.0.0.1:5020".parse().expect("addr"));
         fleet.elevators = 1000;

@@ -237,9 +237,9 @@ impl PowerSite {
             }
             let n = self.loads.len();
             if on {
-                tracing::info!("site supply back: {n} other device(s) answer again");
+                tracing::info!("site supply back on: {n} other device(s) powered again");
             } else {
-                tracing::info!("site supply off: {n} other device(s) silent");
+                tracing::info!("site supply off: {n} other device(s) powered down, silent");
             }
         }
     }
