@@ -76,6 +76,8 @@ struct Room {
     gen_kw: f64,
     /// The 4-bit alarm state: 1 inactive, 3 shutdown.
     fail_to_start: u16,
+    /// Bits 8-11 of the same register as `fail_to_start`.
+    over_speed: u16,
     shutdown_alarm: bool,
 }
 
@@ -116,6 +118,7 @@ async fn room(h: &SimHandle) -> Room {
         engine,
         gen_kw: f64::from(((u32::from(kw[0]) << 16) | u32::from(kw[1])) as i32) / 1000.0,
         fail_to_start: (alarms >> 4) & 0xF,
+        over_speed: (alarms >> 8) & 0xF,
         shutdown_alarm: status & (1 << 12) != 0,
     }
 }
@@ -246,6 +249,7 @@ async fn generator_fails_to_start_and_the_site_stays_dark() {
     h.advance(Duration::from_secs(16));
     let r = room(&h).await;
     assert_eq!(r.fail_to_start, 3, "fail_to_start = shutdown: {r:?}");
+    assert_eq!(r.over_speed, 1, "its neighbour in the word stays inactive");
     assert!(r.shutdown_alarm);
     assert_eq!((r.engine, r.s2, r.position), (0, 0, 2));
     assert_eq!(r.operations, before.operations);
