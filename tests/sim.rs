@@ -13,6 +13,9 @@ use tokio_modbus::client::{Context, Reader, Writer, tcp};
 use tokio_modbus::prelude::SlaveContext;
 use tokio_modbus::{ExceptionCode, Slave};
 
+#[path = "sim/power.rs"]
+mod power;
+
 /// Long enough for a reply on a loaded test machine, short enough to keep timeouts cheap.
 const NO_REPLY: Duration = Duration::from_millis(300);
 
@@ -457,6 +460,7 @@ async fn frozen_stays_put_and_running_moves() {
         }],
         tick: Duration::from_millis(10),
         frozen: false,
+        site: Vec::new(),
     };
     let running = start(spec).await.expect("starts");
     let mut ctx = tcp::connect_slave(running.addrs()[0], Slave(1))

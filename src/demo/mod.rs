@@ -202,6 +202,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
                 .iter()
                 .map(|(id, a, at, _)| (id.to_string(), Duration::from_secs(*at), *a))
                 .collect(),
+            supply: sim.site_supply(),
         },
         sim_stop.clone(),
     ));

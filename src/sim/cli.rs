@@ -1,5 +1,6 @@
 //! `facilityd simulate`: a fleet of the built-in device types over one or more ports (TCP or
-//! serial buses), laid out from the command line, listed, and served until stopped. The
+//! serial buses), laid out from the command line, listed, and served until stopped; with
+//! `--power-room`, a power meter, a generator and a transfer switch that supply the rest. The
 //! `--fault` argument's grammar is in `fault_arg.rs`.
 
 use std::io::Write as _;
@@ -7,9 +8,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use super::fault_arg::{FAULT_HELP, FaultArg, FaultTarget};
-use super::{
-    DEFAULT_TICK, SimBusSpec, SimDeviceSpec, SimError, SimPortSpec, SimSpec, start, start_serial,
-};
+use super::serial::start_serial_site;
+use super::{DEFAULT_TICK, SimBusSpec, SimDeviceSpec, SimError, SimPortSpec, SimSpec, start};
 
 /// The most devices on one port: unit ids 1-247, the range every Modbus gateway accepts.
 pub const MAX_UNITS_PER_PORT: usize = 247;
@@ -35,6 +35,11 @@ pub struct SimulateArgs {
     /// Number of access-controlled doors (built-in profile `access_door`).
     #[arg(long, default_value_t = 1)]
     pub doors: usize,
+    /// Add the power room: a mains power meter PM-0001 (`power_meter`), a standby generator
+    /// GEN-0001 (`generator`) and a transfer switch ATS-0001 (`ats`), which supply every other
+    /// device (see `--fault mains-failure`; given such a fault, the power room is added).
+    #[arg(long)]
+    pub power_room: bool,
     /// Seed of the devices' random generators: the same seed gives the same fleet.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -93,7 +98,7 @@ fn parse_parity(s: &str) -> Result<char, ParityError> {
     }
 }
 
-/// A fleet of the four built-in device types spread round robin over consecutive ports.
+/// A fleet of the built-in device types spread round robin over consecutive ports.
 #[derive(Debug, Clone)]
 pub struct FleetSpec {
     /// The first port; the others follow (port 0: every port picks a free one).
@@ -103,6 +108,9 @@ pub struct FleetSpec {
     pub pumps: usize,
     pub fire_panels: usize,
     pub doors: usize,
+    /// One power meter, generator and transfer switch (`PM-0001`, `GEN-0001`, `ATS-0001`),
+    /// laid out after the doors; the site's mains failure needs them.
+    pub power_room: bool,
     pub seed: u64,
     pub tick: Duration,
     pub frozen: bool,
@@ -119,6 +127,7 @@ impl FleetSpec {
             pumps: 1,
             fire_panels: 1,
             doors: 1,
+            power_room: false,
             seed: 1,
             tick: DEFAULT_TICK,
             frozen: false,
@@ -127,12 +136,21 @@ impl FleetSpec {
     }
 
     pub fn devices(&self) -> usize {
-        self.elevators + self.pumps + self.fire_panels + self.doors
+        self.elevators
+            + self.pumps
+            + self.fire_panels
+            + self.doors
+            + 3 * usize::from(self.power_room)
     }
 
-    /// Lays the fleet out: device k (lifts first, then pumps, panels, doors) goes to port
-    /// `k % ports` with the next free unit id there; names are `EL-0001`, `PU-0001`, `FP-0001`,
-    /// `DOOR-0001`.
+    /// Whether a `--fault` is the site's (a mains failure).
+    pub fn has_site_faults(&self) -> bool {
+        self.faults.iter().any(|f| f.target == FaultTarget::Site)
+    }
+
+    /// Lays the fleet out: device k (lifts first, then pumps, panels, doors, the power room)
+    /// goes to port `k % ports` with the next free unit id there; names are `EL-0001`,
+    /// `PU-0001`, `FP-0001`, `DOOR-0001`, `PM-0001`, `GEN-0001`, `ATS-0001`.
     pub fn build(&self) -> Result<SimSpec, SimError> {
         let ports = usize::from(self.ports.max(1));
         let per_port = self.devices().div_ceil(ports);
@@ -147,6 +165,7 @@ impl FleetSpec {
             ports: Vec::with_capacity(ports),
             tick: self.tick,
             frozen: self.frozen,
+            site: Vec::new(),
         };
         for i in 0..ports {
             let mut listen = self.listen;
@@ -169,6 +188,9 @@ impl FleetSpec {
             ("pump", "PU", self.pumps),
             ("fire_panel", "FP", self.fire_panels),
             ("access_door", "DOOR", self.doors),
+            ("power_meter", "PM", usize::from(self.power_room)),
+            ("generator", "GEN", usize::from(self.power_room)),
+            ("ats", "ATS", usize::from(self.power_room)),
         ];
         let mut k = 0usize;
         for (profile, prefix, n) in kinds {
@@ -186,6 +208,9 @@ impl FleetSpec {
                 k += 1;
             }
         }
+        if self.has_site_faults() && !self.power_room {
+            return Err(SimError::NoPowerRoom);
+        }
         for f in &self.faults {
             attach_fault(&mut spec, f)?;
         }
@@ -202,6 +227,7 @@ impl From<&SimulateArgs> for FleetSpec {
             pumps: a.pumps,
             fire_panels: a.fire_panels,
             doors: a.doors,
+            power_room: a.power_room || a.faults.iter().any(|f| f.target == FaultTarget::Site),
             seed: a.seed,
             tick: a.tick,
             frozen: a.frozen,
@@ -220,6 +246,10 @@ fn mix(seed: u64, k: u64) -> u64 {
 
 fn attach_fault(spec: &mut SimSpec, f: &FaultArg) -> Result<(), SimError> {
     let device = match &f.target {
+        FaultTarget::Site => {
+            spec.site.extend(f.scheduled());
+            return Ok(());
+        }
         FaultTarget::Name(name) => spec
             .ports
             .iter_mut()
@@ -241,13 +271,17 @@ fn attach_fault(spec: &mut SimSpec, f: &FaultArg) -> Result<(), SimError> {
 }
 
 /// The fleet laid out over serial buses: the TCP layout with one "port" per bus, numbered
-/// from 1 so that `BUS:UNIT` fault targets name the bus's place in the list.
-fn serial_fleet(args: &SimulateArgs, mut fleet: FleetSpec) -> Result<Vec<SimBusSpec>, SimError> {
+/// from 1 so that `BUS:UNIT` fault targets name the bus's place in the list; and the site's
+/// faults.
+fn serial_fleet(
+    args: &SimulateArgs,
+    mut fleet: FleetSpec,
+) -> Result<(Vec<SimBusSpec>, Vec<super::ScheduledFault>), SimError> {
     fleet.listen = SocketAddr::from(([0, 0, 0, 0], 1));
     fleet.ports = u16::try_from(args.serial.len())
         .map_err(|_| SimError::Fleet("too many --serial buses".into()))?;
     let spec = fleet.build()?;
-    Ok(spec
+    let buses = spec
         .ports
         .into_iter()
         .zip(&args.serial)
@@ -258,7 +292,8 @@ fn serial_fleet(args: &SimulateArgs, mut fleet: FleetSpec) -> Result<Vec<SimBusS
             bus.pace = !args.no_pace;
             bus
         })
-        .collect())
+        .collect();
+    Ok((buses, spec.site))
 }
 
 /// Runs `facilityd simulate` until Ctrl-C or SIGTERM.
@@ -266,17 +301,13 @@ pub async fn run_simulate(args: SimulateArgs) -> anyhow::Result<()> {
     let fleet = FleetSpec::from(&args);
     if fleet.devices() == 0 && args.mqtt_url.is_none() {
         anyhow::bail!(
-            "nothing to simulate: set --elevators, --pumps, --fire-panels, --doors or --mqtt-url"
+            "nothing to simulate: set --elevators, --pumps, --fire-panels, --doors, --power-room or --mqtt-url"
         );
     }
     let serial = !args.serial.is_empty();
     let handle = if serial {
-        start_serial(
-            serial_fleet(&args, fleet.clone())?,
-            fleet.tick,
-            fleet.frozen,
-        )
-        .await?
+        let (buses, site) = serial_fleet(&args, fleet.clone())?;
+        start_serial_site(buses, fleet.tick, fleet.frozen, site).await?
     } else {
         start(fleet.build()?).await?
     };
@@ -320,6 +351,9 @@ pub async fn run_simulate(args: SimulateArgs) -> anyhow::Result<()> {
                 d.name
             )?;
         }
+        if fleet.power_room && !args.power_room {
+            writeln!(out, "power room added for the site's mains failure")?;
+        }
         for f in &fleet.faults {
             writeln!(out, "fault: {}", f.text)?;
         }
@@ -328,7 +362,9 @@ pub async fn run_simulate(args: SimulateArgs) -> anyhow::Result<()> {
     }
     let mqtt_stop = tokio_util::sync::CancellationToken::new();
     if let Some(url) = &args.mqtt_url {
-        let spec = mqtt_fleet(&args, url)?;
+        let mut spec = mqtt_fleet(&args, url)?;
+        // They go quiet with the rest of the site while its supply is off.
+        spec.supply = handle.site_supply();
         println!("publishing {} MQTT device(s) to {url}:", spec.devices.len());
         for d in &spec.devices {
             let topic = match d.kind {
@@ -386,6 +422,7 @@ fn mqtt_fleet(args: &SimulateArgs, url: &str) -> anyhow::Result<super::mqtt::Mqt
         interval: Duration::from_secs(5),
         seed: args.seed,
         script: Vec::new(),
+        supply: None,
     })
 }
 
@@ -430,7 +467,7 @@ mod tests {
             "0",
         ])
         .expect("parses");
-        let buses = serial_fleet(&cli.args, FleetSpec::from(&cli.args)).expect("fits");
+        let (buses, _) = serial_fleet(&cli.args, FleetSpec::from(&cli.args)).expect("fits");
         assert_eq!(buses.len(), 2);
         assert_eq!(buses[0].line.path, "/dev/ttyUSB0");
         assert_eq!((buses[1].line.baud, buses[1].line.parity), (19200, 'E'));
@@ -450,7 +487,7 @@ mod tests {
             serial_fleet(&cli.args, FleetSpec::from(&cli.args))
         };
         assert!(with_fault("2:2=garbled").is_err());
-        let buses = with_fault("1:2=garbled").expect("fits");
+        let (buses, _) = with_fault("1:2=garbled").expect("fits");
         assert_eq!(buses[0].devices[1].faults.len(), 1);
         assert_eq!(buses[0].devices[1].name.as_deref(), Some("FP-0001"));
     }
@@ -511,6 +548,45 @@ mod tests {
             .flat_map(|p| p.devices.iter().map(|d| d.seed))
             .collect();
         assert_eq!(seeds.len(), 9);
+    }
+
+    #[test]
+    fn power_room_is_laid_out_and_a_mains_failure_asks_for_it() {
+        use clap::Parser;
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            args: SimulateArgs,
+        }
+        let cli =
+            Cli::try_parse_from(["simulate", "--fault", "mains-failure@30s..2m"]).expect("parses");
+        let fleet = FleetSpec::from(&cli.args);
+        assert!(fleet.power_room && fleet.has_site_faults());
+        assert_eq!(fleet.devices(), 7);
+        let spec = fleet.build().expect("fits");
+        let names: Vec<String> = spec.ports[0]
+            .devices
+            .iter()
+            .map(|d| d.name.clone().unwrap_or_default())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "EL-0001",
+                "PU-0001",
+                "FP-0001",
+                "DOOR-0001",
+                "PM-0001",
+                "GEN-0001",
+                "ATS-0001"
+            ]
+        );
+        assert_eq!(spec.site.len(), 2, "the failure and its end");
+        assert!(spec.ports[0].devices.iter().all(|d| d.faults.is_empty()));
+        let plain = Cli::try_parse_from(["simulate"]).expect("parses");
+        assert!(!FleetSpec::from(&plain.args).power_room);
+        let room = Cli::try_parse_from(["simulate", "--power-room"]).expect("parses");
+        assert!(FleetSpec::from(&room.args).power_room);
     }
 
     #[test]

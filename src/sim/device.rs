@@ -82,6 +82,16 @@ pub(crate) struct CommFaults {
     pub(crate) garbled: bool,
     /// Serial: replies sent under another unit id (`Some(None)`: the next one up).
     pub(crate) wrong_unit: Option<Option<u8>>,
+    /// The site's supply to the device is off (a mains failure; `site.rs`): no reply, like
+    /// `silent`, but set and cleared by the site, so a device's own `silent` outlasts it.
+    pub(crate) unpowered: bool,
+}
+
+impl CommFaults {
+    /// No reply at all: silent, or without supply.
+    pub(crate) fn mute(&self) -> bool {
+        self.silent || self.unpowered
+    }
 }
 
 /// A point held at a value by an `out_of_range` fault.
@@ -178,6 +188,12 @@ impl DeviceState {
         match change {
             FaultChange::Set(Fault::OutOfRange { point, value }) => {
                 let i = layout.check_value(point, value)?;
+                // A point the model acts on (a generator's mode): the model takes it.
+                if self.model.hold(point, value) {
+                    self.written[i] = None;
+                    self.publish(layout);
+                    return Ok(());
+                }
                 let p = &layout.profile.points[i];
                 if !self.pins.iter().any(|pin| pin.point == i) {
                     let before = current_value(&self.image, p);
@@ -190,14 +206,28 @@ impl DeviceState {
             FaultChange::Set(Fault::Slow { delay }) => self.comm.slow = Some(*delay),
             FaultChange::Set(Fault::Garbled) => self.comm.garbled = true,
             FaultChange::Set(Fault::WrongUnit { unit }) => self.comm.wrong_unit = Some(*unit),
-            FaultChange::Clear(FaultKind::OutOfRange) => self.unpin(layout),
+            FaultChange::Set(f @ Fault::MainsFailure(_)) => {
+                return Err(SimError::SiteFault(f.kind().as_str()));
+            }
+            FaultChange::Clear(FaultKind::MainsFailure) => {
+                return Err(SimError::SiteFault(FaultKind::MainsFailure.as_str()));
+            }
+            FaultChange::Clear(FaultKind::OutOfRange) => {
+                self.model.release();
+                self.unpin(layout);
+            }
             FaultChange::Clear(FaultKind::Silent) => self.comm.silent = false,
             FaultChange::Clear(FaultKind::Exception) => self.comm.exception = None,
             FaultChange::Clear(FaultKind::Slow) => self.comm.slow = None,
             FaultChange::Clear(FaultKind::Garbled) => self.comm.garbled = false,
             FaultChange::Clear(FaultKind::WrongUnit) => self.comm.wrong_unit = None,
             FaultChange::ClearAll => {
-                self.comm = CommFaults::default();
+                // The supply is the site's business, not the device's.
+                self.comm = CommFaults {
+                    unpowered: self.comm.unpowered,
+                    ..CommFaults::default()
+                };
+                self.model.release();
                 self.unpin(layout);
             }
         }

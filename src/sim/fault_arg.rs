@@ -1,17 +1,19 @@
-//! `--fault TARGET=FAULT[@AT[..UNTIL]]` of `facilityd simulate`: the grammar, its `--help`
-//! text, and the scheduled fault changes one argument makes. Which device a target names is
-//! decided where the fleet is laid out (`cli.rs`).
+//! `--fault TARGET=FAULT[@AT[..UNTIL]]` of `facilityd simulate`, and the site-level
+//! `--fault mains-failure[:VARIANT][@AT[..UNTIL]]`: the grammar, its `--help` text, and the
+//! scheduled fault changes one argument makes. Which device a target names is decided where
+//! the fleet is laid out (`cli.rs`).
 
 use std::time::Duration;
 
 use tokio_modbus::ExceptionCode;
 
-use super::{Fault, FaultChange, FaultKind, ScheduledFault};
+use super::{Fault, FaultChange, FaultKind, MainsFailure, ScheduledFault};
 use crate::model::Value;
 
 /// The long help of `--fault`.
 pub(super) const FAULT_HELP: &str = "\
-Inject a fault into one device; repeat for more. Form: TARGET=FAULT[@AT[..UNTIL]]
+Inject a fault into one device, or into the whole site; repeat for more.
+Forms: TARGET=FAULT[@AT[..UNTIL]]  or  mains-failure[:VARIANT][@AT[..UNTIL]]
 
 TARGET: a device name as listed at start (PU-0002), a unit id on the first port (3), or
         PORT:UNIT with the TCP port number (5021:3); with --serial, BUS:UNIT with the
@@ -28,9 +30,27 @@ FAULT:  silent                 the unit stops answering (requests time out)
                                trapped_alarm=true, service_mode=out_of_service
         clear[:KIND]           end faults: all, or one of silent, exception, slow, garbled,
                                wrong_unit, out_of_range
+        The generator (GEN-0001) acts on two held points: control_mode=test_on_load (an
+        exercise carrying a load bank) and engine_state=running (a start, off load); the
+        fault's end stops it and resets its latched alarms.
 AT:     when, after start (30s, 2m; default: at start). ..UNTIL clears the fault again then.
 
-Examples: --fault PU-0001=discharge_pressure_bar=0.5@20s..2m  --fault 5021:4=silent@1m";
+mains-failure (no TARGET): the site loses its mains, through the power room (added to the
+        fleet if --power-room is not given). The power meter reads 0 V, 0 A, 0 Hz; the
+        switch (ATS-0001) sees source 1 under threshold, raises the generator's start relay
+        after 3 s; the generator (GEN-0001) runs within about 6 s; the switch transfers
+        (I -> 0 -> II) once it has been available 2 s, and the generator takes the building's
+        load. Every other device is silent from the failure until its supply is back (on
+        the generator, or on the mains). At UNTIL the mains return: after 10 s available
+        the switch goes back to I and drops the start relay; the generator cools down 10 s
+        and stops. A device's own `silent` outlasts the failure. The steps are logged.
+        VARIANT: generator-fails-to-start  the set cranks 3 times and gives up
+                                           (fail_to_start = shutdown) until UNTIL
+                 ats-fails-to-transfer     the set runs, the switch stays on I
+        Without a transfer the other devices stay silent until UNTIL.
+
+Examples: --fault PU-0001=discharge_pressure_bar=0.5@20s..2m  --fault 5021:4=silent@1m
+          --fault mains-failure@30s..2m  --fault mains-failure:ats-fails-to-transfer@10s..70s";
 
 /// The device a `--fault` is for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,6 +59,8 @@ pub enum FaultTarget {
     Name(String),
     /// By unit id, on the port with this TCP port number (default: the first port).
     Unit { port: Option<u16>, unit: u8 },
+    /// The whole site (a mains failure).
+    Site,
 }
 
 /// A parsed `--fault`.
@@ -103,6 +125,10 @@ pub enum FaultArgProblem {
     ClearsBeforeStart,
     #[error("..UNTIL applies to starting a fault, not to clearing")]
     UntilOnClear,
+    #[error(
+        "unknown mains failure {0:?}: expected mains-failure, mains-failure:generator-fails-to-start or mains-failure:ats-fails-to-transfer"
+    )]
+    MainsVariant(String),
 }
 
 impl FaultArg {
@@ -116,11 +142,16 @@ impl FaultArg {
             Some((body, timing)) => (body, Some(timing)),
             None => (text, None),
         };
-        let (target, fault) = body
-            .split_once('=')
-            .ok_or_else(|| fail(FaultArgProblem::NoEquals))?;
-        let target = parse_target(target.trim()).map_err(&fail)?;
-        let change = parse_change(fault.trim()).map_err(&fail)?;
+        let (target, change) = match parse_site(body.trim()).map_err(&fail)? {
+            Some(change) => (FaultTarget::Site, change),
+            None => {
+                let (target, fault) = body
+                    .split_once('=')
+                    .ok_or_else(|| fail(FaultArgProblem::NoEquals))?;
+                let target = parse_target(target.trim()).map_err(&fail)?;
+                (target, parse_change(fault.trim()).map_err(&fail)?)
+            }
+        };
         let (at, until) = match timing {
             None => (Duration::ZERO, None),
             Some(t) => {
@@ -172,6 +203,26 @@ impl FaultArg {
             }],
         }
     }
+}
+
+/// `mains-failure[:VARIANT]` (no TARGET): a site-level fault. `None` for anything else.
+fn parse_site(s: &str) -> Result<Option<FaultChange>, FaultArgProblem> {
+    let (name, variant) = match s.split_once(':') {
+        Some((n, v)) => (n.trim(), Some(v.trim())),
+        None => (s, None),
+    };
+    if !matches!(name, "mains-failure" | "mains_failure") || s.contains('=') {
+        return Ok(None);
+    }
+    let how = match variant {
+        None => MainsFailure::Transfer,
+        Some("generator-fails-to-start" | "generator_fails_to_start") => {
+            MainsFailure::GeneratorFailsToStart
+        }
+        Some("ats-fails-to-transfer" | "ats_fails_to_transfer") => MainsFailure::AtsFailsToTransfer,
+        Some(other) => return Err(FaultArgProblem::MainsVariant(other.to_string())),
+    };
+    Ok(Some(FaultChange::Set(Fault::MainsFailure(how))))
 }
 
 fn parse_target(s: &str) -> Result<FaultTarget, FaultArgProblem> {
@@ -406,6 +457,57 @@ mod tests {
         assert_eq!(
             FaultArg::parse("3=clear:wrong_unit").expect("valid").change,
             FaultChange::Clear(FaultKind::WrongUnit)
+        );
+    }
+
+    #[test]
+    fn parses_site_faults() {
+        let f = FaultArg::parse("mains-failure@30s..2m").expect("valid");
+        assert_eq!(f.target, FaultTarget::Site);
+        assert_eq!(
+            f.change,
+            FaultChange::Set(Fault::MainsFailure(MainsFailure::Transfer))
+        );
+        assert_eq!(
+            (f.at, f.until),
+            (Duration::from_secs(30), Some(Duration::from_secs(120)))
+        );
+        assert_eq!(
+            f.scheduled()[1].change,
+            FaultChange::Clear(FaultKind::MainsFailure)
+        );
+        for (text, how) in [
+            (
+                "mains-failure:generator-fails-to-start@5s",
+                MainsFailure::GeneratorFailsToStart,
+            ),
+            (
+                "mains-failure:ats-fails-to-transfer",
+                MainsFailure::AtsFailsToTransfer,
+            ),
+        ] {
+            let f = FaultArg::parse(text).expect("valid");
+            assert_eq!(
+                (f.target, f.change),
+                (
+                    FaultTarget::Site,
+                    FaultChange::Set(Fault::MainsFailure(how))
+                )
+            );
+        }
+        for bad in [
+            "mains-failure:meteor@1s",
+            "mains-failure@2m..1m",
+            "mains@1s",
+        ] {
+            assert!(FaultArg::parse(bad).is_err(), "{bad} was accepted");
+        }
+        // A device may be called mains-failure.
+        assert_eq!(
+            FaultArg::parse("mains-failure=silent")
+                .expect("valid")
+                .target,
+            FaultTarget::Name("mains-failure".into())
         );
     }
 

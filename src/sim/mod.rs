@@ -21,6 +21,12 @@
 //! reply frame (its CRC no longer matches) and `wrong_unit` answers under another unit id.
 //! The wire faults combine; `silent` wins.
 //!
+//! A site with a power room (a `power_meter`, `generator` and `ats`; `site.rs`) wires them
+//! together and to every other device: the site-level fault [`Fault::MainsFailure`] (in
+//! [`SimSpec::site`], or [`SimHandle::change_site_fault`]) takes the mains away, the switch
+//! starts the generator and transfers, and the other devices go silent while their supply is
+//! off (a device's own `silent` fault still holds after the supply is back).
+//!
 //! `set_point` changes what the model owns (a pump's `running`, a lift's `service_mode`) so
 //! the model carries on from there; points the model derives (`full_load`) or does not drive
 //! are written as given and keep the value until the model's own value changes. With
@@ -43,11 +49,13 @@ mod image;
 pub mod mqtt;
 mod serial;
 mod server;
+mod site;
 
 pub use cli::{FleetSpec, SimulateArgs, run_simulate};
 pub use fault_arg::{FaultArg, FaultTarget};
 pub use serial::{SimBusSpec, start_serial};
 pub use server::{SimHandle, start};
+pub use site::POWER_TICK;
 
 /// The default tick: how often the models move.
 pub const DEFAULT_TICK: Duration = Duration::from_millis(100);
@@ -60,6 +68,8 @@ pub struct SimSpec {
     pub tick: Duration,
     /// No movement: values change only through the handle and faults.
     pub frozen: bool,
+    /// Site-level faults ([`Fault::MainsFailure`]): the whole site, through its power room.
+    pub site: Vec<ScheduledFault>,
 }
 
 impl Default for SimSpec {
@@ -68,6 +78,7 @@ impl Default for SimSpec {
             ports: Vec::new(),
             tick: DEFAULT_TICK,
             frozen: false,
+            site: Vec::new(),
         }
     }
 }
@@ -109,7 +120,8 @@ impl SimDeviceSpec {
 /// The register map of a simulated device.
 #[derive(Debug, Clone)]
 pub enum ProfileRef {
-    /// A built-in profile by name (`elevator`, `pump`, `fire_panel`, `access_door`).
+    /// A built-in profile by name (`elevator`, `pump`, `fire_panel`, `access_door`,
+    /// `power_meter`, `generator`, `ats`).
     Builtin(String),
     /// A validated profile; its `device_type` picks the model (`other`: nothing moves).
     Custom(Box<Profile>),
@@ -150,6 +162,31 @@ pub enum Fault {
     Garbled,
     /// Serial buses: every reply sent under another unit id (`None`: the next one up).
     WrongUnit { unit: Option<u8> },
+    /// The site's mains supply lost (a site-level fault, not a device's): the power meters
+    /// read nothing, the transfer switch starts the generator and transfers to it, and every
+    /// other device is silent while its supply is off. Clearing it restores the mains.
+    MainsFailure(MainsFailure),
+}
+
+/// How a mains failure goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MainsFailure {
+    /// The generator starts and the switch transfers: the site is back on the generator.
+    Transfer,
+    /// The generator cranks and never fires: `fail_to_start` shutdown, the site stays dark.
+    GeneratorFailsToStart,
+    /// The generator starts, but the switch never moves: the site stays dark.
+    AtsFailsToTransfer,
+}
+
+impl MainsFailure {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MainsFailure::Transfer => "mains-failure",
+            MainsFailure::GeneratorFailsToStart => "mains-failure:generator-fails-to-start",
+            MainsFailure::AtsFailsToTransfer => "mains-failure:ats-fails-to-transfer",
+        }
+    }
 }
 
 impl Fault {
@@ -168,6 +205,7 @@ impl Fault {
             Fault::Slow { .. } => FaultKind::Slow,
             Fault::Garbled => FaultKind::Garbled,
             Fault::WrongUnit { .. } => FaultKind::WrongUnit,
+            Fault::MainsFailure(_) => FaultKind::MainsFailure,
         }
     }
 }
@@ -182,6 +220,8 @@ pub enum FaultKind {
     Slow,
     Garbled,
     WrongUnit,
+    /// The site's: mains back.
+    MainsFailure,
 }
 
 impl FaultKind {
@@ -193,6 +233,7 @@ impl FaultKind {
             FaultKind::Slow => "slow",
             FaultKind::Garbled => "garbled",
             FaultKind::WrongUnit => "wrong_unit",
+            FaultKind::MainsFailure => "mains_failure",
         }
     }
 }
@@ -258,7 +299,7 @@ pub enum SimError {
         source: std::io::Error,
     },
     #[error(
-        "unknown built-in profile {name:?} (expected one of: elevator, pump, fire_panel, access_door)"
+        "unknown built-in profile {name:?} (expected one of: elevator, pump, fire_panel, access_door, power_meter, generator, ats)"
     )]
     UnknownProfile { name: String },
     #[error("profile {name}: {message}")]
@@ -281,4 +322,10 @@ pub enum SimError {
     Exception(ExceptionCode),
     #[error("{0}")]
     Fleet(String),
+    #[error("{0} is a site-level fault: it applies to the whole site, not to one device")]
+    SiteFault(&'static str),
+    #[error(
+        "a mains failure needs a power room (a power_meter, generator or ats) in the simulator"
+    )]
+    NoPowerRoom,
 }

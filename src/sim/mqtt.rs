@@ -9,8 +9,12 @@
 //! Scripted [`MqttSimAction`]s inject what the default rules look for: a forced door, a door
 //! held open, a lift door fault, a trapped passenger.
 //!
-//! All messages are QoS 1, stamped with the simulator's clock.
+//! All messages are QoS 1, stamped with the simulator's clock. With a `supply` flag (the
+//! Modbus simulator's site, `SimHandle::site_supply`), the devices publish nothing while it is
+//! off (a mains failure), as powerless controllers would.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use rand::rngs::StdRng;
@@ -59,6 +63,8 @@ pub struct MqttSimSpec {
     pub seed: u64,
     /// (asset, time after start, action).
     pub script: Vec<(String, Duration, MqttSimAction)>,
+    /// The site's supply: while it is off, nothing is published (`None`: always on).
+    pub supply: Option<Arc<AtomicBool>>,
 }
 
 #[derive(Debug, Default)]
@@ -166,6 +172,13 @@ pub async fn run(spec: MqttSimSpec, stop: CancellationToken) {
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tick.tick() => {}
+        }
+        if spec
+            .supply
+            .as_ref()
+            .is_some_and(|on| !on.load(Ordering::Relaxed))
+        {
+            continue;
         }
         let elapsed = started.elapsed();
         // Scripted actions that are due.

@@ -19,11 +19,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use tokio::task::JoinHandle;
 use tokio_modbus::{ExceptionCode, Request, Response};
 
-use super::server::{BusThread, Due, PortState, SimHandle, build_port, schedule_faults, tick};
-use super::{SimDeviceSpec, SimError};
+use super::server::{BusThread, Due, PortState, SimHandle, build_port, start_site};
+use super::{ScheduledFault, SimDeviceSpec, SimError};
 use crate::modbus::link::SerialSettings;
 use crate::modbus::poller::ReadData;
 use crate::modbus::rtu::{
@@ -75,6 +74,16 @@ pub async fn start_serial(
     tick_every: Duration,
     frozen: bool,
 ) -> Result<SimHandle, SimError> {
+    start_serial_site(buses, tick_every, frozen, Vec::new()).await
+}
+
+/// [`start_serial`] with site-level faults (a mains failure; see [`super::SimSpec::site`]).
+pub(crate) async fn start_serial_site(
+    buses: Vec<SimBusSpec>,
+    tick_every: Duration,
+    frozen: bool,
+    site_faults: Vec<ScheduledFault>,
+) -> Result<SimHandle, SimError> {
     if tick_every.is_zero() {
         return Err(SimError::ZeroTick);
     }
@@ -90,11 +99,7 @@ pub async fn start_serial(
             &mut due,
         )?));
     }
-    let started = tokio::time::Instant::now();
-    let (now, later): (Vec<Due>, Vec<Due>) = due.into_iter().partition(|d| d.at.is_zero());
-    for d in now {
-        d.device.lock().change_fault(&d.device.layout, &d.change)?;
-    }
+    let (site, tasks) = start_site(&ports, due, site_faults, tick_every, frozen)?;
     let mut threads = Vec::with_capacity(buses.len());
     for (bus, port) in buses.into_iter().zip(&ports) {
         let stop = Arc::new(AtomicBool::new(false));
@@ -103,21 +108,20 @@ pub async fn start_serial(
         let thread = std::thread::Builder::new()
             .name(format!("sim-bus {}", bus.line.path))
             .spawn(move || serve_bus(&port, &bus, &flag))
-            .map_err(|e| SimError::Fleet(format!("cannot start a bus thread: {e}")))?;
+            .map_err(|e| {
+                for t in &tasks {
+                    t.abort();
+                }
+                SimError::Fleet(format!("cannot start a bus thread: {e}"))
+            })?;
         threads.push(BusThread {
             stop,
             thread: Some(thread),
         });
     }
-    let mut tasks: Vec<JoinHandle<()>> = Vec::new();
-    if !frozen {
-        tasks.push(tokio::spawn(tick(ports.clone(), tick_every)));
-    }
-    if !later.is_empty() {
-        tasks.push(tokio::spawn(schedule_faults(later, started)));
-    }
     Ok(SimHandle {
         ports,
+        site,
         tasks,
         threads,
     })
@@ -249,7 +253,7 @@ fn answer(
     let fc = frame[1];
     let (reply, slow) = {
         let state = device.lock();
-        if state.comm.silent {
+        if state.comm.mute() {
             return Ok(());
         }
         let read = parse_read_request(frame);

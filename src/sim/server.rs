@@ -17,7 +17,10 @@ use tokio_modbus::server::tcp::{Server, accept_tcp_connection};
 use tokio_modbus::{ExceptionCode, Response, SlaveRequest};
 
 use super::device::{Layout, SimDevice};
-use super::{FaultChange, FaultKind, ProfileRef, Registers, SimDeviceInfo, SimError, SimSpec};
+use super::site::{POWER_TICK, PowerSite, check_site_faults, schedule_site};
+use super::{
+    FaultChange, FaultKind, ProfileRef, Registers, ScheduledFault, SimDeviceInfo, SimError, SimSpec,
+};
 use crate::model::Value;
 use crate::profile::{Profile, RegisterKind, builtin};
 
@@ -93,7 +96,7 @@ impl Service for PortService {
         device.requests.fetch_add(1, Ordering::Relaxed);
         let (answer, slow) = {
             let state = device.lock();
-            if state.comm.silent {
+            if state.comm.mute() {
                 return Reply::now(Ok(None));
             }
             let answer = match state.comm.exception {
@@ -138,8 +141,37 @@ async fn serve_port(listener: TcpListener, port: Arc<PortState>) {
     }
 }
 
+/// Moves every model by `dt`; with a power room, in steps of at most [`POWER_TICK`] with the
+/// site coupled before and settled after each.
+pub(crate) fn step_all(ports: &[Arc<PortState>], site: Option<&PowerSite>, dt: Duration) {
+    let Some(site) = site else {
+        for port in ports {
+            for device in &port.devices {
+                device.lock().step(&device.layout, dt);
+            }
+        }
+        return;
+    };
+    let mut left = dt;
+    while !left.is_zero() {
+        let h = left.min(POWER_TICK);
+        left -= h;
+        site.couple();
+        for port in ports {
+            for device in &port.devices {
+                device.lock().step(&device.layout, h);
+            }
+        }
+        site.settle();
+    }
+}
+
 /// Moves every model once per tick, by the wall time that really passed.
-pub(crate) async fn tick(ports: Vec<Arc<PortState>>, period: Duration) {
+pub(crate) async fn tick(
+    ports: Vec<Arc<PortState>>,
+    site: Option<Arc<PowerSite>>,
+    period: Duration,
+) {
     let mut interval = tokio::time::interval(period);
     interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
     interval.tick().await;
@@ -150,11 +182,7 @@ pub(crate) async fn tick(ports: Vec<Arc<PortState>>, period: Duration) {
         // A stalled process does not make the equipment jump more than a minute.
         let dt = (now - last).min(Duration::from_secs(60));
         last = now;
-        for port in &ports {
-            for device in &port.devices {
-                device.lock().step(&device.layout, dt);
-            }
-        }
+        step_all(&ports, site.as_deref(), dt);
     }
 }
 
@@ -190,6 +218,8 @@ pub(crate) struct BusThread {
 #[derive(Debug)]
 pub struct SimHandle {
     pub(crate) ports: Vec<Arc<PortState>>,
+    /// The power room and what it supplies, when the simulator has power equipment.
+    pub(crate) site: Option<Arc<PowerSite>>,
     pub(crate) tasks: Vec<JoinHandle<()>>,
     pub(crate) threads: Vec<BusThread>,
 }
@@ -254,6 +284,50 @@ pub(crate) fn build_port(
     })
 }
 
+/// A site (if any) and the background tasks that move it.
+pub(crate) type SiteTasks = (Option<Arc<PowerSite>>, Vec<JoinHandle<()>>);
+
+/// The site of `ports` with its faults checked, those due at start applied, and the tasks
+/// that move the models and apply the later faults (devices' and site's) spawned.
+pub(crate) fn start_site(
+    ports: &[Arc<PortState>],
+    due: Vec<Due>,
+    site_faults: Vec<ScheduledFault>,
+    tick_every: Duration,
+    frozen: bool,
+) -> Result<SiteTasks, SimError> {
+    let site = PowerSite::new(ports, frozen);
+    check_site_faults(site.as_deref(), &site_faults)?;
+    let started = Instant::now();
+    let mut tasks: Vec<JoinHandle<()>> = Vec::new();
+    // Faults due at start apply before the first request can arrive.
+    let (now, later): (Vec<Due>, Vec<Due>) = due.into_iter().partition(|d| d.at.is_zero());
+    for d in now {
+        d.device.lock().change_fault(&d.device.layout, &d.change)?;
+    }
+    let (site_now, site_later): (Vec<_>, Vec<_>) =
+        site_faults.into_iter().partition(|f| f.at.is_zero());
+    if let Some(site) = &site {
+        for f in &site_now {
+            site.change(&f.change)?;
+        }
+        if !site_later.is_empty() {
+            tasks.push(tokio::spawn(schedule_site(
+                Arc::clone(site),
+                site_later,
+                started,
+            )));
+        }
+    }
+    if !frozen {
+        tasks.push(tokio::spawn(tick(ports.to_vec(), site.clone(), tick_every)));
+    }
+    if !later.is_empty() {
+        tasks.push(tokio::spawn(schedule_faults(later, started)));
+    }
+    Ok((site, tasks))
+}
+
 /// Starts the simulators of `spec`: binds every port first (so an address in use fails the
 /// whole start), then serves them in background tasks on the current tokio runtime.
 pub async fn start(spec: SimSpec) -> Result<SimHandle, SimError> {
@@ -284,24 +358,13 @@ pub async fn start(spec: SimSpec) -> Result<SimHandle, SimError> {
         )?));
         listeners.push(listener);
     }
-    let started = Instant::now();
-    let mut tasks: Vec<JoinHandle<()>> = Vec::new();
-    // Faults due at start apply before the first request can arrive.
-    let (now, later): (Vec<Due>, Vec<Due>) = due.into_iter().partition(|d| d.at.is_zero());
-    for d in now {
-        d.device.lock().change_fault(&d.device.layout, &d.change)?;
-    }
+    let (site, mut tasks) = start_site(&ports, due, spec.site, spec.tick, spec.frozen)?;
     for (listener, port) in listeners.into_iter().zip(&ports) {
         tasks.push(tokio::spawn(serve_port(listener, Arc::clone(port))));
     }
-    if !spec.frozen {
-        tasks.push(tokio::spawn(tick(ports.clone(), spec.tick)));
-    }
-    if !later.is_empty() {
-        tasks.push(tokio::spawn(schedule_faults(later, started)));
-    }
     Ok(SimHandle {
         ports,
+        site,
         tasks,
         threads: Vec::new(),
     })
@@ -426,13 +489,25 @@ impl SimHandle {
         Ok(self.device(port, unit)?.requests.load(Ordering::Relaxed))
     }
 
-    /// Moves every model by `dt` now, frozen or not (for tests that want exact steps).
+    /// Moves every model by `dt` now, frozen or not (for tests that want exact steps). With a
+    /// power room, in steps of [`POWER_TICK`] so its sequence keeps time.
     pub fn advance(&self, dt: Duration) {
-        for port in &self.ports {
-            for device in &port.devices {
-                device.lock().step(&device.layout, dt);
-            }
-        }
+        step_all(&self.ports, self.site.as_deref(), dt);
+    }
+
+    /// Starts or ends a site-level fault now ([`super::Fault::MainsFailure`]; `ClearAll` or
+    /// `Clear(MainsFailure)` restores the mains).
+    pub fn change_site_fault(&self, change: FaultChange) -> Result<(), SimError> {
+        self.site
+            .as_ref()
+            .ok_or(SimError::NoPowerRoom)?
+            .change(&change)
+    }
+
+    /// Whether the site's supply reaches the devices other than the power room (`None`: no
+    /// power room, always on). The MQTT devices of `simulate` watch it.
+    pub fn site_supply(&self) -> Option<Arc<std::sync::atomic::AtomicBool>> {
+        self.site.as_ref().map(|s| s.supply())
     }
 
     /// Stops the servers and waits until their ports are closed.

@@ -8,6 +8,11 @@
 //! The dynamics are deliberately simple but keep the invariants real equipment has, because the
 //! gateway's rules rely on them: counters never decrease, run hours grow only while the machine
 //! runs, a stopped pump's discharge pressure sags under demand, a lift counts a trip per journey.
+//!
+//! The power room's models (`power_meter`, `generator`, `ats`) also take inputs: mains present,
+//! the start relay, the load carried. Their site wires them together (`sim/site.rs`); alone,
+//! a meter sees mains and the building's load, a generator rests in auto and a switch stays on
+//! the mains.
 
 use std::time::Duration;
 
@@ -17,13 +22,25 @@ use crate::model::Value;
 use crate::profile::DeviceType;
 
 mod access_door;
+mod ats;
 mod elevator;
 mod fire_panel;
+mod generator;
+mod power_meter;
 mod pump;
 
 pub use access_door::{BATTERY_HEALTH, DOOR_HELD_OPEN_S, Door, DoorPhase};
+pub use ats::{
+    ATS_POS0_DWELL_S, ATS_RETRANSFER_DELAY_S, ATS_START_DELAY_S, ATS_TRANSFER_DELAY_S, Ats,
+    Position, SourceState,
+};
 pub use elevator::{Lift, LiftPhase, SERVICE_MODES};
 pub use fire_panel::{FirePanel, Trouble, ZONE_STATES};
+pub use generator::{
+    EngineState, GEN_COOLDOWN_S, GEN_CRANK_ATTEMPTS, GEN_CRANK_REST_S, GEN_CRANK_S,
+    GEN_FIRES_AFTER_S, GEN_PREHEAT_S, GEN_RATED_KW, GEN_WARMUP_S, Generator,
+};
+pub use power_meter::{NIGHT_KW, PEAK_KW, PowerMeter, load_shape};
 pub use pump::{PUMP_CUT_IN_BAR, PUMP_CUT_OUT_BAR, Pump};
 
 /// A point value as a model emits it: cheap to compare, allocation-free.
@@ -60,6 +77,9 @@ pub enum Model {
     Pump(Pump),
     FirePanel(FirePanel),
     Door(Door),
+    Meter(PowerMeter),
+    Generator(Generator),
+    Ats(Ats),
     /// Profiles of other types: values change only when set from outside.
     Inert,
 }
@@ -72,11 +92,10 @@ impl Model {
             DeviceType::Pump => Model::Pump(Pump::new(rng)),
             DeviceType::FirePanel => Model::FirePanel(FirePanel::new(rng)),
             DeviceType::AccessDoor => Model::Door(Door::new(rng)),
-            // Power equipment: modelled in the next step; until then values are set from outside.
-            DeviceType::PowerMeter
-            | DeviceType::Generator
-            | DeviceType::Ats
-            | DeviceType::Other => Model::Inert,
+            DeviceType::PowerMeter => Model::Meter(PowerMeter::new(rng)),
+            DeviceType::Generator => Model::Generator(Generator::new(rng)),
+            DeviceType::Ats => Model::Ats(Ats::new(rng)),
+            DeviceType::Other => Model::Inert,
         }
     }
 
@@ -91,6 +110,9 @@ impl Model {
                 Model::Pump(m) => m.advance(h, rng),
                 Model::FirePanel(m) => m.advance(h, rng),
                 Model::Door(m) => m.advance(h, rng),
+                Model::Meter(m) => m.advance(h, rng),
+                Model::Generator(m) => m.advance(h, rng),
+                Model::Ats(m) => m.advance(h, rng),
                 Model::Inert => return,
             }
         }
@@ -103,6 +125,9 @@ impl Model {
             Model::Pump(m) => m.emit(out),
             Model::FirePanel(m) => m.emit(out),
             Model::Door(m) => m.emit(out),
+            Model::Meter(m) => m.emit(out),
+            Model::Generator(m) => m.emit(out),
+            Model::Ats(m) => m.emit(out),
             Model::Inert => {}
         }
     }
@@ -116,9 +141,30 @@ impl Model {
             Model::Pump(m) => m.set(point, value),
             Model::FirePanel(m) => m.set(point, value),
             Model::Door(m) => m.set(point, value),
+            Model::Meter(m) => m.set(point, value),
+            Model::Generator(m) => m.set(point, value),
+            Model::Ats(m) => m.set(point, value),
             Model::Inert => None,
         }
         .is_some()
+    }
+
+    /// A point held by an `out_of_range` fault that the model acts on rather than having it
+    /// pinned in the register: a generator's `control_mode` (a `test_on_load` exercise) or
+    /// `engine_state` (`running`: a start). False for every other point: the register is held.
+    pub fn hold(&mut self, point: &str, value: &Value) -> bool {
+        match self {
+            Model::Generator(m) => m.hold(point, value).is_some(),
+            _ => false,
+        }
+    }
+
+    /// The holds end (the fault cleared): the model goes back to its own course, and a
+    /// generator's latched alarms are reset.
+    pub fn release(&mut self) {
+        if let Model::Generator(m) = self {
+            m.release();
+        }
     }
 
     /// The current value of one point, for tests.
@@ -201,11 +247,15 @@ mod test_util {
         StdRng::seed_from_u64(seed)
     }
 
-    /// Every counter of a model, by name.
+    /// Every counter of a model, by name: `*_total` (not the meter's `pf_total`) and the
+    /// meter's energy registers.
     pub(super) fn counters(m: &Model) -> Vec<(&'static str, f64)> {
         let mut out = Vec::new();
         m.emit(&mut |name, s| {
-            if name.ends_with("_total") {
+            let counter = (name.ends_with("_total") && name != "pf_total")
+                || name.ends_with("_kwh")
+                || name.ends_with("_kvarh");
+            if counter {
                 let v = match s {
                     Signal::Num(x) => x,
                     Signal::Count(n) => n as f64,
@@ -246,12 +296,20 @@ mod tests {
             DeviceType::Pump,
             DeviceType::FirePanel,
             DeviceType::AccessDoor,
+            DeviceType::PowerMeter,
+            DeviceType::Generator,
+            DeviceType::Ats,
         ]
         .into_iter()
         .enumerate()
         {
             let mut r = rng(i as u64);
             let mut m = Model::new(t, &mut r);
+            // A set at rest and a switch on the mains have nothing to count: run the set.
+            if let Model::Generator(g) = &mut m {
+                g.remote_start = true;
+                g.site_load_kw = Some(50.0);
+            }
             let mut before = counters(&m);
             assert!(
                 !before.is_empty() || t == DeviceType::FirePanel,
@@ -269,8 +327,12 @@ mod tests {
                 before = now;
             }
             for (k, (name, _)) in before.iter().enumerate() {
-                // Running hours of a cycling pump and counters of a busy lift and door all move.
-                assert!(grew[k], "{t:?} {name} never grew in two hours");
+                // Running hours of a cycling pump and counters of a busy lift and door all move
+                // (a switch on healthy mains does not operate, a meter exports nothing).
+                assert!(
+                    grew[k] || t == DeviceType::Ats || *name == "energy_export_kwh",
+                    "{t:?} {name} never grew in two hours"
+                );
             }
         }
     }
