@@ -47,6 +47,7 @@ pub struct RuleLoopStats {
     /// The engine's own counters, copied every second (see `rules::engine::EngineStats`).
     pub unless_unknown: AtomicU64,
     pub unless_suppressed: AtomicU64,
+    pub unless_held: AtomicU64,
     pub meter_wraps: AtomicU64,
     pub meter_resets: AtomicU64,
     pub meter_untrusted: AtomicU64,
@@ -218,6 +219,7 @@ impl GatewayWatch {
                     description: Some(description),
                     auto_resolve: true,
                     meter: false,
+                    due_at: None,
                 },
             });
         }
@@ -540,6 +542,7 @@ impl RuleLoop {
         self.stats
             .unless_suppressed
             .store(e.unless_suppressed, Relaxed);
+        self.stats.unless_held.store(e.unless_held, Relaxed);
         self.stats.meter_wraps.store(e.meter_wraps, Relaxed);
         self.stats.meter_resets.store(e.meter_resets, Relaxed);
         self.stats.meter_untrusted.store(e.meter_untrusted, Relaxed);
@@ -566,6 +569,13 @@ impl RuleLoop {
                 self.engine
                     .work_order_closed(&wo.asset, &wo.rule, ev.occurred_at);
                 // Saved with the next tick (or found again at start-up by `rearm_meters`).
+            }
+            if matches!(
+                ev.event,
+                EventKind::Resolved | EventKind::Closed | EventKind::Cancelled
+            ) {
+                // A calendar rule's `done_when`: the occurrence is no longer open.
+                self.engine.work_order_resolved(&wo.asset, &wo.rule);
             }
             if let Some(tx) = &self.annotate
                 && tx
