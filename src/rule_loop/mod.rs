@@ -288,6 +288,7 @@ impl RuleLoop {
             Err(e) => error!(error = %e, "cannot load the rule state; rules start afresh"),
         }
         self.rearm_meters().await;
+        self.sync_occurrences().await;
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut triggers: Vec<Trigger> = Vec::new();
@@ -532,6 +533,25 @@ impl RuleLoop {
                 info!(asset = %asset, rule = %rule, "meter work order closed while the rule engine was not told: new baseline");
                 self.engine
                     .work_order_closed(&asset, &rule, chrono::Utc::now());
+            }
+        }
+    }
+
+    /// A calendar occurrence the engine holds open whose work order is resolved or closed
+    /// already (or gone): a resolution the engine did not hear of.
+    async fn sync_occurrences(&mut self) {
+        for (asset, rule) in self.engine.open_occurrences() {
+            let list = self
+                .store
+                .list(ListFilter {
+                    asset: Some(asset.clone()),
+                    status: Some(vec![Status::Open, Status::Acknowledged]),
+                    ..Default::default()
+                })
+                .await;
+            let Ok(list) = list else { continue };
+            if !list.iter().any(|w| w.rule == rule) {
+                self.engine.work_order_resolved(&asset, &rule);
             }
         }
     }

@@ -107,6 +107,21 @@ impl RuleEngine {
     }
 }
 
+impl RuleEngine {
+    /// (asset, rule) of the calendar rules whose occurrence is open (a work order raised and
+    /// not done yet): checked against the store at start-up, so a resolution the engine missed
+    /// (a crash before its state was saved) frees the next run to count early.
+    pub fn open_occurrences(&self) -> Vec<(String, String)> {
+        (0..self.instances.len())
+            .filter(|&i| {
+                matches!(&self.instances[i].state, InstState::Calendar(st)
+                    if st.done.as_ref().is_some_and(|p| p.open_due.is_some()))
+            })
+            .map(|i| self.key(i))
+            .collect()
+    }
+}
+
 /// The evidence of a `Done` trigger for the due date `due` (ns).
 pub(super) fn done_evidence(
     spec: &crate::rules::calendar::CalendarSpec,

@@ -207,8 +207,13 @@ fn an_early_run_completes_the_next_occurrence_only() {
 fn a_manually_resolved_work_order_lets_the_next_run_count_early() {
     let mut r = Run::new(MONTHLY_RUN);
     raised(&mut r);
+    assert_eq!(
+        r.e.open_occurrences(),
+        [("P-1".to_string(), "monthly-run".to_string())]
+    );
     // Resolved through the API without a run seen.
     r.e.work_order_resolved("P-1", "monthly-run");
+    assert!(r.e.open_occurrences().is_empty());
     assert!(run(&mut r, ns("2026-01-10T10:00:00Z"), 30, 4.0).is_empty());
     let t = r.tick(ns("2026-02-02T09:00:00Z"));
     assert_eq!(kinds(&t), ["P-1/monthly-run:fire", "P-1/monthly-run:done"]);
