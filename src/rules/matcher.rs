@@ -92,6 +92,14 @@ impl AssetMatch {
     }
 }
 
+/// `elevator, pump, ... or other`: the device types a `match` accepts, for messages.
+pub fn device_type_names() -> String {
+    match device_type("") {
+        Err(MatchError::UnknownDeviceType { expected, .. }) => expected,
+        Ok(_) => String::new(),
+    }
+}
+
 /// A `device_type` name as the profiles spell it (`DeviceType`'s own names, so a device type
 /// added to the profiles is matched without a second list here).
 fn device_type(name: &str) -> Result<DeviceType, MatchError> {
@@ -122,6 +130,15 @@ mod tests {
     use super::*;
     use crate::profile::DeviceType;
     use std::sync::Arc;
+
+    #[test]
+    fn device_types_are_the_profiles_own() {
+        assert_eq!(device_type("fire_panel"), Ok(DeviceType::FirePanel));
+        let names = device_type_names();
+        assert!(names.starts_with("elevator, pump, "), "{names}");
+        assert!(names.ends_with(" or other"), "{names}");
+        assert!(device_type("Pump").is_err());
+    }
 
     fn asset(id: &str, dt: DeviceType, building: Option<&str>, vendor: Option<&str>) -> AssetInfo {
         AssetInfo {
