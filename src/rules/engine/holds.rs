@@ -20,7 +20,8 @@
 //!   rules held back get their turn at the next tick.
 //! - After a restart the members' saved state says whether they fire, so holds are restored
 //!   with them (the held instances stay held until the release); without saved state nothing
-//!   fires and nothing is held.
+//!   fires and nothing is held. A member on an offline asset neither fires nor clears, so its
+//!   hold lasts until the asset reports again.
 
 use std::collections::HashMap;
 use std::sync::Arc;
