@@ -333,7 +333,9 @@ fn count(out: &[Trigger], tally: &mut [u64; 4]) {
             TriggerChange::Fire { .. } => 0,
             TriggerChange::Occurrence { .. } => 1,
             TriggerChange::Flapping { .. } => 2,
-            TriggerChange::Clear { .. } => 3,
+            TriggerChange::Clear { .. }
+            | TriggerChange::Done { .. }
+            | TriggerChange::Affected { .. } => 3,
         };
         tally[i] += 1;
     }

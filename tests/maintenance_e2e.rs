@@ -544,3 +544,185 @@ async fn third_party_threshold_crossing_opens_one_work_order_with_evidence() {
         "{readings:?}"
     );
 }
+
+/// The work order of `rule` on `asset`, if any.
+async fn work_order_of(api: &str, asset: &str, rule: &str) -> Option<Json> {
+    get(&format!("{api}/api/v1/work-orders?asset={asset}"))
+        .await
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["rule"] == rule)
+        .cloned()
+}
+
+fn time(v: &Json) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::parse_from_rfc3339(v.as_str().unwrap())
+        .unwrap()
+        .to_utc()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_building_mains_loss_holds_its_devices_offline_work_orders_and_lists_them() {
+    let s = sim((1..=4).map(|u| SimDeviceSpec::new(u, "pump")).collect()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let addr = s.addrs()[0];
+    let device = |id: &str, building: &str, unit: u8| {
+        format!(
+            "[[devices]]\nid = \"{id}\"\nprofile = \"pump\"\nbuilding = \"{building}\"\ninterval = \"100ms\"\nmodbus = {{ url = \"tcp://{addr}\", unit = {unit}, timeout = \"100ms\", probe_interval = \"300ms\" }}\n\n"
+        )
+    };
+    let cfg = write_config(
+        dir.path(),
+        &format!(
+            "{}{}{}{}\
+             [[rules]]\nid = \"power-mains-lost\"\ntype = \"state\"\nmatch = {{ ids = \"ATS-A\" }}\npoint = \"mains_fail\"\npriority = \"urgent\"\nwork_order = \"incident\"\ntitle = \"Mains lost in building {{building}}\"\n\n\
+             [[rules]]\nid = \"offline\"\ntype = \"offline\"\nmatch = {{ ids = [\"PU-A1\", \"PU-A2\", \"PU-B1\"] }}\nafter = \"2s\"\nunless = {{ rule = \"power-mains-lost\", scope = \"building\" }}\ntitle = \"{{asset}} not answering\"\n",
+            device("ATS-A", "A", 1),
+            device("PU-A1", "A", 2),
+            device("PU-A2", "A", 3),
+            device("PU-B1", "B", 4),
+        ),
+    );
+    for u in 1..=4 {
+        s.set_point(0, u, "discharge_pressure_bar", Value::Float(3.0))
+            .unwrap();
+    }
+    let gw = support::start_gateway(&cfg).await;
+    let api = gw.api();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // Mains lost in building A; its pumps and the one in building B go silent.
+    s.set_point(0, 1, "mains_fail", Value::Bool(true)).unwrap();
+    let mains = wait_for(Duration::from_secs(5), async || {
+        work_order_of(&api, "ATS-A", "power-mains-lost").await
+    })
+    .await
+    .expect("no mains work order");
+    for u in 2..=4 {
+        s.set_fault(0, u, Some(Fault::Silent)).unwrap();
+    }
+    wait_for(Duration::from_secs(8), async || {
+        work_order_of(&api, "PU-B1", "offline").await
+    })
+    .await
+    .expect("another building's device opens its own work order");
+    let listed = wait_for(Duration::from_secs(5), async || {
+        let w = get(&format!("{api}/api/v1/work-orders/{}", mains["id"])).await;
+        let affected = w["evidence"]["affected"].as_array()?.clone();
+        (affected.len() == 2).then_some(affected)
+    })
+    .await
+    .expect("the mains work order lists the held devices");
+    let mut names: Vec<&str> = listed
+        .iter()
+        .map(|a| a["asset"].as_str().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["PU-A1", "PU-A2"]);
+    assert!(listed.iter().all(|a| a["rule"] == "offline"));
+    for a in ["PU-A1", "PU-A2"] {
+        assert!(work_order_of(&api, a, "offline").await.is_none(), "{a}");
+    }
+
+    // Power back: PU-A2 answers again, PU-A1 does not.
+    s.set_fault(0, 3, None).unwrap();
+    s.set_point(0, 1, "mains_fail", Value::Bool(false)).unwrap();
+    let cleared = wait_for(Duration::from_secs(5), async || {
+        let w = get(&format!("{api}/api/v1/work-orders/{}", mains["id"])).await;
+        (w["condition"] == "cleared").then_some(w)
+    })
+    .await
+    .expect("the mains condition clears");
+    let silent = wait_for(Duration::from_secs(8), async || {
+        work_order_of(&api, "PU-A1", "offline").await
+    })
+    .await
+    .expect("a device still silent after the release gets its work order");
+    // Its `after` ran again from the release.
+    let waited = time(&silent["opened_at"]) - time(&cleared["condition_cleared_at"]);
+    assert!(
+        waited >= chrono::Duration::milliseconds(1900),
+        "opened {waited} after the release"
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let back = work_order_of(&api, "PU-A2", "offline").await;
+    let metrics = reqwest011::get(format!("{api}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    gw.stop().await;
+    assert!(
+        back.is_none(),
+        "a device that came back gets none: {back:?}"
+    );
+    assert!(metrics.contains("facilityd_rule_unless_held_total"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_calendar_job_seen_done_resolves_its_work_order_with_the_run() {
+    let s = sim(vec![SimDeviceSpec::new(1, "pump")]).await;
+    let dir = tempfile::tempdir().unwrap();
+    // Due in an hour, raised two hours early: the work order opens at start-up.
+    let due = chrono::Utc::now() + chrono::Duration::hours(1);
+    let start = (due - chrono::Duration::days(1)).to_rfc3339();
+    let cfg = write_config(
+        dir.path(),
+        &format!(
+            "[[devices]]\nid = \"FP-1\"\nprofile = \"pump\"\ninterval = \"100ms\"\nmodbus = {{ url = \"tcp://{}\", unit = 1, timeout = \"100ms\" }}\n\n\
+             [[rules]]\nid = \"fire-pump-run\"\ntype = \"calendar\"\nevery = \"1d\"\nstart = \"{start}\"\nlead = \"2h\"\n\
+             done_when = {{ point = \"running\", equals = true, for = \"2s\", and = {{ point = \"discharge_pressure_bar\", above = 5.0 }} }}\n\
+             priority = \"high\"\ntitle = \"Fire pump {{asset}}: run due {{threshold}}\"\n",
+            s.addrs()[0]
+        ),
+    );
+    s.set_point(0, 1, "discharge_pressure_bar", Value::Float(3.0))
+        .unwrap();
+    s.set_point(0, 1, "running", Value::Bool(false)).unwrap();
+    let gw = support::start_gateway(&cfg).await;
+    let api = gw.api();
+    let wo = wait_for(Duration::from_secs(5), async || {
+        work_order_of(&api, "FP-1", "fire-pump-run").await
+    })
+    .await
+    .expect("the calendar work order opens");
+    assert_eq!(wo["status"], "open");
+    // Due on the calendar date, not after the priority's response time.
+    let off = time(&wo["due_at"]) - due;
+    assert!(
+        off.num_milliseconds().abs() < 1000,
+        "due_at {}",
+        wo["due_at"]
+    );
+    let url = format!("{api}/api/v1/work-orders/{}", wo["id"]);
+
+    // Running on pressure for a second only: not done.
+    s.set_point(0, 1, "discharge_pressure_bar", Value::Float(6.0))
+        .unwrap();
+    s.set_point(0, 1, "running", Value::Bool(true)).unwrap();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    s.set_point(0, 1, "running", Value::Bool(false)).unwrap();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(get(&url).await["status"], "open");
+
+    // A full run resolves it, with the run as evidence.
+    s.set_point(0, 1, "running", Value::Bool(true)).unwrap();
+    let done = wait_for(Duration::from_secs(6), async || {
+        let w = get(&url).await;
+        (w["status"] == "resolved").then_some(w)
+    })
+    .await
+    .expect("the run resolves the work order");
+    gw.stop().await;
+    assert_eq!(done["resolved_by"], "facilityd");
+    let run = &done["evidence"]["done"];
+    assert!(run["duration_s"].as_f64().unwrap() >= 2.0, "{run}");
+    assert_eq!(run["and_point"], "discharge_pressure_bar");
+    assert!(run["and_min"].as_f64().unwrap() > 5.0, "{run}");
+    assert_eq!(
+        run["condition"],
+        "running = true for 2s and discharge_pressure_bar > 5"
+    );
+}

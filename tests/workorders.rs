@@ -19,8 +19,8 @@ use tokio_util::sync::CancellationToken;
 
 use facilityd::profile::DeviceType;
 use facilityd::rules::types::{
-    AssetInfo, Evidence, EvidenceReading, EvidenceValue, Priority, Trigger, TriggerChange,
-    WorkOrderKind, WorkOrderTemplate,
+    AffectedAsset, AssetInfo, DoneEvidence, Evidence, EvidenceReading, EvidenceValue, Priority,
+    Trigger, TriggerChange, WorkOrderKind, WorkOrderTemplate,
 };
 use facilityd::workorder::handle::StoreHandle;
 use facilityd::workorder::notify::webhook::{WebhookNotifier, parse_notifiers};
@@ -63,6 +63,7 @@ fn template(priority: Priority, auto_resolve: bool) -> WorkOrderTemplate {
         description: Some("below 2 bar".into()),
         auto_resolve,
         meter: false,
+        due_at: None,
     }
 }
 
@@ -80,6 +81,7 @@ fn evidence(at: DateTime<Utc>, v: f64) -> Evidence {
             at,
             value: EvidenceValue::Number(v),
         }],
+        ..Evidence::default()
     }
 }
 
@@ -250,6 +252,134 @@ fn due_at_comes_from_the_response_time_of_the_priority() {
         [d.urgent, d.high, d.normal, d.low].map(|d| d.as_secs()),
         [1800, 4 * 3600, 2 * 86400, 14 * 86400]
     );
+}
+
+/// A calendar rule's fire: due on its due date, not after a response time.
+fn calendar_fire(a: &Arc<AssetInfo>, at: DateTime<Utc>, due: DateTime<Utc>) -> Trigger {
+    let mut tpl = template(Priority::Normal, false);
+    tpl.kind = WorkOrderKind::Inspection;
+    tpl.due_at = Some(due);
+    trigger_with(
+        a,
+        "weekly-run",
+        at,
+        TriggerChange::Fire {
+            evidence: Evidence {
+                threshold: Some(due.to_rfc3339()),
+                ..Evidence::default()
+            },
+        },
+        tpl,
+    )
+}
+
+fn done(a: &Arc<AssetInfo>, at: DateTime<Utc>) -> Trigger {
+    let evidence = Evidence {
+        point: Some("running".into()),
+        done: Some(DoneEvidence {
+            condition: "running = true for 30m".into(),
+            started_at: at - chrono::Duration::minutes(30),
+            completed_at: at,
+            duration_s: 1800.0,
+            and_point: Some("discharge_pressure_bar".into()),
+            and_min: Some(6.1),
+            and_avg: Some(6.4),
+            and_max: Some(f64::NAN),
+        }),
+        ..Evidence::default()
+    };
+    trigger_with(
+        a,
+        "weekly-run",
+        at,
+        TriggerChange::Done { evidence },
+        template(Priority::Normal, false),
+    )
+}
+
+#[test]
+fn a_calendar_work_order_is_due_on_its_date_and_a_run_resolves_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = open(&dir.path().join("wo.db"));
+    let p = asset("FP-1");
+    // Nothing open: a run alone changes nothing.
+    assert!(s.apply(&done(&p, t(0)), &[]).unwrap().is_empty());
+    let e = s
+        .apply(&calendar_fire(&p, t(10), t(3 * 86_400)), &[])
+        .unwrap();
+    assert_eq!(kinds(&e), [EventKind::Opened]);
+    assert_eq!(e[0].work_order.due_at, t(3 * 86_400));
+    // Missed: still open past its due date (overdue in the API: due_at < now).
+    let e = s.apply(&done(&p, t(4 * 86_400)), &[]).unwrap();
+    assert_eq!(kinds(&e), [EventKind::Resolved]);
+    let wo = &e[0].work_order;
+    assert_eq!(wo.status, Status::Resolved);
+    assert_eq!(wo.condition, ConditionState::Cleared);
+    assert_eq!(wo.resolved_at, Some(t(4 * 86_400)));
+    assert_eq!(wo.resolved_by.as_deref(), Some("facilityd"));
+    let d = wo.evidence.done.as_ref().expect("the run as evidence");
+    assert_eq!(d.duration_s, 1800.0);
+    assert_eq!((d.and_min, d.and_max), (Some(6.1), None), "NaN dropped");
+    assert_eq!(s.get(wo.id).unwrap().as_ref(), Some(wo));
+    // Done early: opened and resolved in one batch, both events kept.
+    let e = s
+        .apply_batch(
+            &[
+                calendar_fire(&p, t(8 * 86_400), t(10 * 86_400)),
+                done(&p, t(8 * 86_400)),
+            ],
+            &[],
+        )
+        .unwrap();
+    assert_eq!(kinds(&e), [EventKind::Opened, EventKind::Resolved]);
+    assert_eq!(e[1].work_order.due_at, t(10 * 86_400));
+    assert!(e[1].work_order.evidence.done.is_some());
+}
+
+#[test]
+fn the_inhibitors_work_order_lists_each_affected_asset_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = open(&dir.path().join("wo.db"));
+    let ats = asset("ATS-A");
+    let affected = |asset: &str, at| {
+        trigger(
+            &ats,
+            "power-mains-lost",
+            at,
+            TriggerChange::Affected {
+                evidence: Evidence {
+                    affected: vec![AffectedAsset {
+                        asset: asset.into(),
+                        rule: "comm-lost".into(),
+                        since: at,
+                    }],
+                    ..Evidence::default()
+                },
+            },
+        )
+    };
+    // No work order yet: nothing to list under.
+    assert!(s.apply(&affected("P-0", t(0)), &[]).unwrap().is_empty());
+    s.apply(&fire(&ats, "power-mains-lost", t(1), 0.0), &[])
+        .unwrap();
+    let e1 = s.apply(&affected("P-1", t(300)), &[]).unwrap();
+    let e2 = s.apply(&affected("P-2", t(301)), &[]).unwrap();
+    let e3 = s.apply(&affected("P-1", t(900)), &[]).unwrap();
+    assert_eq!(kinds(&e1), [EventKind::Updated]);
+    assert_eq!(kinds(&e2), [EventKind::Updated]);
+    assert!(e3.is_empty(), "listed once");
+    let wo = &e2[0].work_order;
+    assert_eq!(wo.occurrences, 1, "an affected asset is not an occurrence");
+    assert_eq!(
+        wo.evidence
+            .affected
+            .iter()
+            .map(|a| (a.asset.as_str(), a.since))
+            .collect::<Vec<_>>(),
+        [("P-1", t(300)), ("P-2", t(301))]
+    );
+    let json = serde_json::to_value(wo).unwrap();
+    assert_eq!(json["evidence"]["affected"][1]["rule"], "comm-lost");
 }
 
 #[test]

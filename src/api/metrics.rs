@@ -204,7 +204,7 @@ fn write_gateway(gw: &GatewayView, out: &mut MetricsText) {
     );
     log_metrics(out, gw);
     let m = &gw.maintenance;
-    let rule_counters: [(&str, &str, &std::sync::atomic::AtomicU64); 9] = [
+    let rule_counters: [(&str, &str, &std::sync::atomic::AtomicU64); 10] = [
         (
             "facilityd_rule_samples_total",
             "Samples evaluated by the rule engine.",
@@ -239,6 +239,11 @@ fn write_gateway(gw: &GatewayView, out: &mut MetricsText) {
             "facilityd_rule_unless_suppressed_total",
             "Evaluations held back by `unless`.",
             &m.unless_suppressed,
+        ),
+        (
+            "facilityd_rule_unless_held_total",
+            "Evaluations held back by a rule-form `unless` (another rule's incident in scope).",
+            &m.unless_held,
         ),
         (
             "facilityd_meter_resets_total",

@@ -47,6 +47,7 @@ pub struct RuleLoopStats {
     /// The engine's own counters, copied every second (see `rules::engine::EngineStats`).
     pub unless_unknown: AtomicU64,
     pub unless_suppressed: AtomicU64,
+    pub unless_held: AtomicU64,
     pub meter_wraps: AtomicU64,
     pub meter_resets: AtomicU64,
     pub meter_untrusted: AtomicU64,
@@ -218,6 +219,7 @@ impl GatewayWatch {
                     description: Some(description),
                     auto_resolve: true,
                     meter: false,
+                    due_at: None,
                 },
             });
         }
@@ -286,6 +288,7 @@ impl RuleLoop {
             Err(e) => error!(error = %e, "cannot load the rule state; rules start afresh"),
         }
         self.rearm_meters().await;
+        self.sync_occurrences().await;
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut triggers: Vec<Trigger> = Vec::new();
@@ -534,12 +537,32 @@ impl RuleLoop {
         }
     }
 
+    /// A calendar occurrence the engine holds open whose work order is resolved or closed
+    /// already (or gone): a resolution the engine did not hear of.
+    async fn sync_occurrences(&mut self) {
+        for (asset, rule) in self.engine.open_occurrences() {
+            let list = self
+                .store
+                .list(ListFilter {
+                    asset: Some(asset.clone()),
+                    status: Some(vec![Status::Open, Status::Acknowledged]),
+                    ..Default::default()
+                })
+                .await;
+            let Ok(list) = list else { continue };
+            if !list.iter().any(|w| w.rule == rule) {
+                self.engine.work_order_resolved(&asset, &rule);
+            }
+        }
+    }
+
     fn publish_engine_stats(&self) {
         let e = self.engine.stats();
         self.stats.unless_unknown.store(e.unless_unknown, Relaxed);
         self.stats
             .unless_suppressed
             .store(e.unless_suppressed, Relaxed);
+        self.stats.unless_held.store(e.unless_held, Relaxed);
         self.stats.meter_wraps.store(e.meter_wraps, Relaxed);
         self.stats.meter_resets.store(e.meter_resets, Relaxed);
         self.stats.meter_untrusted.store(e.meter_untrusted, Relaxed);
@@ -566,6 +589,13 @@ impl RuleLoop {
                 self.engine
                     .work_order_closed(&wo.asset, &wo.rule, ev.occurred_at);
                 // Saved with the next tick (or found again at start-up by `rearm_meters`).
+            }
+            if matches!(
+                ev.event,
+                EventKind::Resolved | EventKind::Closed | EventKind::Cancelled
+            ) {
+                // A calendar rule's `done_when`: the occurrence is no longer open.
+                self.engine.work_order_resolved(&wo.asset, &wo.rule);
             }
             if let Some(tx) = &self.annotate
                 && tx

@@ -16,6 +16,9 @@ use serde::{Deserialize, Serialize};
 use super::threshold::fmt_duration_ns;
 
 pub(in crate::rules) mod config;
+pub mod done;
+
+pub use done::{DoneAnd, DoneProgress, DoneWhen, Limit};
 
 /// Why `every` is not a period.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -137,6 +140,8 @@ pub struct CalendarSpec {
     pub start: DateTime<Utc>,
     pub tz: Tz,
     pub lead_ns: i64,
+    /// What doing the job looks like (see `done`).
+    pub done_when: Option<DoneWhen>,
 }
 
 impl CalendarSpec {
@@ -204,6 +209,9 @@ impl CalendarSpec {
         if self.lead_ns > 0 {
             s.push_str(&format!(", raised {} early", fmt_duration_ns(self.lead_ns)));
         }
+        if let Some(d) = &self.done_when {
+            s.push_str(&format!(", done when {}", d.describe()));
+        }
         s
     }
 }
@@ -216,6 +224,9 @@ pub struct CalendarState {
     /// The schedule `next_due` belongs to ([`CalendarSpec::fingerprint`]).
     #[serde(default)]
     pub schedule: String,
+    /// `done_when`: runs and the occurrences they complete.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub done: Option<DoneProgress>,
 }
 
 impl CalendarState {
@@ -263,6 +274,7 @@ mod tests {
             start: parse_start(start, tz).unwrap(),
             tz,
             lead_ns,
+            done_when: None,
         }
     }
 

@@ -27,8 +27,8 @@ use super::flap::FlapSpec;
 use super::matcher::AssetMatch;
 use super::meter::config::MeterConfig;
 use super::offline::config::OfflineConfig;
+use super::state::StateMode;
 use super::state::config::StateConfig;
-use super::state::{StateMode, StateSet};
 use super::template::{Placeholder, Template};
 use super::threshold::config::ThresholdConfig;
 use super::types::{AssetInfo, Priority, WorkOrderKind};
@@ -37,14 +37,16 @@ use crate::config::{ConfigIssue, Issues};
 mod decode;
 #[cfg(test)]
 pub(crate) mod tests;
+mod unless;
 mod validate;
 
-pub use super::rule::{Rule, RuleKind, Unless};
+pub use super::rule::{PointUnless, Rule, RuleKind, RuleUnless, Scope, Unless};
 pub use super::state::config::MAX_COUNT;
 pub(in crate::rules) use decode::{Number, StateValues};
 use decode::{decode, split_table};
+use unless::RuleRef;
+use validate::UnknownTimezone;
 pub(in crate::rules) use validate::{RuleCx, check_values_fit, first_misfit, kind_name, nanos};
-use validate::{UnknownTimezone, point_of, points_hint};
 
 /// The rule types, as written in `type`.
 pub const RULE_TYPES: [&str; 5] = ["threshold", "state", "meter", "calendar", "offline"];
@@ -121,19 +123,11 @@ struct CommonConfig {
     /// A cleared condition resolves the work order (default true for offline rules).
     #[serde(default)]
     auto_resolve: Option<bool>,
+    /// One condition or a list (see `config/unless.rs`).
     #[serde(default)]
-    unless: Option<UnlessConfig>,
+    unless: Option<ConfigValue>,
     #[serde(default)]
     flap: Option<FlapConfig>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct UnlessConfig {
-    /// A point of the same asset (a mode, a test switch).
-    point: String,
-    /// The value, or values, that suppress the rule.
-    equals: StateValues,
 }
 
 #[derive(Debug, Deserialize)]
@@ -180,10 +174,11 @@ pub fn parse_rules(
     let gateway: Arc<str> = Arc::from(gateway_id);
     let mut seen: HashMap<String, (String, usize)> = HashMap::new();
     let mut rules = Vec::new();
+    let mut refs: Vec<RuleRef> = Vec::new();
     for (file, index, value) in items {
         let before = issues.errors.len();
         let parsed = parse_one(file, *index, value, assets, &gateway, &tz, &mut issues);
-        if let Some(rule) = parsed {
+        if let Some((rule, mut named)) = parsed {
             let at = format!("rules[{index}]");
             if let Some((f, i)) = seen.get(&*rule.id) {
                 issues.err(
@@ -199,9 +194,11 @@ pub fn parse_rules(
             seen.insert(rule.id.to_string(), (file.clone(), *index));
             if issues.errors.len() == before {
                 rules.push(rule);
+                refs.append(&mut named);
             }
         }
     }
+    unless::check_rule_refs(&refs, &rules, items, &mut issues);
     if issues.errors.is_empty() {
         Ok((rules, issues.warnings))
     } else {
@@ -218,7 +215,7 @@ fn parse_one(
     gateway: &Arc<str>,
     tz: &Result<Tz, UnknownTimezone>,
     issues: &mut Issues,
-) -> Option<Rule> {
+) -> Option<(Rule, Vec<RuleRef>)> {
     let at = format!("rules[{index}]");
     let Some((common, specific, ty)) = split_table(value) else {
         issues.err(file, &at, "expected a table ([[rules]] with id, type, ...)");
@@ -275,10 +272,10 @@ fn parse_one(
     };
     let (kind, kept) = parsed?;
 
-    let unless = common
-        .unless
-        .as_ref()
-        .and_then(|u| cx.unless(u, &kept, issues));
+    let (unless, refs) = match &common.unless {
+        Some(u) => cx.unless(u, &kept, issues),
+        None => (Vec::new(), Vec::new()),
+    };
     let flap = cx.flap(common.flap.as_ref(), &kind, issues);
     let title = common.title.as_deref().unwrap_or(kind.default_title());
     let title = cx.template("title", title, &kind, issues);
@@ -291,7 +288,7 @@ fn parse_one(
     }
 
     let is_offline = matches!(kind, RuleKind::Offline(_));
-    Some(Rule {
+    let rule = Rule {
         id: Arc::from(common.id.trim()),
         file: file.to_string(),
         index,
@@ -307,7 +304,8 @@ fn parse_one(
         flap,
         gateway: gateway.clone(),
         assets: kept.iter().map(|a| a.id.clone()).collect(),
-    })
+    };
+    Some((rule, refs))
 }
 
 /// The assets `match` selects (all of them without one); none is an error.
@@ -358,54 +356,6 @@ impl<'a> RuleCx<'a> {
                 None
             }
         }
-    }
-
-    /// `unless`: assets lacking its point keep the rule, unsuppressed (a point the asset does
-    /// not have never holds the rule back); a point no asset of the rule has is a typo.
-    fn unless(
-        &self,
-        u: &UnlessConfig,
-        kept: &[&Arc<AssetInfo>],
-        issues: &mut Issues,
-    ) -> Option<Unless> {
-        let with: Vec<_> = kept
-            .iter()
-            .filter_map(|a| point_of(a, &u.point).map(|p| (a, p)))
-            .collect();
-        if with.is_empty() {
-            self.err(
-                issues,
-                "unless.point",
-                format!(
-                    "no asset of the rule has a point {:?}{}",
-                    u.point,
-                    points_hint(kept.first().copied())
-                ),
-            );
-            return None;
-        }
-        for a in kept.iter().filter(|a| point_of(a, &u.point).is_none()) {
-            issues.warn(
-                self.file,
-                format!("{}.unless.point", self.at),
-                format!(
-                    "asset {} (profile {}) has no point {:?}: the rule is not suppressed there",
-                    a.id, a.profile, u.point
-                ),
-            );
-        }
-        if let Some(m) = first_misfit(&with, |a, p| {
-            check_values_fit(&u.equals.0, p)
-                .err()
-                .map(|e| format!("asset {}: {e}", a.id))
-        }) {
-            self.err(issues, "unless.equals", m);
-            return None;
-        }
-        Some(Unless {
-            point: Arc::from(u.point.as_str()),
-            equals: StateSet(u.equals.0.clone()),
-        })
     }
 
     /// `flap`: the defaults where the guard applies, an error where it does not.

@@ -11,14 +11,23 @@
 //!
 //! Suppression: while an asset's offline rule fires, its other rules (calendar rules excepted:
 //! an inspection falls due whether or not the device talks) neither fire nor clear and their
-//! pending delays stop; the same while a rule's `unless` point holds. Delays restart afterwards.
+//! pending delays stop; the same while one of a rule's `unless` points holds. Delays restart
+//! afterwards.
+//!
+//! Holds (`unless = { rule, scope }`, see `holds`): while the named rule fires on an asset in
+//! scope, the rule is held like a suppressed one; the (asset, rule) pairs that would have fired
+//! are listed on the named rule's work order; at the release, delays restart from then.
+//!
+//! Calendar rules with `done_when` watch its points (see `calendar/done.rs`): a run that
+//! completes resolves the rule's open work order, or completes the coming due date early.
 //!
 //! State is saved per (asset id, rule id) as JSON, so it survives restarts and configuration
 //! changes that keep both ids.
 //!
 //! This file holds the engine's data and the hot path ([`RuleEngine::offer`]); beside it:
 //! `build` (the routing table, and [`RuleEngine::rebuild`] on a reload), `emit` (triggers and
-//! their evidence), `timers` ([`RuleEngine::tick`]) and `persist` (saved state).
+//! their evidence), `timers` ([`RuleEngine::tick`]), `holds` (rule-form `unless`), `done`
+//! (calendar `done_when`) and `persist` (saved state).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -37,7 +46,9 @@ use super::types::{AssetInfo, PointInfo, Trigger, TriggerChange};
 use crate::model::{AssetId, Value};
 
 mod build;
+mod done;
 mod emit;
+mod holds;
 mod persist;
 #[cfg(test)]
 mod tests;
@@ -53,6 +64,8 @@ pub struct EngineStats {
     pub unless_unknown: u64,
     /// Evaluations held back by `unless`.
     pub unless_suppressed: u64,
+    /// Evaluations held back by a rule-form `unless` (another rule's incident).
+    pub unless_held: u64,
     /// Meter readings taken as a register wrap-around, a counter reset, or not trusted (a
     /// replaced device or an implausible jump: nothing counted).
     pub meter_wraps: u64,
@@ -93,8 +106,37 @@ enum Unless {
 #[derive(Debug, Clone, Copy)]
 struct Route {
     instance: u32,
-    /// The sample is the instance's `unless` point, not its watched point.
-    unless: bool,
+    role: Role,
+}
+
+/// What a sample is to the instance it is routed to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Role {
+    /// Point condition `k` of its `unless`.
+    Unless(u8),
+    /// The `and` point of a calendar rule's `done_when`.
+    DoneAnd,
+    /// The watched point (a calendar rule's: its `done_when` point).
+    Watched,
+}
+
+impl Unless {
+    /// The state of a rule's point conditions taken together: `n` conditions, those whose
+    /// point the asset has (`present`), has reported (`read`) and that hold now (`hold`).
+    fn of(n: u8, present: u8, read: u8, hold: u8) -> Unless {
+        let all = if n >= 8 { u8::MAX } else { (1u8 << n) - 1 };
+        if n == 0 {
+            Unless::Absent
+        } else if hold != 0 {
+            Unless::Holding
+        } else if read & all == all {
+            Unless::Clear
+        } else if present & !read != 0 {
+            Unless::Unread
+        } else {
+            Unless::Missing
+        }
+    }
 }
 
 /// The state of one rule on one asset.
@@ -125,7 +167,22 @@ struct Instance {
     point: u32,
     /// The watched point is an `event` point.
     event: bool,
+    /// Its point conditions of `unless` taken together.
     unless: Unless,
+    /// Per point condition of `unless` (bit k: condition k): how many, whose point the asset
+    /// has, that were read, that hold now.
+    unless_n: u8,
+    unless_present: u8,
+    unless_read: u8,
+    unless_hold: u8,
+    /// Holds (rule-form `unless`) now active on it.
+    held: u16,
+    /// Held, and already listed as affected during this hold.
+    affected: bool,
+    /// Named by a rule-form `unless`: its fires and clears move holds.
+    inhibits: bool,
+    /// Its condition is active (an inhibitor's fired and not cleared).
+    active: bool,
     dirty: bool,
     /// Meter rules: usage when the state was last marked dirty (not saved).
     marked_usage: f64,
@@ -161,6 +218,8 @@ pub struct RuleEngine {
     started: bool,
     stats: EngineStats,
     pool: EpisodePool,
+    /// Rule-form `unless`: who holds whom.
+    holds: holds::Holds,
 }
 
 impl RuleEngine {
@@ -234,10 +293,10 @@ impl RuleEngine {
         );
         for r in start..stop {
             let route = self.routes[r];
-            if route.unless {
-                self.unless_sample(route.instance as usize, value, at_ns);
-            } else {
-                self.evaluate(route.instance as usize, value, at_ns, out);
+            match route.role {
+                Role::Watched => self.evaluate(route.instance as usize, value, at_ns, out),
+                Role::Unless(k) => self.unless_sample(route.instance as usize, k, value, at_ns),
+                Role::DoneAnd => self.done_and_sample(route.instance as usize, value, at_ns, out),
             }
         }
     }
@@ -247,8 +306,13 @@ impl RuleEngine {
         let inst = &mut self.instances[i];
         let rule = &self.rules[inst.rule as usize];
         // The asset's offline rules cleared before the routes ran (`offer`), so only `unless`
-        // can suppress here.
+        // can suppress here: a point condition, or a hold.
+        let held = inst.held != 0;
         let suppressed = match inst.unless {
+            _ if held => {
+                self.stats.unless_held += 1;
+                true
+            }
             Unless::Absent | Unless::Clear => false,
             Unless::Holding => {
                 self.stats.unless_suppressed += 1;
@@ -266,8 +330,12 @@ impl RuleEngine {
                 };
                 let raw = spec.raw(st, v);
                 if suppressed {
+                    let would = raw && !st.cond.firing;
                     if st.cond.observe_suppressed(raw, &mut self.pool) {
                         self.mark_dirty(i);
+                    }
+                    if held && would {
+                        self.note_affected(i, t, out);
                     }
                     return;
                 }
@@ -286,8 +354,12 @@ impl RuleEngine {
             (RuleKind::State(spec), InstState::Hold(cond)) => {
                 let raw = spec.matches(value);
                 if suppressed {
+                    let would = raw && !cond.firing;
                     if cond.observe_suppressed(raw, &mut self.pool) {
                         self.mark_dirty(i);
+                    }
+                    if held && would {
+                        self.note_affected(i, t, out);
                     }
                     return;
                 }
@@ -298,6 +370,9 @@ impl RuleEngine {
                 if o.dirty || o.any_trigger() {
                     self.after_condition(i, o, t, out);
                 }
+            }
+            (RuleKind::State(spec), InstState::Event) if held && spec.matches(value) => {
+                self.note_affected(i, t, out);
             }
             (RuleKind::State(spec), InstState::Event) if !suppressed && spec.matches(value) => {
                 let evidence = Episode::new(t, value).evidence(
@@ -316,6 +391,9 @@ impl RuleEngine {
                 let o = st.sample(matches, inst.event, t, value, w, suppressed);
                 if o.dirty || o.fire || o.occurrence || o.clear {
                     self.after_count(i, o, t, Some(value), out);
+                }
+                if held && matches {
+                    self.note_affected(i, t, out);
                 }
             }
             (RuleKind::Meter(spec), InstState::Meter(st)) => {
@@ -341,6 +419,7 @@ impl RuleEngine {
                 };
                 // Progress is saved every 1 % of the interval, so a crash loses little.
                 dirty |= st.usage - inst.marked_usage >= spec.every * 0.01;
+                let would = st.due(spec);
                 let due = st.due(spec) && !suppressed;
                 if dirty {
                     inst.marked_usage = st.usage;
@@ -348,31 +427,51 @@ impl RuleEngine {
                 }
                 if due {
                     self.fire_meter(i, t, out);
+                } else if held && would {
+                    self.note_affected(i, t, out);
                 }
             }
+            (RuleKind::Calendar(_), InstState::Calendar(_)) => self.done_sample(i, value, t, out),
             _ => {}
         }
     }
 
-    /// A sample of an instance's `unless` point.
+    /// A sample of point condition `k` of an instance's `unless`.
     #[cold]
-    fn unless_sample(&mut self, i: usize, value: &Value, t: i64) {
+    fn unless_sample(&mut self, i: usize, k: u8, value: &Value, t: i64) {
         let inst = &mut self.instances[i];
-        let Some(u) = &self.rules[inst.rule as usize].unless else {
+        let Some(u) = self.rules[inst.rule as usize]
+            .point_unless()
+            .nth(usize::from(k))
+        else {
             return;
         };
-        let holding = u.equals.matches(value);
-        let was = inst.unless;
-        let now = if holding {
-            Unless::Holding
+        let bit = 1u8 << k;
+        let (read, hold) = (inst.unless_read, inst.unless_hold);
+        inst.unless_read |= bit;
+        if u.equals.matches(value) {
+            inst.unless_hold |= bit;
         } else {
-            Unless::Clear
-        };
-        if was == now {
+            inst.unless_hold &= !bit;
+        }
+        if (read, hold) == (inst.unless_read, inst.unless_hold) {
             return;
         }
+        let was = inst.unless;
+        let now = Unless::of(
+            inst.unless_n,
+            inst.unless_present,
+            inst.unless_read,
+            inst.unless_hold,
+        );
         inst.unless = now;
-        if holding {
+        let held = inst.held != 0;
+        self.mark_dirty(i);
+        if was == now || held {
+            // A hold keeps it suspended; its release resumes it.
+            return;
+        }
+        if now == Unless::Holding {
             if let Some(c) = self.condition_mut(i) {
                 c.suspend();
             }
@@ -384,7 +483,6 @@ impl RuleEngine {
             }
             self.next_deadline = i64::MIN;
         }
-        self.mark_dirty(i);
     }
 
     /// The watched point's unit on this instance's asset.

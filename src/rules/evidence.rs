@@ -124,6 +124,7 @@ impl Episode {
             min: self.min,
             max: self.max,
             readings,
+            ..Evidence::default()
         }
     }
 }

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 
 use super::types::AssetInfo;
+use crate::profile::DeviceType;
 
 /// A string or a list of strings.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -37,8 +38,12 @@ impl OneOrMany {
 /// A `match` that no asset can satisfy, whatever the assets.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MatchError {
-    #[error("unknown device_type {0:?}: expected elevator, pump, fire_panel, access_door or other")]
-    UnknownDeviceType(String),
+    #[error("unknown device_type {found:?}: expected {expected}")]
+    UnknownDeviceType {
+        found: String,
+        /// The device types of the profiles: `elevator, pump, ... or other`.
+        expected: String,
+    },
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -80,13 +85,44 @@ impl AssetMatch {
     pub fn validate(&self) -> Result<(), MatchError> {
         if let Some(dt) = &self.device_type {
             for v in dt.values() {
-                if !["elevator", "pump", "fire_panel", "access_door", "other"].contains(&v) {
-                    return Err(MatchError::UnknownDeviceType(v.to_string()));
-                }
+                device_type(v)?;
             }
         }
         Ok(())
     }
+}
+
+/// `elevator, pump, ... or other`: the device types a `match` accepts, for messages.
+pub fn device_type_names() -> String {
+    match device_type("") {
+        Err(MatchError::UnknownDeviceType { expected, .. }) => expected,
+        Ok(_) => String::new(),
+    }
+}
+
+/// A `device_type` name as the profiles spell it (`DeviceType`'s own names, so a device type
+/// added to the profiles is matched without a second list here).
+fn device_type(name: &str) -> Result<DeviceType, MatchError> {
+    use serde::de::IntoDeserializer;
+    let de: serde::de::value::StrDeserializer<'_, serde::de::value::Error> =
+        name.into_deserializer();
+    DeviceType::deserialize(de).map_err(|e| {
+        // serde: "unknown variant `x`, expected one of `a`, `b`, `c`".
+        let msg = e.to_string();
+        let names: Vec<&str> = msg
+            .split_once("expected one of ")
+            .map(|(_, list)| list.split(", ").map(|n| n.trim_matches('`')).collect())
+            .unwrap_or_default();
+        let expected = match names.split_last() {
+            Some((last, rest)) if !rest.is_empty() => format!("{} or {last}", rest.join(", ")),
+            Some((last, _)) => (*last).to_string(),
+            None => "a device type of the profiles".to_string(),
+        };
+        MatchError::UnknownDeviceType {
+            found: name.to_string(),
+            expected,
+        }
+    })
 }
 
 #[cfg(test)]
@@ -94,6 +130,15 @@ mod tests {
     use super::*;
     use crate::profile::DeviceType;
     use std::sync::Arc;
+
+    #[test]
+    fn device_types_are_the_profiles_own() {
+        assert_eq!(device_type("fire_panel"), Ok(DeviceType::FirePanel));
+        let names = device_type_names();
+        assert!(names.starts_with("elevator, pump, "), "{names}");
+        assert!(names.ends_with(" or other"), "{names}");
+        assert!(device_type("Pump").is_err());
+    }
 
     fn asset(id: &str, dt: DeviceType, building: Option<&str>, vendor: Option<&str>) -> AssetInfo {
         AssetInfo {

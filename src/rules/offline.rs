@@ -32,6 +32,13 @@ impl OfflineSpec {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct OfflineState {
     pub firing: bool,
+    /// Silent past `after` while held by a rule-form `unless`: the asset counts as offline
+    /// (its other rules are suspended) but no work order was opened.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub silent: bool,
+    /// The last release of a hold (ns): silence counts from then at the earliest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub released_at: Option<i64>,
     /// The asset's last good sample (ns), in saved state.
     #[serde(default)]
     pub last_seen: Option<i64>,
@@ -39,6 +46,13 @@ pub struct OfflineState {
     /// `saved_at` carries over a restart.
     #[serde(default)]
     pub saved_at: Option<i64>,
+}
+
+impl OfflineState {
+    /// The asset counts as offline (fired, or silent while held).
+    pub fn offline(&self) -> bool {
+        self.firing || self.silent
+    }
 }
 
 /// The instant silence is counted from, given the last good sample and when counting started.

@@ -26,7 +26,8 @@ pub struct Rule {
     pub description: Option<Template>,
     /// A cleared condition resolves the work order.
     pub auto_resolve: bool,
-    pub unless: Option<Unless>,
+    /// Held while any of these holds (empty: never).
+    pub unless: Vec<Unless>,
     /// The flap guard (threshold and `for`-style state rules only).
     pub flap: Option<FlapSpec>,
     /// `[gateway] id`, for `{gateway}`.
@@ -45,12 +46,49 @@ pub enum RuleKind {
     Offline(OfflineSpec),
 }
 
+/// One condition of `unless` (a rule may list several: it is held while any of them holds).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Unless {
+    /// `{ point = "local_mode", equals = true }`: a point of the same asset.
+    Point(PointUnless),
+    /// `{ rule = "power-mains-lost", scope = "building" }`: the named rule's condition is
+    /// active (fired and not cleared) on an asset in scope.
+    Rule(RuleUnless),
+}
+
 /// `unless = { point = "local_mode", equals = true }`: suppressed while the point of the same
 /// asset holds one of the values.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Unless {
+pub struct PointUnless {
     pub point: Arc<str>,
     pub equals: StateSet,
+}
+
+/// `unless = { rule, scope }`: held while the named rule fires on an asset in scope.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RuleUnless {
+    pub rule: Arc<str>,
+    pub scope: Scope,
+}
+
+/// Where a rule-form `unless` looks for the named rule's condition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scope {
+    /// Assets of the same site and building as the held rule's asset (assets without a
+    /// building: the assets of the site without one).
+    Building,
+    /// Every asset of the gateway.
+    Site,
+}
+
+impl Scope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Building => "building",
+            Scope::Site => "site",
+        }
+    }
 }
 
 impl Rule {
@@ -104,8 +142,16 @@ impl Rule {
             RuleKind::Calendar(t) => t.describe(),
             RuleKind::Offline(t) => t.describe(),
         };
-        if let Some(u) = &self.unless {
-            s.push_str(&format!(", unless {} = {}", u.point, u.equals.text()));
+        for (k, u) in self.unless.iter().enumerate() {
+            s.push_str(if k == 0 { ", unless " } else { " or " });
+            match u {
+                Unless::Point(u) => s.push_str(&format!("{} = {}", u.point, u.equals.text())),
+                Unless::Rule(u) => s.push_str(&format!(
+                    "rule {} is active in the {}",
+                    u.rule,
+                    u.scope.as_str()
+                )),
+            }
         }
         s.push_str(&format!(
             " -> {} {}{}",
@@ -118,6 +164,24 @@ impl Rule {
             }
         ));
         s
+    }
+}
+
+impl Rule {
+    /// The point-form conditions of `unless`, in order.
+    pub fn point_unless(&self) -> impl Iterator<Item = &PointUnless> {
+        self.unless.iter().filter_map(|u| match u {
+            Unless::Point(p) => Some(p),
+            Unless::Rule(_) => None,
+        })
+    }
+
+    /// The rule-form conditions of `unless`, in order.
+    pub fn rule_unless(&self) -> impl Iterator<Item = &RuleUnless> {
+        self.unless.iter().filter_map(|u| match u {
+            Unless::Rule(r) => Some(r),
+            Unless::Point(_) => None,
+        })
     }
 }
 

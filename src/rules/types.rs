@@ -124,6 +124,44 @@ pub struct Evidence {
     pub min: Option<f64>,
     pub max: Option<f64>,
     pub readings: Vec<EvidenceReading>,
+    /// Calendar rules with `done_when`: the run that did the job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub done: Option<DoneEvidence>,
+    /// A rule named by other rules' `unless = { rule = ... }`: the (asset, rule) pairs it held
+    /// during the incident, each listed once, in the order they were held.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub affected: Vec<AffectedAsset>,
+}
+
+/// A qualifying `done_when` run: the condition held continuously for its `for`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DoneEvidence {
+    /// The condition, as configured (`engine_state = running for 30m and load_pct > 30`).
+    pub condition: String,
+    /// When the condition started to hold.
+    pub started_at: DateTime<Utc>,
+    /// When it had held for `for` (the first sample or clock tick that saw it).
+    pub completed_at: DateTime<Utc>,
+    /// `completed_at - started_at`, in seconds.
+    pub duration_s: f64,
+    /// The `and` point, and its min / mean / max over the run's readings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub and_point: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub and_min: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub and_avg: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub and_max: Option<f64>,
+}
+
+/// One (asset, rule) held by a rule-form `unless` during an incident.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AffectedAsset {
+    pub asset: String,
+    pub rule: String,
+    /// When the held rule's condition was first seen active (or would have fired) while held.
+    pub since: DateTime<Utc>,
 }
 
 /// What a rule says about the work order it raises.
@@ -138,6 +176,9 @@ pub struct WorkOrderTemplate {
     pub auto_resolve: bool,
     /// Meter rule: closing its work order sets the new baseline (see `RuleEngine::work_order_closed`).
     pub meter: bool,
+    /// When the work order is due; `None`: `[work_orders] response_times` after opening.
+    /// Calendar rules give their due date.
+    pub due_at: Option<DateTime<Utc>>,
 }
 
 /// A change of a rule's condition on one asset.
@@ -154,6 +195,13 @@ pub enum TriggerChange {
     /// The condition no longer holds (after `clear_for`): `condition = cleared`, and resolve
     /// where the template says `auto_resolve`.
     Clear { evidence: Evidence },
+    /// A calendar rule's `done_when` run did the job: the work order not yet resolved under
+    /// this key is resolved by the gateway, with the run as evidence.
+    Done { evidence: Evidence },
+    /// Assets held by this rule (through other rules' `unless = { rule = ... }`): appended to
+    /// the evidence of the work order not yet resolved under this key (`updated`), each
+    /// (asset, rule) once.
+    Affected { evidence: Evidence },
 }
 
 /// One output of the rule engine.

@@ -2,7 +2,7 @@
 //! which event each one emits, and how a repeat trigger's evidence is merged into the record.
 //! No I/O: the store applies what these decide, in one transaction.
 
-use crate::rules::types::{Evidence, EvidenceReading};
+use crate::rules::types::{AffectedAsset, Evidence, EvidenceReading};
 
 use super::types::{EventKind, Status};
 
@@ -104,6 +104,10 @@ pub fn merge_evidence(old: &mut Evidence, new: &Evidence) {
     if new.last_value.is_some() {
         old.last_value.clone_from(&new.last_value);
     }
+    if new.done.is_some() {
+        old.done.clone_from(&new.done);
+    }
+    merge_affected(&mut old.affected, &new.affected);
     old.min = widen(old.min, new.min, f64::min);
     old.max = widen(old.max, new.max, f64::max);
     let last = old.readings.last().map(|r| r.at);
@@ -114,6 +118,21 @@ pub fn merge_evidence(old: &mut Evidence, new: &Evidence) {
             .cloned(),
     );
     bound_readings(&mut old.readings);
+}
+
+/// Most (asset, rule) pairs a work order lists as affected.
+pub const MAX_AFFECTED: usize = 1000;
+
+/// Appends the (asset, rule) pairs not listed yet (the first `since` stays), up to
+/// [`MAX_AFFECTED`]. Returns whether the list grew.
+pub fn merge_affected(old: &mut Vec<AffectedAsset>, new: &[AffectedAsset]) -> bool {
+    let before = old.len();
+    for a in new {
+        if old.len() < MAX_AFFECTED && !old.iter().any(|o| o.asset == a.asset && o.rule == a.rule) {
+            old.push(a.clone());
+        }
+    }
+    old.len() > before
 }
 
 /// Keeps the most recent [`MAX_READINGS`] readings.
@@ -230,6 +249,7 @@ mod tests {
             min: nums.iter().copied().reduce(f64::min),
             max: nums.iter().copied().reduce(f64::max),
             readings,
+            ..Evidence::default()
         }
     }
 

@@ -1,5 +1,6 @@
 //! Work orders: the store, the lifecycle and the notifiers.
 
+pub mod apply;
 pub mod handle;
 pub mod lifecycle;
 pub mod notify;

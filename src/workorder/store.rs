@@ -17,10 +17,11 @@ use rusqlite::types::Type;
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, TransactionBehavior, params};
 use serde::de::DeserializeOwned;
 
+use super::apply::apply_one;
 use super::lifecycle::{self, Action, LifecycleError};
 use super::schema;
 use super::types::{ConditionState, EventKind, Status, WorkOrder, WorkOrderEvent};
-use crate::rules::types::{Evidence, EvidenceValue, Priority, Trigger, TriggerChange};
+use crate::rules::types::{Priority, Trigger};
 
 /// `[work_orders] response_times`: how long after opening a work order is due, by priority.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -383,80 +384,9 @@ impl WorkOrderStore {
     }
 }
 
-fn new_work_order(
-    trigger: &Trigger,
-    key: String,
-    evidence: &Evidence,
-    response_times: &ResponseTimes,
-) -> WorkOrder {
-    let a = &trigger.asset;
-    let t = &trigger.template;
-    let due = chrono::Duration::from_std(response_times.for_priority(t.priority))
-        .unwrap_or(chrono::Duration::MAX);
-    let mut evidence = sanitized(evidence);
-    lifecycle::bound_readings(&mut evidence.readings);
-    WorkOrder {
-        id: 0,
-        key,
-        asset: a.id.to_string(),
-        site: a.site.clone(),
-        building: a.building.clone(),
-        floor: a.floor.clone(),
-        device_type: a.device_type.as_str().to_string(),
-        rule: trigger.rule.to_string(),
-        kind: t.kind,
-        priority: t.priority,
-        title: t.title.clone(),
-        description: t.description.clone(),
-        status: Status::Open,
-        condition: ConditionState::Active,
-        opened_at: trigger.at,
-        acknowledged_at: None,
-        condition_cleared_at: None,
-        resolved_at: None,
-        closed_at: None,
-        due_at: trigger
-            .at
-            .checked_add_signed(due)
-            .unwrap_or(DateTime::<Utc>::MAX_UTC),
-        occurrences: 1,
-        last_triggered_at: trigger.at,
-        flapping: false,
-        evidence,
-        acknowledged_by: None,
-        resolved_by: None,
-        closed_by: None,
-        note: None,
-    }
-}
-
-/// JSON has no NaN or infinity: such a reading is kept as text, and min/max dropped, so that
-/// the record always reads back.
-fn sanitized(e: &Evidence) -> Evidence {
-    fn value(v: &EvidenceValue) -> EvidenceValue {
-        match v {
-            EvidenceValue::Number(n) if !n.is_finite() => EvidenceValue::Text(n.to_string()),
-            v => v.clone(),
-        }
-    }
-    let mut e = e.clone();
-    for v in [&mut e.value, &mut e.first_value, &mut e.last_value]
-        .into_iter()
-        .flatten()
-    {
-        *v = value(v);
-    }
-    e.min = e.min.filter(|n| n.is_finite());
-    e.max = e.max.filter(|n| n.is_finite());
-    for r in &mut e.readings {
-        r.value = value(&r.value);
-    }
-    e
-}
-
 /// Writes one event of `wo` (its state after the event) to the outbox, with a pending delivery
 /// per registered notifier, and advances `seq`.
-fn emit(
+pub(super) fn emit(
     tx: &Transaction<'_>,
     wo: &WorkOrder,
     seq: &mut u64,
@@ -491,7 +421,10 @@ fn emit(
     })
 }
 
-fn find_unresolved(conn: &Connection, key: &str) -> Result<Option<(WorkOrder, u64)>, StoreError> {
+pub(super) fn find_unresolved(
+    conn: &Connection,
+    key: &str,
+) -> Result<Option<(WorkOrder, u64)>, StoreError> {
     Ok(conn
         .query_row(
             &format!(
@@ -514,7 +447,7 @@ fn load_work_order(conn: &Connection, id: i64) -> Result<Option<(WorkOrder, u64)
         .optional()?)
 }
 
-fn insert_work_order(tx: &Transaction<'_>, wo: &WorkOrder) -> Result<i64, StoreError> {
+pub(super) fn insert_work_order(tx: &Transaction<'_>, wo: &WorkOrder) -> Result<i64, StoreError> {
     tx.execute(
         "INSERT INTO work_orders (key, asset, site, building, floor, device_type, rule, kind,
              priority, title, description, status, condition, opened_at, due_at, occurrences,
@@ -547,7 +480,7 @@ fn insert_work_order(tx: &Transaction<'_>, wo: &WorkOrder) -> Result<i64, StoreE
 }
 
 /// Writes the fields a work order's lifecycle changes (the rest are fixed when it opens).
-fn update_work_order(
+pub(super) fn update_work_order(
     tx: &Transaction<'_>,
     wo: &WorkOrder,
     last_seq: u64,
@@ -687,71 +620,4 @@ fn col_json<T: DeserializeOwned>(r: &Row<'_>, i: usize) -> rusqlite::Result<T> {
 pub(super) fn col_enum<T: DeserializeOwned>(r: &Row<'_>, i: usize) -> rusqlite::Result<T> {
     let s: String = r.get(i)?;
     serde_json::from_value(serde_json::Value::String(s)).map_err(|e| bad_column(i, e))
-}
-
-/// One trigger's work-order change and outbox entries, inside the caller's transaction.
-fn apply_one(
-    tx: &Transaction<'_>,
-    trigger: &Trigger,
-    response_times: &ResponseTimes,
-) -> Result<Vec<WorkOrderEvent>, StoreError> {
-    let key = trigger.key();
-    let at = trigger.at;
-    let current = find_unresolved(tx, &key)?;
-    let mut events = Vec::new();
-    match (&trigger.change, current) {
-        (
-            TriggerChange::Fire { evidence } | TriggerChange::Occurrence { evidence },
-            Some((mut wo, mut seq)),
-        ) => {
-            wo.occurrences += 1;
-            wo.last_triggered_at = at;
-            if wo.condition == ConditionState::Cleared {
-                wo.condition = ConditionState::Active;
-                wo.condition_cleared_at = None;
-            }
-            lifecycle::merge_evidence(&mut wo.evidence, &sanitized(evidence));
-            events.push(emit(tx, &wo, &mut seq, EventKind::Updated, at)?);
-            update_work_order(tx, &wo, seq)?;
-        }
-        (TriggerChange::Fire { evidence } | TriggerChange::Occurrence { evidence }, None) => {
-            let mut wo = new_work_order(trigger, key, evidence, response_times);
-            wo.id = insert_work_order(tx, &wo)?;
-            let mut seq = 0;
-            events.push(emit(tx, &wo, &mut seq, EventKind::Opened, at)?);
-            update_work_order(tx, &wo, seq)?;
-        }
-        (TriggerChange::Flapping { flapping }, Some((mut wo, mut seq)))
-            if wo.flapping != *flapping =>
-        {
-            wo.flapping = *flapping;
-            let kind = if *flapping {
-                EventKind::Flapping
-            } else {
-                EventKind::Updated
-            };
-            events.push(emit(tx, &wo, &mut seq, kind, at)?);
-            update_work_order(tx, &wo, seq)?;
-        }
-        (TriggerChange::Clear { evidence }, Some((mut wo, mut seq))) => {
-            if wo.condition == ConditionState::Active {
-                wo.condition = ConditionState::Cleared;
-                wo.condition_cleared_at = Some(at);
-                lifecycle::merge_evidence(&mut wo.evidence, &sanitized(evidence));
-                events.push(emit(tx, &wo, &mut seq, EventKind::ConditionCleared, at)?);
-            }
-            if trigger.template.auto_resolve {
-                let t = lifecycle::transition(wo.status, Action::Resolve, false)?;
-                wo.status = t.to;
-                wo.resolved_at = Some(at);
-                events.push(emit(tx, &wo, &mut seq, t.event, at)?);
-            }
-            if !events.is_empty() {
-                update_work_order(tx, &wo, seq)?;
-            }
-        }
-        // Flapping unchanged, or nothing unresolved to flag or clear.
-        (TriggerChange::Flapping { .. } | TriggerChange::Clear { .. }, _) => {}
-    }
-    Ok(events)
 }

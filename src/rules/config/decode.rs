@@ -114,6 +114,7 @@ const ENUM_VALUES: &[(&str, &str)] = &[
         "WorkOrderKind",
         "corrective, preventive, inspection, incident",
     ),
+    ("Scope", "building, site"),
 ];
 
 /// Decodes `value` as `T`; an error is located at `at` + the path inside.
@@ -136,6 +137,8 @@ pub(super) fn decode<T: DeserializeOwned>(
             .or_else(|| message.strip_prefix("missing field "))
         {
             let field = field.trim_matches(|c| c == '"' || c == '`');
+            // The config crate names the whole path of a nested key.
+            let field = field.rsplit('.').next().unwrap_or(field);
             path = format!("{path}.{field}");
             message = "required key is missing".into();
         } else if keys_hint && message.starts_with("unknown field") {

@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
-use super::{EngineStats, InstState, Instance, NONE, Rebuilt, Route, RuleEngine, Unless};
+use super::holds::Holds;
+use super::{EngineStats, InstState, Instance, NONE, Rebuilt, Role, Route, RuleEngine, Unless};
 use crate::model::AssetId;
 use crate::profile::PointKind;
 use crate::rules::calendar::CalendarState;
@@ -55,7 +56,11 @@ impl RuleEngine {
                 if !members[ri].contains(&*asset.id) {
                     continue;
                 }
-                let point = match rule.point() {
+                let watched = match &rule.kind {
+                    RuleKind::Calendar(c) => c.done_when.as_ref().map(|d| &d.point),
+                    _ => rule.point(),
+                };
+                let point = match watched {
                     Some(name) => match find(name) {
                         Some(p) => p as u32,
                         None => continue,
@@ -76,23 +81,30 @@ impl RuleEngine {
                 };
                 let idx = instances.len() as u32;
                 let base = point_base[ai] as usize;
-                let unless = match &rule.unless {
-                    None => Unless::Absent,
-                    Some(u) => match find(&u.point) {
-                        Some(p) => {
-                            per_point[base + p].push(Route {
-                                instance: idx,
-                                unless: true,
-                            });
-                            Unless::Unread
-                        }
-                        None => Unless::Missing,
-                    },
-                };
+                let (mut n, mut present) = (0u8, 0u8);
+                for (k, u) in rule.point_unless().enumerate().take(8) {
+                    n += 1;
+                    if let Some(p) = find(&u.point) {
+                        present |= 1 << k;
+                        per_point[base + p].push(Route {
+                            instance: idx,
+                            role: Role::Unless(k as u8),
+                        });
+                    }
+                }
                 if point != NONE {
                     per_point[base + point as usize].push(Route {
                         instance: idx,
-                        unless: false,
+                        role: Role::Watched,
+                    });
+                }
+                if let RuleKind::Calendar(c) = &rule.kind
+                    && let Some(and) = c.done_when.as_ref().and_then(|d| d.and.as_ref())
+                    && let Some(p) = find(&and.point)
+                {
+                    per_point[base + p].push(Route {
+                        instance: idx,
+                        role: Role::DoneAnd,
                     });
                 }
                 instances.push(Instance {
@@ -100,7 +112,15 @@ impl RuleEngine {
                     asset: ai as u32,
                     point,
                     event,
-                    unless,
+                    unless: Unless::of(n, present, 0, 0),
+                    unless_n: n,
+                    unless_present: present,
+                    unless_read: 0,
+                    unless_hold: 0,
+                    held: 0,
+                    affected: false,
+                    inhibits: false,
+                    active: false,
                     dirty: false,
                     marked_usage: 0.0,
                     state,
@@ -114,11 +134,12 @@ impl RuleEngine {
         for mut list in per_point {
             route_start.push(routes.len() as u32);
             // `unless` first: a sample that is both sees suppression up to date.
-            list.sort_by_key(|r| !r.unless);
+            list.sort_by_key(|r| r.role);
             routes.extend(list);
         }
         route_start.push(routes.len() as u32);
 
+        let holds = Holds::build(&rules, &assets, &mut instances);
         let n = assets.len();
         RuleEngine {
             rules,
@@ -139,6 +160,7 @@ impl RuleEngine {
             started: false,
             stats: EngineStats::default(),
             pool: EpisodePool::default(),
+            holds,
         }
     }
 
@@ -212,14 +234,17 @@ impl RuleEngine {
             let to = &mut next.instances[i];
             to.state = std::mem::replace(&mut from.state, InstState::Event);
             to.unless = from.unless;
+            to.unless_read = from.unless_read;
+            to.unless_hold = from.unless_hold;
             to.marked_usage = from.marked_usage;
             if let InstState::Offline(st) = &to.state
-                && st.firing
+                && st.offline()
             {
                 next.offline_firing[a] += 1;
             }
             *done = true;
         }
+        next.recompute_holds();
         next.clock_ns = self.clock_ns;
         next.stats = self.stats;
         next.pool = std::mem::take(&mut self.pool);

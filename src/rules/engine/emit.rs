@@ -1,7 +1,7 @@
 //! Triggers: what a rule's state machine produced, with its evidence and rendered work-order
 //! template.
 
-use chrono::DateTime;
+use chrono::{DateTime, Utc};
 
 use super::{InstState, RuleEngine};
 use crate::model::Value;
@@ -13,13 +13,54 @@ use crate::rules::template::{RenderContext, fmt_num};
 use crate::rules::types::{Evidence, EvidenceValue, Trigger, TriggerChange, WorkOrderTemplate};
 
 impl RuleEngine {
-    /// Builds and pushes a trigger. `shown`: what to render for a Flapping trigger.
+    /// Builds and pushes a trigger. `shown`: what to render for a Flapping trigger. The fire
+    /// or clear of a rule named by a rule-form `unless` moves the holds on others.
     pub(super) fn emit(
+        &mut self,
+        i: usize,
+        at_ns: i64,
+        change: TriggerChange,
+        shown: Option<&Evidence>,
+        out: &mut Vec<Trigger>,
+    ) {
+        let moves = self.instances[i].inhibits
+            && matches!(
+                change,
+                TriggerChange::Fire { .. } | TriggerChange::Clear { .. }
+            );
+        self.render(i, at_ns, change, shown, None, out);
+        if moves {
+            self.inhibitor_moved(i, at_ns, out);
+        }
+    }
+
+    /// A calendar rule's fire for the due date `due` (ns): the work order is due then.
+    pub(super) fn emit_calendar_fire(
+        &mut self,
+        i: usize,
+        at_ns: i64,
+        due: i64,
+        evidence: Evidence,
+        out: &mut Vec<Trigger>,
+    ) {
+        let due_at = Some(DateTime::from_timestamp_nanos(due));
+        self.render(
+            i,
+            at_ns,
+            TriggerChange::Fire { evidence },
+            None,
+            due_at,
+            out,
+        );
+    }
+
+    fn render(
         &self,
         i: usize,
         at_ns: i64,
         change: TriggerChange,
         shown: Option<&Evidence>,
+        due_at: Option<DateTime<Utc>>,
         out: &mut Vec<Trigger>,
     ) {
         let inst = &self.instances[i];
@@ -28,7 +69,9 @@ impl RuleEngine {
         let ev = match &change {
             TriggerChange::Fire { evidence }
             | TriggerChange::Occurrence { evidence }
-            | TriggerChange::Clear { evidence } => Some(evidence),
+            | TriggerChange::Clear { evidence }
+            | TriggerChange::Done { evidence }
+            | TriggerChange::Affected { evidence } => Some(evidence),
             TriggerChange::Flapping { .. } => shown,
         };
         let value = ev.and_then(|e| e.value.as_ref()).map(value_text);
@@ -51,6 +94,7 @@ impl RuleEngine {
                 description: rule.description.as_ref().map(|d| d.render(asset, &cx)),
                 auto_resolve: rule.auto_resolve,
                 meter: matches!(rule.kind, RuleKind::Meter(_)),
+                due_at,
             },
             change,
         });
@@ -183,7 +227,7 @@ impl RuleEngine {
             last_value: current,
             min,
             max,
-            readings: Vec::new(),
+            ..Evidence::default()
         };
         let entries = |n: usize| {
             st.entries
@@ -241,6 +285,7 @@ impl RuleEngine {
             min: None,
             max: None,
             readings: vec![reading(t, EvidenceValue::Number(r))],
+            ..Evidence::default()
         };
         inst.marked_usage = st.usage;
         self.mark_dirty(i);

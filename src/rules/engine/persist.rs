@@ -16,9 +16,14 @@ use crate::rules::threshold::ThresholdState;
 struct Saved {
     #[serde(flatten)]
     state: InstState,
-    /// The `unless` point held (`true`) or not (`false`) at the last sample.
+    /// The `unless` point held (`true`) or not (`false`) at the last sample (a rule with one
+    /// point condition).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     unless: Option<bool>,
+    /// A list of point conditions: which were read and which held at the last sample (bit k:
+    /// condition k).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    unless_bits: Option<[u8; 2]>,
 }
 
 impl RuleEngine {
@@ -69,12 +74,12 @@ impl RuleEngine {
             }
             let inst = &mut self.instances[i];
             if let InstState::Offline(old) = &inst.state
-                && old.firing
+                && old.offline()
             {
                 self.offline_firing[a] -= 1;
             }
             if let InstState::Offline(st) = &saved.state {
-                if st.firing {
+                if st.offline() {
                     self.offline_firing[a] += 1;
                 }
                 if let Some(last) = st.last_seen {
@@ -89,14 +94,22 @@ impl RuleEngine {
                 inst.marked_usage = st.usage;
             }
             inst.state = saved.state;
-            if inst.unless != Unless::Absent && inst.unless != Unless::Missing {
-                inst.unless = match saved.unless {
-                    Some(true) => Unless::Holding,
-                    Some(false) => Unless::Clear,
-                    None => Unless::Unread,
-                };
-            }
+            let (read, hold) = match (saved.unless_bits, saved.unless) {
+                (Some([read, hold]), _) => (read, hold),
+                (None, Some(h)) => (1, u8::from(h)),
+                (None, None) => (0, 0),
+            };
+            // Only conditions whose point the asset has can have been read.
+            inst.unless_read = read & inst.unless_present;
+            inst.unless_hold = hold & inst.unless_read;
+            inst.unless = Unless::of(
+                inst.unless_n,
+                inst.unless_present,
+                inst.unless_read,
+                inst.unless_hold,
+            );
         }
+        self.recompute_holds();
         self.next_deadline = i64::MIN;
     }
 
@@ -108,20 +121,19 @@ impl RuleEngine {
             st.last_seen = (last != i64::MIN).then_some(last);
             st.saved_at = (self.clock_ns != i64::MIN).then_some(self.clock_ns);
         }
+        let single = inst.unless_n == 1 && inst.unless_read != 0;
         let saved = Saved {
             state,
-            unless: match inst.unless {
-                Unless::Holding => Some(true),
-                Unless::Clear => Some(false),
-                _ => None,
-            },
+            unless: single.then_some(inst.unless_hold != 0),
+            unless_bits: (inst.unless_n > 1 && inst.unless_read != 0)
+                .then_some([inst.unless_read, inst.unless_hold]),
         };
         serde_json::to_value(&saved).unwrap_or(serde_json::Value::Null)
     }
 
     fn pristine(&self, i: usize) -> bool {
         let inst = &self.instances[i];
-        if matches!(inst.unless, Unless::Holding | Unless::Clear) {
+        if inst.unless_read != 0 {
             return false;
         }
         match &inst.state {
@@ -131,7 +143,11 @@ impl RuleEngine {
             InstState::Count(st) => *st == CountState::default(),
             InstState::Meter(st) => *st == MeterState::default(),
             InstState::Calendar(st) => *st == CalendarState::default(),
-            InstState::Offline(st) => !st.firing && self.last_seen[inst.asset as usize] == i64::MIN,
+            InstState::Offline(st) => {
+                !st.offline()
+                    && st.released_at.is_none()
+                    && self.last_seen[inst.asset as usize] == i64::MIN
+            }
         }
     }
 

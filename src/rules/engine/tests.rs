@@ -39,6 +39,16 @@ pub(super) struct Run {
 impl Run {
     pub fn new(toml: &str) -> Run {
         let (e, assets) = engine(toml);
+        Run::of(e, assets)
+    }
+
+    /// The rules on these assets (`parse_rules` must accept them).
+    pub fn with_assets(toml: &str, assets: Vec<Arc<AssetInfo>>) -> Run {
+        let (rules, _) = parse_rules(&items("rules.toml", toml), &assets, "gw1", "UTC").unwrap();
+        Run::of(RuleEngine::new(rules, assets.clone()), assets)
+    }
+
+    fn of(e: RuleEngine, assets: Vec<Arc<AssetInfo>>) -> Run {
         let mut r = Run {
             e,
             assets,
@@ -68,6 +78,16 @@ pub(super) fn kinds(ts: &[Trigger]) -> Vec<String> {
                 TriggerChange::Occurrence { .. } => "occurrence".to_string(),
                 TriggerChange::Flapping { flapping } => format!("flapping={flapping}"),
                 TriggerChange::Clear { .. } => "clear".to_string(),
+                TriggerChange::Done { .. } => "done".to_string(),
+                TriggerChange::Affected { evidence } => format!(
+                    "affected[{}]",
+                    evidence
+                        .affected
+                        .iter()
+                        .map(|a| format!("{}/{}", a.asset, a.rule))
+                        .collect::<Vec<_>>()
+                        .join(",")
+                ),
             };
             format!("{}/{}:{k}", t.asset.id, t.rule)
         })
@@ -78,7 +98,9 @@ pub(super) fn evidence(t: &Trigger) -> &crate::rules::types::Evidence {
     match &t.change {
         TriggerChange::Fire { evidence }
         | TriggerChange::Occurrence { evidence }
-        | TriggerChange::Clear { evidence } => evidence,
+        | TriggerChange::Clear { evidence }
+        | TriggerChange::Done { evidence }
+        | TriggerChange::Affected { evidence } => evidence,
         TriggerChange::Flapping { .. } => panic!("no evidence"),
     }
 }
@@ -365,6 +387,9 @@ proptest! {
                     TriggerChange::Occurrence { .. } => {
                         prop_assert!(firing);
                         occurrences += 1;
+                    }
+                    TriggerChange::Done { .. } | TriggerChange::Affected { .. } => {
+                        prop_assert!(false, "no done_when or holds here");
                     }
                 }
             }

@@ -52,23 +52,41 @@ impl RuleEngine {
         let offline = self.offline_firing[a] != 0;
         let inst = &mut self.instances[i];
         let rule = &self.rules[inst.rule as usize];
-        let held = inst.unless == Unless::Holding;
+        let suppressed = inst.unless == Unless::Holding;
+        let by_rule = inst.held != 0;
+        let held = suppressed || by_rule;
         match (&rule.kind, &mut inst.state) {
             (RuleKind::Offline(spec), InstState::Offline(st)) => {
-                if st.firing {
+                if st.firing || (st.silent && by_rule) {
                     return None;
                 }
-                let since = silent_since(self.last_seen[a], self.counting_from[a]);
+                let since = silent_since(self.last_seen[a], self.counting_from[a])
+                    .max(st.released_at.unwrap_or(i64::MIN));
                 let deadline = since.saturating_add(spec.after_ns);
-                if held {
+                if suppressed {
                     // The end of `unless` forces a scan.
                     return None;
                 }
                 if now < deadline {
                     return Some(deadline);
                 }
-                st.firing = true;
-                self.offline_firing[a] += 1;
+                if by_rule {
+                    // Offline, but held: no work order; the release forces a scan.
+                    st.silent = true;
+                    self.offline_firing[a] += 1;
+                    self.mark_dirty(i);
+                    self.suspend_asset(a);
+                    self.note_affected(i, now, out);
+                    return None;
+                }
+                // Silent while held and still silent `after` past the release: it fires now
+                // (the asset already counts as offline).
+                if std::mem::take(&mut st.silent) {
+                    st.firing = true;
+                } else {
+                    st.firing = true;
+                    self.offline_firing[a] += 1;
+                }
                 let last = self.last_seen[a];
                 let evidence = Evidence {
                     value: (last != i64::MIN).then(|| {
@@ -83,18 +101,53 @@ impl RuleEngine {
                 None
             }
             (RuleKind::Calendar(spec), InstState::Calendar(st)) => {
-                let (due, dirty) = st.tick(spec, now, held);
-                let deadline = if held { None } else { st.deadline(spec) };
-                let due_text = due.map(|d| spec.format(d));
+                let would = by_rule
+                    && st
+                        .next_due
+                        .is_some_and(|d| now >= d.saturating_sub(spec.lead_ns));
+                let (due, mut dirty) = st.tick(spec, now, held);
+                let mut deadline = if held { None } else { st.deadline(spec) };
+                let mut early = None;
+                let mut run = None;
+                if let Some(dw) = &spec.done_when {
+                    let p = st.done.get_or_insert_with(Default::default);
+                    if let Some(due) = due {
+                        // The occurrence is open, unless a run completed it early.
+                        match p.early.take() {
+                            Some((d, ev)) if d == due => early = Some(ev),
+                            _ => p.open_due = Some(due),
+                        }
+                    }
+                    let step = p.tick(dw, now);
+                    dirty |= step.dirty;
+                    run = step.done;
+                    deadline = match (deadline, p.deadline(dw)) {
+                        (Some(a), Some(b)) => Some(a.min(b)),
+                        (a, b) => a.or(b),
+                    };
+                }
+                let evidence = |d: i64| Evidence {
+                    threshold: Some(spec.format(d)),
+                    ..Evidence::default()
+                };
+                let fire = due.map(|d| (d, evidence(d)));
+                let early = early
+                    .zip(due)
+                    .map(|(ev, d)| super::done::done_evidence(spec, d, ev));
                 if dirty {
                     self.mark_dirty(i);
                 }
-                if let Some(due) = due_text {
-                    let evidence = Evidence {
-                        threshold: Some(due),
-                        ..Evidence::default()
-                    };
-                    self.emit(i, now, TriggerChange::Fire { evidence }, None, out);
+                if let Some((d, ev)) = fire {
+                    self.emit_calendar_fire(i, now, d, ev, out);
+                }
+                if let Some(evidence) = early {
+                    self.emit(i, now, TriggerChange::Done { evidence }, None, out);
+                }
+                if let Some(done) = run {
+                    self.run_done(i, done, now, out);
+                }
+                if would && due.is_none() {
+                    self.note_affected(i, now, out);
                 }
                 deadline
             }
@@ -140,11 +193,17 @@ impl RuleEngine {
         }
     }
 
-    /// The asset went offline: the pending delays of its other rules stop.
+    /// The asset went offline: the pending delays of its other rules stop, and `done_when`
+    /// runs end.
     fn suspend_asset(&mut self, a: usize) {
         let (s, e) = (self.inst_start[a] as usize, self.inst_start[a + 1] as usize);
         for i in s..e {
             if self.condition_mut(i).is_some_and(|c| c.suspend()) {
+                self.mark_dirty(i);
+            }
+            if let InstState::Calendar(st) = &mut self.instances[i].state
+                && st.done.as_mut().is_some_and(|p| p.gap())
+            {
                 self.mark_dirty(i);
             }
         }
@@ -167,6 +226,13 @@ impl RuleEngine {
             let InstState::Offline(st) = &mut self.instances[i].state else {
                 continue;
             };
+            st.released_at = None;
+            if std::mem::take(&mut st.silent) {
+                // Silent while held: back without a work order.
+                self.offline_firing[asset] -= 1;
+                self.mark_dirty(i);
+                continue;
+            }
             if !st.firing {
                 continue;
             }

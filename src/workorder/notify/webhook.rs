@@ -523,11 +523,14 @@ pub(crate) mod tests {
                 "#
             ),
             [
-                "f.toml: notify[1].url: expected an http:// or https:// URL, found scheme \"ftp\"",
-                "f.toml: notify[1].events[1]: unknown event \"exploded\": expected one of opened, updated, acknowledged, condition_cleared, flapping, resolved, closed, cancelled",
-                "f.toml: notify[1].headers.Bad Header: \"Bad Header\" is not a valid header name",
-                "f.toml: notify[1].headers.Idempotency-Key: Idempotency-Key is set by facilityd and cannot be configured",
-                "f.toml: notify[1].match: unknown device_type \"toaster\": expected elevator, pump, fire_panel, access_door or other",
+                "f.toml: notify[1].url: expected an http:// or https:// URL, found scheme \"ftp\"".to_string(),
+                "f.toml: notify[1].events[1]: unknown event \"exploded\": expected one of opened, updated, acknowledged, condition_cleared, flapping, resolved, closed, cancelled".to_string(),
+                "f.toml: notify[1].headers.Bad Header: \"Bad Header\" is not a valid header name".to_string(),
+                "f.toml: notify[1].headers.Idempotency-Key: Idempotency-Key is set by facilityd and cannot be configured".to_string(),
+                format!(
+                    "f.toml: notify[1].match: unknown device_type \"toaster\": expected {}",
+                    crate::rules::matcher::device_type_names()
+                ),
             ]
         );
     }
