@@ -286,34 +286,6 @@ fn cli_refuses_an_invalid_configuration_and_writes_nothing() {
 // Real servers
 // ---------------------------------------------------------------------------
 
-/// A device of `facilityd simulate`'s listing.
-struct SimDevice {
-    addr: String,
-    unit: u8,
-    device_type: String,
-    name: String,
-}
-
-fn sim_listing(output: &str) -> Vec<SimDevice> {
-    output
-        .lines()
-        .skip_while(|l| !l.starts_with("ADDRESS"))
-        .skip(1)
-        .map_while(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            if f.len() != 4 {
-                return None;
-            }
-            Some(SimDevice {
-                addr: f[0].to_string(),
-                unit: f[1].parse().ok()?,
-                device_type: f[2].to_string(),
-                name: f[3].to_string(),
-            })
-        })
-        .collect()
-}
-
 /// Polls `cond` every 250 ms until it holds; panics with `what` after `timeout`, or at once
 /// when `daemon` exits.
 async fn wait_until<F, Fut>(what: &str, timeout: Duration, daemon: &mut Daemon, mut cond: F)
@@ -375,6 +347,7 @@ async fn every_dashboard_query_runs_on_influxdb_and_prometheus_filled_by_the_dae
             "1",
             "--doors",
             "1",
+            "--power-room",
             "--fault",
             "EL-0001=trapped_alarm=true",
             "--fault",
@@ -395,6 +368,14 @@ async fn every_dashboard_query_runs_on_influxdb_and_prometheus_filled_by_the_dae
             "DOOR-0001=door_forced=true",
             "--fault",
             "DOOR-0001=door_held_open=true",
+            "--fault",
+            "PM-0001=frequency_hz=51.2",
+            "--fault",
+            "GEN-0001=shutdown_alarm=true",
+            "--fault",
+            "ATS-0001=s1_state=present",
+            "--fault",
+            "ATS-0001=s2_state=available",
         ],
         &[],
     );
@@ -404,14 +385,22 @@ async fn every_dashboard_query_runs_on_influxdb_and_prometheus_filled_by_the_dae
         "{}",
         sim.output()
     );
-    let devices = sim_listing(&sim.stdout());
-    assert_eq!(devices.len(), 5, "{}", sim.output());
+    let devices = support::sim_listing(&sim.stdout());
+    assert_eq!(devices.len(), 8, "{}", sim.output());
 
     let dir = tempfile::tempdir().unwrap();
     let http_port = free_port();
     let conf_d = dir.path().join("conf.d");
     std::fs::create_dir_all(&conf_d).unwrap();
-    for rules in ["elevator", "pump", "fire_panel", "access_door"] {
+    for rules in [
+        "elevator",
+        "pump",
+        "fire_panel",
+        "access_door",
+        "power_meter",
+        "generator",
+        "ats",
+    ] {
         let name = format!("{rules}.toml");
         std::fs::copy(
             repo_root().join("config/rules").join(&name),
@@ -459,6 +448,9 @@ async fn every_dashboard_query_runs_on_influxdb_and_prometheus_filled_by_the_dae
             ("urgent work orders", "SELECT count(\"id\") FROM \"work_order\" WHERE \"priority\" = 'urgent'", 1),
             ("door work order", "SELECT count(\"id\") FROM \"work_order\" WHERE \"rule\" = 'door-forced'", 1),
             ("pump work order", "SELECT count(\"id\") FROM \"work_order\" WHERE \"rule\" = 'pump-fault'", 1),
+            ("meter work order", "SELECT count(\"id\") FROM \"work_order\" WHERE \"rule\" = 'power-frequency'", 1),
+            ("generator work order", "SELECT count(\"id\") FROM \"work_order\" WHERE \"rule\" = 'generator-shutdown'", 1),
+            ("switch work order", "SELECT count(\"id\") FROM \"work_order\" WHERE \"rule\" = 'ats-fail-to-transfer'", 1),
         ] {
             let n = influx_count(&influx, q).await?;
             if n < min {

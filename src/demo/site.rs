@@ -317,6 +317,15 @@ pub(super) const RULE_FILES: &[(&str, &str)] = &[
         "40-access-door.toml",
         include_str!("../../config/rules/access_door.toml"),
     ),
+    (
+        "50-power-meter.toml",
+        include_str!("../../config/rules/power_meter.toml"),
+    ),
+    (
+        "51-generator.toml",
+        include_str!("../../config/rules/generator.toml"),
+    ),
+    ("52-ats.toml", include_str!("../../config/rules/ats.toml")),
 ];
 
 pub(super) fn demo_config(

@@ -1315,3 +1315,31 @@ pub async fn start_gateway(path: &std::path::Path) -> Running {
     }
     Running { gw, stop, task }
 }
+
+/// A device of `facilityd simulate`'s listing.
+pub struct SimDevice {
+    pub addr: String,
+    pub unit: u8,
+    pub device_type: String,
+    pub name: String,
+}
+
+pub fn sim_listing(output: &str) -> Vec<SimDevice> {
+    output
+        .lines()
+        .skip_while(|l| !l.starts_with("ADDRESS"))
+        .skip(1)
+        .map_while(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            if f.len() != 4 {
+                return None;
+            }
+            Some(SimDevice {
+                addr: f[0].to_string(),
+                unit: f[1].parse().ok()?,
+                device_type: f[2].to_string(),
+                name: f[3].to_string(),
+            })
+        })
+        .collect()
+}
