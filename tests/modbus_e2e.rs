@@ -7,12 +7,10 @@ mod support;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
-use facilityd::gateway::Gateway;
 use facilityd::modbus::stats::DeviceStats;
 use facilityd::sim::{Fault, ScheduledFault, SimDeviceSpec, SimPortSpec, SimSpec};
 use serde_json::json;
 use support::{Daemon, ExportedSeries, PyModbusServer, VictoriaMetrics, find_series};
-use tokio_util::sync::CancellationToken;
 
 fn local0() -> std::net::SocketAddr {
     "127.0.0.1:0".parse().unwrap()
@@ -41,24 +39,6 @@ fn header(dir: &std::path::Path, vm: &VictoriaMetrics, flush: &str) -> String {
         dir.join("state").display().to_string(),
         vm.url()
     )
-}
-
-/// Runs the gateway in this process until the returned token is cancelled.
-fn spawn_gateway(
-    settings: facilityd::settings::Settings,
-) -> (
-    Gateway,
-    CancellationToken,
-    tokio::task::JoinHandle<anyhow::Result<()>>,
-) {
-    let gw = Gateway::new(settings);
-    let stop = CancellationToken::new();
-    let task = tokio::spawn({
-        let gw = gw.clone();
-        let stop = stop.clone();
-        async move { gw.run(stop, Default::default()).await }
-    });
-    (gw, stop, task)
 }
 
 fn series_of<'a>(
@@ -109,7 +89,7 @@ async fn simulated_fleet_lands_in_victoriametrics_exactly_with_tags() {
         a[1]
     );
     let settings = load_config(dir.path(), &cfg, &[]);
-    let (gw, stop, task) = spawn_gateway(settings);
+    let (gw, stop, task) = support::spawn_gateway(settings);
 
     let devices = [
         ("EL-A1", 0usize, 1u8),
@@ -225,7 +205,7 @@ async fn a_dead_unit_does_not_stall_the_others_on_its_link() {
             "[[devices]]\nid = \"{id}\"\nprofile = \"{profile}\"\ninterval = \"{interval_ms}ms\"\nmodbus = {{ url = \"{url}\", unit = {unit}, timeout = \"{timeout_ms}ms\", probe_interval = \"1s\" }}\n\n"
         );
     }
-    let (gw, stop, task) = spawn_gateway(load_config(dir.path(), &cfg, &[]));
+    let (gw, stop, task) = support::spawn_gateway(load_config(dir.path(), &cfg, &[]));
     let run_for = Duration::from_secs(5);
     tokio::time::sleep(run_for).await;
     stop.cancel();
@@ -309,7 +289,7 @@ async fn a_refused_merged_read_is_split_once_and_remembered() {
         header(dir.path(), &vm, "200ms"),
         sim.addrs()[0]
     );
-    let (gw, stop, task) = spawn_gateway(load_config(dir.path(), &cfg, &[]));
+    let (gw, stop, task) = support::spawn_gateway(load_config(dir.path(), &cfg, &[]));
     let all = vm
         .wait_for_series(
             "{asset=\"H-1\"}",
@@ -363,7 +343,7 @@ async fn devices_from_conf_d_are_polled_too() {
         "[[devices]]\nid = \"PU-CONFD\"\nprofile = \"pump\"\ninterval = \"200ms\"\nmodbus = {{ url = \"{url}\", unit = 2 }}\n"
     );
     let (_gw, stop, task) =
-        spawn_gateway(load_config(dir.path(), &main, &[("50-pumps.toml", &extra)]));
+        support::spawn_gateway(load_config(dir.path(), &main, &[("50-pumps.toml", &extra)]));
     let all = vm
         .wait_for_series(
             "pump_discharge_pressure_bar",
@@ -532,7 +512,7 @@ modbus = {{ url = "{url}", unit = 2, timeout = "500ms" }}
         facilityd::cli::plans(&settings),
         vec![("EL-A1".to_string(), 4), ("EL-A2".to_string(), 4)]
     );
-    let (gw, stop, task) = spawn_gateway(settings);
+    let (gw, stop, task) = support::spawn_gateway(settings);
     let all = vm
         .wait_for_series(
             "{asset=~\"EL-A.\"}",
@@ -628,7 +608,7 @@ async fn work_order_events_are_written_as_work_order_lines_for_annotations() {
         header(dir.path(), &vm, "200ms"),
         sim.addrs()[0]
     );
-    let (_gw, stop, task) = spawn_gateway(load_config(dir.path(), &cfg, &[]));
+    let (_gw, stop, task) = support::spawn_gateway(load_config(dir.path(), &cfg, &[]));
     tokio::time::sleep(Duration::from_millis(800)).await;
     sim.set_point(0, 1, "trapped_alarm", facilityd::model::Value::Bool(false))
         .unwrap();

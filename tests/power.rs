@@ -24,7 +24,6 @@ use facilityd::modbus::stats::DeviceStats;
 use serde_json::{Value as Json, json};
 use support::influxdb::InfluxDb1;
 use support::{ExportedSeries, PyModbusServer, VictoriaMetrics, find_series};
-use tokio_util::sync::CancellationToken;
 
 /// Writes `body` as facilityd.toml into `dir` and loads it.
 fn load_config(dir: &std::path::Path, body: &str) -> facilityd::settings::Settings {
@@ -55,23 +54,6 @@ fn device(id: &str, profile: &str, url: &str, unit: u8, extra: &str) -> String {
     format!(
         "[[devices]]\nid = \"{id}\"\nprofile = \"{profile}\"\ninterval = \"200ms\"\nmodbus = {{ url = \"{url}\", unit = {unit}, timeout = \"500ms\"{extra} }}\n\n"
     )
-}
-
-/// Runs the gateway in this process until the returned token is cancelled.
-fn spawn_gateway(
-    settings: facilityd::settings::Settings,
-) -> (
-    Gateway,
-    CancellationToken,
-    tokio::task::JoinHandle<anyhow::Result<()>>,
-) {
-    let gw = Gateway::new(settings);
-    let stop = CancellationToken::new();
-    let task = tokio::spawn({
-        let (gw, stop) = (gw.clone(), stop.clone());
-        async move { gw.run(stop, Default::default()).await }
-    });
-    (gw, stop, task)
 }
 
 /// The gateway's `/metrics` text.
@@ -257,7 +239,7 @@ async fn sdm630_meter_values_land_exactly_and_no_read_is_refused() {
         plan_len.push(reqs.len() as u64);
     }
 
-    let (gw, stop, task) = spawn_gateway(settings);
+    let (gw, stop, task) = support::spawn_gateway(settings);
     let all = vm
         .wait_for_series(
             "{__name__=~\"power_meter_.+\"}",
@@ -334,7 +316,7 @@ async fn the_meter_refuses_reads_a_profile_without_its_limits_plans() {
             ", max_gap = 100"
         ),
     );
-    let (gw, stop, task) = spawn_gateway(load_config(dir.path(), &cfg));
+    let (gw, stop, task) = support::spawn_gateway(load_config(dir.path(), &cfg));
     let all = vm
         .wait_for_series(
             "{asset=\"CTRL-1\"}",
@@ -472,7 +454,7 @@ async fn gencomm_generator_and_atys_switch_land_exactly_with_sentinels_counted()
         device("GEN-1", "generator", &url, 1, ""),
         device("ATS-1", "ats", &url, 2, ""),
     );
-    let (gw, stop, task) = spawn_gateway(load_config(dir.path(), &cfg));
+    let (gw, stop, task) = support::spawn_gateway(load_config(dir.path(), &cfg));
     let mut rows = Vec::new();
     for _ in 0..150 {
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -729,7 +711,7 @@ async fn em24_custom_profile_values_land_exactly() {
         header_vm(dir.path(), &vm),
         device("EM-1", "em24", &server.url(), 1, "")
     );
-    let (gw, stop, task) = spawn_gateway(load_config(dir.path(), &cfg));
+    let (gw, stop, task) = support::spawn_gateway(load_config(dir.path(), &cfg));
     let all: Vec<ExportedSeries> = vm
         .wait_for_series(
             "{asset=\"EM-1\"}",

@@ -10,13 +10,11 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
-use facilityd::gateway::Gateway;
 use facilityd::modbus::stats::DeviceStats;
 use facilityd::sim::{Fault, SimBusSpec, SimDeviceSpec, SimHandle};
 use serde_json::json;
 use support::pty::PtyPair;
 use support::{Daemon, ExportedSeries, PyModbusServer, VictoriaMetrics, find_series};
-use tokio_util::sync::CancellationToken;
 
 fn load_config(dir: &std::path::Path, body: &str) -> facilityd::settings::Settings {
     std::fs::write(dir.join("facilityd.toml"), body).unwrap();
@@ -37,23 +35,6 @@ fn header(dir: &std::path::Path, vm: Option<&VictoriaMetrics>) -> String {
         );
     }
     s
-}
-
-fn spawn_gateway(
-    settings: facilityd::settings::Settings,
-) -> (
-    Gateway,
-    CancellationToken,
-    tokio::task::JoinHandle<anyhow::Result<()>>,
-) {
-    let gw = Gateway::new(settings);
-    let stop = CancellationToken::new();
-    let task = tokio::spawn({
-        let gw = gw.clone();
-        let stop = stop.clone();
-        async move { gw.run(stop, Default::default()).await }
-    });
-    (gw, stop, task)
 }
 
 /// Starts the project's RTU simulators on the `a` end of `pty`: frozen, paced at `baud`.
@@ -129,7 +110,7 @@ async fn three_devices_on_one_bus_land_exactly_and_a_silent_one_keeps_the_others
     assert!(report.contains("serial buses: 1"), "{report}");
     assert!(report.contains("3 devices: EL-B1, PU-B1, FP-B"), "{report}");
     assert!(!report.contains("warning:"), "{report}");
-    let (gw, stop, task) = spawn_gateway(settings);
+    let (gw, stop, task) = support::spawn_gateway(settings);
 
     let ids = ["EL-B1", "PU-B1", "FP-B"];
     let all = vm
@@ -265,7 +246,7 @@ async fn garbled_and_wrong_unit_replies_are_discarded_and_counted() {
             "[[devices]]\nid = \"{id}\"\nprofile = \"{profile}\"\ninterval = \"300ms\"\nmodbus = {{ url = \"{url}\", unit = {unit}, probe_interval = \"1s\" }}\n\n"
         );
     }
-    let (gw, stop, task) = spawn_gateway(load_config(dir.path(), &cfg));
+    let (gw, stop, task) = support::spawn_gateway(load_config(dir.path(), &cfg));
     let [el, pu, fp] = [0, 1, 2].map(|i| Arc::clone(&gw.device_stats[i]));
     wait_until("both faults are seen", Duration::from_secs(10), || {
         get(&pu.crc_errors) >= 2
@@ -325,7 +306,7 @@ async fn the_port_is_reopened_after_it_disappears() {
         header(dir.path(), None),
         pty.url_b("baud=38400")
     );
-    let (gw, stop, task) = spawn_gateway(load_config(dir.path(), &cfg));
+    let (gw, stop, task) = support::spawn_gateway(load_config(dir.path(), &cfg));
     let door = Arc::clone(&gw.device_stats[0]);
     wait_until("first readings", Duration::from_secs(5), || {
         door.last_good_ns.load(Relaxed) > 0
@@ -404,7 +385,7 @@ points = [
         facilityd::cli::plans(&settings),
         (1..=3).map(|u| (format!("P-{u}"), 4)).collect::<Vec<_>>()
     );
-    let (gw, stop, task) = spawn_gateway(settings);
+    let (gw, stop, task) = support::spawn_gateway(settings);
     let all = vm
         .wait_for_series(
             "{asset=~\"P-.\"}",

@@ -1343,3 +1343,20 @@ pub fn sim_listing(output: &str) -> Vec<SimDevice> {
         })
         .collect()
 }
+
+/// Runs the gateway in this process until the returned token is cancelled.
+pub fn spawn_gateway(
+    settings: facilityd::settings::Settings,
+) -> (
+    facilityd::gateway::Gateway,
+    tokio_util::sync::CancellationToken,
+    tokio::task::JoinHandle<anyhow::Result<()>>,
+) {
+    let gw = facilityd::gateway::Gateway::new(settings);
+    let stop = tokio_util::sync::CancellationToken::new();
+    let task = tokio::spawn({
+        let (gw, stop) = (gw.clone(), stop.clone());
+        async move { gw.run(stop, Default::default()).await }
+    });
+    (gw, stop, task)
+}
