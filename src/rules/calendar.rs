@@ -224,9 +224,11 @@ pub struct CalendarState {
     /// The schedule `next_due` belongs to ([`CalendarSpec::fingerprint`]).
     #[serde(default)]
     pub schedule: String,
-    /// `done_when`: runs and the occurrences they complete.
+    /// `done_when`: runs and the occurrences they complete. Boxed: every rule instance's state
+    /// is as large as its largest kind, and this would triple it for all (the engine's hot
+    /// path walks instances, so their size is its speed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub done: Option<DoneProgress>,
+    pub done: Option<Box<DoneProgress>>,
 }
 
 impl CalendarState {

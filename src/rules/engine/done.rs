@@ -49,7 +49,7 @@ impl RuleEngine {
         let Some(dw) = &spec.done_when else {
             return;
         };
-        let p = st.done.get_or_insert_with(DoneProgress::default);
+        let p = st.done.get_or_insert_with(Box::default);
         let step = f(p, dw);
         let deadline = p.deadline(dw);
         if step.dirty {

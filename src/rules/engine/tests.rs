@@ -470,3 +470,20 @@ fn offer_ignores_bad_indexes() {
     e.offer(0, 99, &Value::Float(1.0), T0, &mut out);
     assert!(out.is_empty());
 }
+
+/// The hot path walks rule instances, so their size is its speed: a large state kind inline
+/// (a calendar's `done_when` progress once made every instance three times larger, and the
+/// engine two to three times slower) belongs behind a `Box`.
+#[test]
+fn rule_instances_stay_small() {
+    assert!(
+        std::mem::size_of::<super::Instance>() <= 104,
+        "Instance is {} bytes",
+        std::mem::size_of::<super::Instance>()
+    );
+    assert!(
+        std::mem::size_of::<super::InstState>() <= 72,
+        "InstState is {} bytes",
+        std::mem::size_of::<super::InstState>()
+    );
+}
