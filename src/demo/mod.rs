@@ -35,7 +35,7 @@ use crate::telemetry::influx::{LineWriter, WriteError};
 mod broker;
 mod site;
 
-use site::{DEVICES, MQTT_DEVICES, RULE_FILES, demo_config, mqtt_script, script};
+use site::{DEVICES, MAINS_FAILURE, MQTT_DEVICES, RULE_FILES, demo_config, mqtt_script, script};
 
 /// Arguments of `facilityd demo`.
 #[derive(Debug, Clone, clap::Args)]
@@ -162,8 +162,17 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         }
         ports[d.port].devices.push(spec);
     }
+    // The site's mains fails at 80 s and returns at 2 min: the generator starts, the switch
+    // transfers, and the building's mains-failure incident holds back what went quiet.
+    let (from, until) = MAINS_FAILURE;
+    let site = ScheduledFault::window(
+        crate::sim::Fault::MainsFailure(crate::sim::MainsFailure::Transfer),
+        Duration::from_secs(from),
+        Some(Duration::from_secs(until)),
+    );
     let sim = crate::sim::start(SimSpec {
         ports,
+        site,
         ..Default::default()
     })
     .await?;
@@ -261,6 +270,11 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     for (_, _, at, what) in mscript.iter().filter(|m| !m.3.is_empty()) {
         println!("  {at:>3}s        {what}");
     }
+    println!(
+        "  {from:>3}s..{until:>3}s  the site's mains fails: the generator starts, the switch transfers, and one incident (rule power-mains-lost) holds back the offline and AC-fail work orders",
+        from = MAINS_FAILURE.0,
+        until = MAINS_FAILURE.1
+    );
     println!(
         "work orders are also published to {mqtt_url} on facilityd/demo-site/work-orders/<asset>"
     );

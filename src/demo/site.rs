@@ -245,6 +245,10 @@ pub(super) const DEVICES: &[DemoDevice] = &[
     },
 ];
 
+/// The site's scripted mains failure (from, until; seconds): after the device faults, so the
+/// first minute shows them alone.
+pub(super) const MAINS_FAILURE: (u64, u64) = (80, 120);
+
 /// The scripted faults: (device, fault, from, until, what it shows). Each trips a shipped
 /// default rule within a minute of the start.
 pub(super) fn script() -> Vec<(&'static str, Fault, u64, u64, &'static str)> {

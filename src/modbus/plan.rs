@@ -487,6 +487,11 @@ mod tests {
                 let a = u32::from(a).min(65536 - u32::from(c)) as u16;
                 pt(RegisterKind::Input, a, c)
             }).collect();
+            // Boundaries are learned between points, never inside one (`split_point`).
+            let cuts: BTreeSet<u16> = cuts.into_iter().filter(|&c| !pts.iter().any(|p| {
+                let r = p.register.as_ref().unwrap();
+                r.address < c && u32::from(c) < u32::from(r.address) + u32::from(r.count)
+            })).collect();
             let boundaries: BTreeSet<Boundary> = cuts.iter().map(|&c| (RegisterKind::Input, c)).collect();
             let reqs = plan(&pts, limits, &boundaries);
             valid(&reqs, &pts, limits);
