@@ -14,49 +14,43 @@ use support::{Daemon, free_port, repo_root};
 
 const BIN: &str = env!("CARGO_BIN_EXE_facilityd");
 
-/// The shipped offline rules' shape, with a 15 s `after`, each held by the building's mains
-/// failure as the shipped ones are.
-const OFFLINE_RULES: &str = r#"
-[[rules]]
-id = "pump-offline"
-type = "offline"
-match = { device_type = "pump" }
-after = "15s"
-unless = { rule = "power-mains-lost", scope = "building" }
-priority = "high"
-work_order = "corrective"
-title = "Pump {asset} controller not answering"
+/// The shipped offline rules (id, device type, title), with a 15 s `after`, each held by the
+/// building's mains failure as the shipped ones are.
+const OFFLINE_RULES: &[(&str, &str, &str)] = &[
+    (
+        "pump-offline",
+        "pump",
+        "Pump {asset} controller not answering",
+    ),
+    (
+        "lift-offline",
+        "elevator",
+        "Lift {asset} monitoring unit not answering",
+    ),
+    (
+        "fire-panel-offline",
+        "fire_panel",
+        "Fire panel {asset} not answering",
+    ),
+    (
+        "door-controller-offline",
+        "access_door",
+        "Door controller {asset} not answering",
+    ),
+];
 
-[[rules]]
-id = "lift-offline"
-type = "offline"
-match = { device_type = "elevator" }
-after = "15s"
-unless = { rule = "power-mains-lost", scope = "building" }
-priority = "high"
-work_order = "corrective"
-title = "Lift {asset} monitoring unit not answering"
-
-[[rules]]
-id = "fire-panel-offline"
-type = "offline"
-match = { device_type = "fire_panel" }
-after = "15s"
-unless = { rule = "power-mains-lost", scope = "building" }
-priority = "high"
-work_order = "corrective"
-title = "Fire panel {asset} not answering"
-
-[[rules]]
-id = "door-controller-offline"
-type = "offline"
-match = { device_type = "access_door" }
-after = "15s"
-unless = { rule = "power-mains-lost", scope = "building" }
-priority = "high"
-work_order = "corrective"
-title = "Door controller {asset} not answering"
-"#;
+fn offline_rules() -> String {
+    OFFLINE_RULES
+        .iter()
+        .map(|(id, device_type, title)| {
+            format!(
+                "[[rules]]\nid = {id:?}\ntype = \"offline\"\nmatch = {{ device_type = {device_type:?} }}\nafter = \"15s\"\n\
+                 unless = {{ rule = \"power-mains-lost\", scope = \"building\" }}\npriority = \"high\"\n\
+                 work_order = \"corrective\"\ntitle = {title:?}\n\n"
+            )
+        })
+        .collect()
+}
 
 struct Site {
     sim: Daemon,
@@ -110,7 +104,7 @@ impl Site {
             )
             .unwrap();
         }
-        std::fs::write(conf_d.join("offline.toml"), OFFLINE_RULES).unwrap();
+        std::fs::write(conf_d.join("offline.toml"), offline_rules()).unwrap();
         let mut cfg = format!(
             "[gateway]\nid = \"gw-power\"\nsite = \"tower-a\"\nstate_dir = {:?}\n\n[http]\nlisten = \"127.0.0.1:{http_port}\"\n\n",
             dir.path().join("state").display().to_string(),

@@ -3,14 +3,7 @@ use super::*;
 use crate::model::Value;
 
 fn build(points: &str) -> Result<Profile, Vec<ProfileIssue>> {
-    let toml = format!("name = \"p\"\ndevice_type = \"other\"\npoints = [\n{points}\n]\n");
-    let cfg: ProfileConfig = config::Config::builder()
-        .add_source(config::File::from_str(&toml, config::FileFormat::Toml))
-        .build()
-        .unwrap()
-        .try_deserialize()
-        .unwrap();
-    cfg.build().map(|(p, _)| p)
+    build_with("", points)
 }
 
 fn types(points: &str) -> Vec<FieldType> {
