@@ -237,6 +237,11 @@ fn bit_fields_and_sentinel_ranges_are_checked() {
             "do not fit",
         ),
         (
+            r#"{ name = "f", kind = "state", register = "holding", address = 0, bit = 0, bits = 0 }"#,
+            "points[0].bits",
+            "width 1-16, found 0",
+        ),
+        (
             r#"{ name = "f", kind = "state", register = "holding", address = 0, type = "u32", bit = 0, bits = 4 }"#,
             "points[0].type",
             "16-bit register",

@@ -297,7 +297,12 @@ impl ProfileConfig {
                         data_type.as_str()
                     ),
                 );
-            } else if !(1..=16).contains(&w) || u16::from(lowest) + u16::from(w) > 16 {
+            } else if !(1..=16).contains(&w) {
+                err(
+                    at("bits"),
+                    format!("expected a bit field width 1-16, found {w}"),
+                );
+            } else if u16::from(lowest) + u16::from(w) > 16 {
                 err(
                     at("bits"),
                     format!(
