@@ -333,7 +333,7 @@ async fn every_dashboard_query_runs_on_influxdb_and_prometheus_filled_by_the_dae
 
     // The simulated site: faults make alarms, events, an offline device and work orders.
     let sim_port = free_port();
-    let mut sim = Daemon::start(
+    let (_sim, devices) = support::start_simulator(
         BIN,
         &[
             "simulate",
@@ -377,37 +377,24 @@ async fn every_dashboard_query_runs_on_influxdb_and_prometheus_filled_by_the_dae
             "--fault",
             "ATS-0001=s2_state=available",
         ],
-        &[],
-    );
-    assert!(
-        sim.wait_for_output("serving", Duration::from_secs(30))
-            .await,
-        "{}",
-        sim.output()
-    );
-    let devices = support::sim_listing(&sim.stdout());
-    assert_eq!(devices.len(), 8, "{}", sim.output());
+        8,
+    )
+    .await;
 
     let dir = tempfile::tempdir().unwrap();
     let http_port = free_port();
-    let conf_d = dir.path().join("conf.d");
-    std::fs::create_dir_all(&conf_d).unwrap();
-    for rules in [
-        "elevator",
-        "pump",
-        "fire_panel",
-        "access_door",
-        "power_meter",
-        "generator",
-        "ats",
-    ] {
-        let name = format!("{rules}.toml");
-        std::fs::copy(
-            repo_root().join("config/rules").join(&name),
-            conf_d.join(&name),
-        )
-        .unwrap();
-    }
+    support::copy_shipped_rules(
+        &dir.path().join("conf.d"),
+        &[
+            "elevator",
+            "pump",
+            "fire_panel",
+            "access_door",
+            "power_meter",
+            "generator",
+            "ats",
+        ],
+    );
     let mut cfg = format!(
         "[gateway]\nid = \"gw-dash\"\nsite = \"tower-a\"\nstate_dir = {:?}\n\n[http]\nlisten = \"127.0.0.1:{http_port}\"\n\n{}\n[mqtt]\nurl = {:?}\n\n\
          [[notify]]\ntype = \"webhook\"\nid = \"cmms\"\nurl = \"http://127.0.0.1:{}/hook\"\n\n",

@@ -10,7 +10,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use serde_json::Value as Json;
-use support::{Daemon, free_port, repo_root};
+use support::{Daemon, free_port};
 
 const BIN: &str = env!("CARGO_BIN_EXE_facilityd");
 
@@ -82,28 +82,12 @@ impl Site {
             args.push("--fault");
             args.push(f);
         }
-        let mut sim = Daemon::start(BIN, &args, &[]);
-        assert!(
-            sim.wait_for_output("serving", Duration::from_secs(30))
-                .await,
-            "{}",
-            sim.output()
-        );
-        let devices = support::sim_listing(&sim.stdout());
-        assert_eq!(devices.len(), 8, "{}", sim.output());
+        let (sim, devices) = support::start_simulator(BIN, &args, 8).await;
 
         let dir = tempfile::tempdir().unwrap();
         let http_port = free_port();
         let conf_d = dir.path().join("conf.d");
-        std::fs::create_dir_all(&conf_d).unwrap();
-        for rules in ["ats", "generator", "power_meter"] {
-            let name = format!("{rules}.toml");
-            std::fs::copy(
-                repo_root().join("config/rules").join(&name),
-                conf_d.join(&name),
-            )
-            .unwrap();
-        }
+        support::copy_shipped_rules(&conf_d, &["ats", "generator", "power_meter"]);
         std::fs::write(conf_d.join("offline.toml"), offline_rules()).unwrap();
         let mut cfg = format!(
             "[gateway]\nid = \"gw-power\"\nsite = \"tower-a\"\nstate_dir = {:?}\n\n[http]\nlisten = \"127.0.0.1:{http_port}\"\n\n",
@@ -203,6 +187,19 @@ impl Site {
 }
 
 /// The (asset, rule) pairs an incident's work order lists as held.
+/// The offline work orders among `raised`.
+fn offline(raised: &[(String, String)]) -> Vec<&(String, String)> {
+    raised
+        .iter()
+        .filter(|(r, _)| r.ends_with("-offline"))
+        .collect()
+}
+
+/// How many of `raised` are of `rule`.
+fn count(raised: &[(String, String)], rule: &str) -> usize {
+    raised.iter().filter(|(r, _)| r == rule).count()
+}
+
 fn affected(w: &Json) -> Vec<(String, String)> {
     let mut v: Vec<(String, String)> = w["evidence"]["affected"]
         .as_array()
@@ -258,10 +255,7 @@ async fn a_mains_failure_without_the_generator_is_one_incident_and_a_fail_to_sta
     let mut listed = Vec::new();
     while t0.elapsed() < Duration::from_secs(40) {
         let raised = site.raised().await;
-        let offline: Vec<_> = raised
-            .iter()
-            .filter(|(r, _)| r.ends_with("-offline"))
-            .collect();
+        let offline = offline(&raised);
         assert!(
             offline.is_empty(),
             "offline work orders during the outage: {offline:?}\n{}",
@@ -305,25 +299,15 @@ async fn a_mains_failure_without_the_generator_is_one_incident_and_a_fail_to_sta
     assert_eq!(pu2["status"], "open");
     tokio::time::sleep(Duration::from_secs(5)).await;
     let raised = site.raised().await;
-    assert_eq!(
-        raised
-            .iter()
-            .filter(|(r, _)| r == "power-mains-lost")
-            .count(),
-        1,
-        "{raised:?}"
-    );
-    let offline: Vec<_> = raised
-        .iter()
-        .filter(|(r, _)| r.ends_with("-offline"))
-        .collect();
+    assert_eq!(count(&raised, "power-mains-lost"), 1, "{raised:?}");
+    let offline = offline(&raised);
     assert_eq!(
         offline,
         [&("pump-offline".to_string(), "PU-0002".to_string())],
         "{raised:?}"
     );
     assert!(
-        !raised.iter().any(|(r, _)| r == "ats-fail-to-transfer"),
+        count(&raised, "ats-fail-to-transfer") == 0,
         "the switch had nothing to transfer to: {raised:?}"
     );
     site.stop().await;
@@ -347,23 +331,10 @@ async fn a_switch_that_does_not_transfer_raises_fail_to_transfer() {
     // Until the mains returns at 70 s and 20 s beyond (the offline rules' 15 s after release).
     tokio::time::sleep(Duration::from_secs(45)).await;
     let raised = site.raised().await;
-    let offline: Vec<_> = raised
-        .iter()
-        .filter(|(r, _)| r.ends_with("-offline"))
-        .collect();
+    let offline = offline(&raised);
     assert!(offline.is_empty(), "{raised:?}\n{}", site.daemon.output());
-    assert!(
-        !raised.iter().any(|(r, _)| r == "generator-fail-to-start"),
-        "{raised:?}"
-    );
-    assert_eq!(
-        raised
-            .iter()
-            .filter(|(r, _)| r == "power-mains-lost")
-            .count(),
-        1,
-        "{raised:?}"
-    );
+    assert!(count(&raised, "generator-fail-to-start") == 0, "{raised:?}");
+    assert_eq!(count(&raised, "power-mains-lost"), 1, "{raised:?}");
     site.stop().await;
 }
 

@@ -1360,3 +1360,31 @@ pub fn spawn_gateway(
     });
     (gw, stop, task)
 }
+
+/// Starts `facilityd simulate ARGS` and waits until it serves; returns it with its device
+/// listing (`expect` devices, or the test fails with the simulator's output).
+pub async fn start_simulator(bin: &str, args: &[&str], expect: usize) -> (Daemon, Vec<SimDevice>) {
+    let mut sim = Daemon::start(bin, args, &[]);
+    assert!(
+        sim.wait_for_output("serving", Duration::from_secs(30))
+            .await,
+        "{}",
+        sim.output()
+    );
+    let devices = sim_listing(&sim.stdout());
+    assert_eq!(devices.len(), expect, "{}", sim.output());
+    (sim, devices)
+}
+
+/// Copies the shipped rule files `names` (`config/rules/NAME.toml`) into `conf_d`, creating it.
+pub fn copy_shipped_rules(conf_d: &Path, names: &[&str]) {
+    std::fs::create_dir_all(conf_d).unwrap();
+    for name in names {
+        let file = format!("{name}.toml");
+        std::fs::copy(
+            repo_root().join("config/rules").join(&file),
+            conf_d.join(&file),
+        )
+        .unwrap();
+    }
+}
