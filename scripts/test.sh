@@ -25,7 +25,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 PYMODBUS_VERSION=3.8.6
 PYSERIAL_VERSION=3.5
 VENV=target/test-venv
-APT_PACKAGES=(victoria-metrics influxdb mosquitto socat libssl-dev pkg-config systemd util-linux prometheus)
+APT_PACKAGES=(victoria-metrics influxdb mosquitto socat libssl-dev pkg-config systemd util-linux prometheus chromium)
 
 say() { printf '==> test.sh: %s\n' "$*" >&2; }
 

@@ -5,6 +5,7 @@
 //! documentation.
 
 pub mod api;
+pub mod availability;
 pub mod backoff;
 pub mod cli;
 pub mod config;
@@ -18,6 +19,7 @@ pub mod metrics_text;
 pub mod modbus;
 pub mod model;
 pub mod mqtt;
+pub mod owners;
 pub mod profile;
 pub mod rule_loop;
 pub mod rules;

@@ -1,6 +1,7 @@
 //! Work orders: the store, the lifecycle and the notifiers.
 
 pub mod apply;
+pub mod availability;
 pub mod handle;
 pub mod lifecycle;
 pub mod notify;

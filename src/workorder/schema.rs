@@ -10,7 +10,7 @@ use super::store::StoreError;
 
 /// The ordered migrations; version N is `MIGRATIONS[N - 1]`. Append only: never edit one that
 /// has shipped.
-pub const MIGRATIONS: &[&str] = &[V1];
+pub const MIGRATIONS: &[&str] = &[V1, V2];
 
 /// The schema version this code writes.
 pub const CURRENT_VERSION: u32 = MIGRATIONS.len() as u32;
@@ -96,6 +96,53 @@ CREATE TABLE rule_states (
     state      TEXT NOT NULL,
     PRIMARY KEY (rule, asset)
 );
+"#;
+
+/// The owners' evidence: availability history, counters per day, handover baselines.
+const V2: &str = r#"
+-- Each asset's state over time, as spans that never cross a local midnight (`day` is the
+-- date in `gateway.timezone`), so that seconds per asset and day are one GROUP BY. Time no
+-- span covers is time the gateway did not monitor the asset (it was not running, or the
+-- asset was not configured or not heard from yet); it is never counted as available.
+CREATE TABLE availability_spans (
+    id       INTEGER PRIMARY KEY AUTOINCREMENT,
+    asset    TEXT NOT NULL,
+    day      TEXT NOT NULL,                         -- YYYY-MM-DD, gateway time zone
+    state    TEXT NOT NULL CHECK (state IN ('available', 'unavailable', 'offline')),
+    start_ms INTEGER NOT NULL,                      -- Unix milliseconds
+    end_ms   INTEGER NOT NULL CHECK (end_ms >= start_ms)
+);
+CREATE INDEX availability_spans_by_day ON availability_spans (day, asset);
+CREATE INDEX availability_spans_by_end ON availability_spans (end_ms);
+
+-- Each counter point per asset and local day: the first and last good value, and the
+-- increase over the day (the sum of its rises; after a reset the new value counts from 0).
+CREATE TABLE counter_days (
+    asset       TEXT NOT NULL,
+    point       TEXT NOT NULL,
+    day         TEXT NOT NULL,                      -- YYYY-MM-DD, gateway time zone
+    first_value REAL NOT NULL,
+    first_ms    INTEGER NOT NULL,
+    last_value  REAL NOT NULL,
+    last_ms     INTEGER NOT NULL,
+    increase    REAL NOT NULL DEFAULT 0,
+    PRIMARY KEY (asset, point, day)
+);
+
+-- Handover baselines: written once, never changed (the triggers refuse it).
+CREATE TABLE handovers (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    building    TEXT NOT NULL,
+    recorded_at TEXT NOT NULL,
+    recorded_by TEXT NOT NULL,
+    note        TEXT,
+    record      TEXT NOT NULL,                      -- canonical JSON
+    sha256      TEXT NOT NULL                       -- hex SHA-256 of `record`
+);
+CREATE TRIGGER handovers_no_update BEFORE UPDATE ON handovers
+BEGIN SELECT RAISE(ABORT, 'handover records are immutable'); END;
+CREATE TRIGGER handovers_no_delete BEFORE DELETE ON handovers
+BEGIN SELECT RAISE(ABORT, 'handover records are immutable'); END;
 "#;
 
 /// Brings the database up to [`CURRENT_VERSION`]; a no-op when it is there already.

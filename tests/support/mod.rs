@@ -13,6 +13,7 @@
 //! - [`pty::PtyPair`]: two pseudo-terminals joined by socat, a serial line for RTU tests.
 //! - [`influxdb::InfluxDb1`]: a real InfluxDB 1.x engine (field types enforced, InfluxQL).
 //! - [`prometheus::Prometheus`]: a real Prometheus scraping the daemon's `/metrics` (PromQL).
+//! - [`browser`]: a real headless chromium: the DOM, console errors and a screenshot of a page.
 //!
 //! A missing server binary or Python package fails the test with a message saying
 //! how to install it (`./scripts/test.sh` installs everything); nothing is skipped.
@@ -33,6 +34,7 @@ use tempfile::TempDir;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{ChildStdin, ChildStdout};
 
+pub mod browser;
 pub mod influxdb;
 pub mod prometheus;
 pub mod pty;

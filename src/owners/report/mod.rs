@@ -1,0 +1,1 @@
+//! The owners' engineering report: availability, work orders, maintenance on time, energy.
