@@ -11,7 +11,8 @@
 #     tests/dashboards.rs; started by the test, never the packaged service), mosquitto (the
 #     MQTT broker in tests), socat (serial-port pairs), libssl-dev and pkg-config
 #     (native-tls), systemd (`systemd-analyze security --offline=yes` scores
-#     systemd/facilityd.service in tests/systemd.rs); `apt-get update` once, then
+#     systemd/facilityd.service in tests/systemd.rs), chromium (renders the owners' report
+#     and the handover record headless, tests/support/browser.rs); `apt-get update` once, then
 #     `apt-get install`, as root (or sudo);
 #   - a Python venv at target/test-venv with pymodbus (the independent Modbus
 #     server, tests/fixtures/pymodbus_server.py) and pyserial (its serial RTU
