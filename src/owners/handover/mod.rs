@@ -18,7 +18,6 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 
 use crate::device::latest::DeviceLatest;
 use crate::device::link::Link;
@@ -353,10 +352,7 @@ fn write_canonical(v: &Value, out: &mut String) {
     }
 }
 
-/// Hex SHA-256 of `text`.
-pub fn sha256_hex(text: &str) -> String {
-    hex::encode(Sha256::digest(text.as_bytes()))
-}
+pub use crate::workorder::handover::sha256_hex;
 
 /// A record's canonical JSON and its hash.
 pub fn seal(record: &HandoverRecord) -> Result<(String, String), serde_json::Error> {
