@@ -2,7 +2,8 @@
 //! (nothing moves unless a `--fault` moves it), a record taken through the CLI, its hash
 //! recomputed from the database file, its immutability through the API and in SQLite, its
 //! printable HTML in headless chromium against the JSON, and `diff` after scripted changes:
-//! exactly those changes and nothing else.
+//! exactly those changes and nothing else; last, a meter rule with `baseline = "handover"`
+//! added by a reload counts from the record's counter.
 //!
 //! The script (simulator time): the pump PU-0001 runs dry from the start (a work order open at
 //! the record); at CHANGE_AT its start counter jumps, its discharge pressure drops below any
@@ -600,6 +601,45 @@ async fn handover_record_verifies_cannot_change_and_diffs_exactly_the_scripted_c
     let again = site.get_json(&format!("/api/v1/handovers/{id}")).await;
     assert_eq!(&again["record"], rec);
     assert_eq!(again["sha256"], sha.as_str());
+
+    // A meter rule added now (a reload) with `baseline = "handover"` counts PU-0001's starts
+    // from the record: the jump since is exactly one interval, so it is due at once.
+    let every = STARTS_AFTER - starts_before;
+    std::fs::write(
+        site.dir.path().join("conf.d/meter.toml"),
+        format!(
+            "[[rules]]\nid = \"pump-starts-service\"\ntype = \"meter\"\nmatch = {{ ids = \"PU-0001\" }}\n\
+             point = \"starts_total\"\nevery = {every}\nlead = 0\nbaseline = \"handover\"\n\
+             priority = \"normal\"\nwork_order = \"preventive\"\ntitle = \"Pump {{asset}} starts service\"\n"
+        ),
+    )
+    .unwrap();
+    site.daemon.sighup();
+    let wos = site
+        .wait(
+            "/api/v1/work-orders?status=unresolved",
+            Duration::from_secs(20),
+            |v| {
+                v.as_array()
+                    .is_some_and(|l| l.iter().any(|w| w["rule"] == "pump-starts-service"))
+            },
+        )
+        .await;
+    let meter = wos
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["rule"] == "pump-starts-service")
+        .unwrap();
+    assert_eq!(
+        meter["evidence"]["first_value"],
+        json!(starts_before),
+        "{meter}"
+    );
+    assert_eq!(
+        meter["evidence"]["baseline"], "the handover record",
+        "{meter}"
+    );
 
     site.daemon.stop_cleanly(Duration::from_secs(15)).await;
     site.sim.sigterm();
