@@ -96,6 +96,7 @@ pub struct ApiState {
     pub work_orders: Option<workorders::WorkOrderApi>,
 }
 
+pub mod handovers;
 pub mod workorders;
 
 /// The API would listen beyond loopback without a token.
@@ -152,6 +153,7 @@ pub fn router(state: ApiState) -> axum::Router {
         .route("/api/v1/assets/{id}/points", get(points))
         .route("/api/v1/assets/{id}/history", get(history));
     r = workorders::routes(r);
+    r = handovers::routes(r);
     r.fallback(|| async { ApiError::not_found("no such route") })
         .with_state(state)
 }

@@ -1,6 +1,8 @@
 //! Command-line entry points (`main.rs` only parses and dispatches).
 
+pub mod client;
 pub mod dead_letters;
+pub mod handover;
 pub mod work_orders;
 
 use std::fmt::Write as _;
