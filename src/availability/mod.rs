@@ -30,6 +30,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::device::Device;
 use crate::events::{Event, LogLimiter};
+use crate::metrics_text::{Kind, MetricsText};
 use crate::model::Record;
 use crate::workorder::availability::{AvailState, CounterDay};
 use crate::workorder::handle::StoreHandle;
@@ -54,6 +55,36 @@ pub struct AvailabilityStats {
     /// Spans and counter days written.
     pub spans_written: AtomicU64,
     pub counter_days_written: AtomicU64,
+}
+
+impl AvailabilityStats {
+    /// Its `/metrics` families.
+    pub fn write_metrics(&self, out: &mut MetricsText) {
+        for (name, help, v) in [
+            (
+                "facilityd_availability_flushes_total",
+                "Writes of the availability history (spans and counters per day) to the work-order store.",
+                &self.flushes,
+            ),
+            (
+                "facilityd_availability_write_failures_total",
+                "Writes of the availability history the work-order store did not take (kept and retried with the next).",
+                &self.write_failures,
+            ),
+            (
+                "facilityd_availability_spans_written_total",
+                "Availability spans written (new, or extended).",
+                &self.spans_written,
+            ),
+            (
+                "facilityd_availability_counter_days_written_total",
+                "Counter days written (new, or updated).",
+                &self.counter_days_written,
+            ),
+        ] {
+            out.scalar(name, Kind::Counter, help, v.load(Relaxed));
+        }
+    }
 }
 
 /// The tracker shared by the router (observing), a reload and the flusher.
