@@ -342,3 +342,58 @@ fn an_mqtt_device_is_offline_once_it_goes_quiet() {
     t.observe(&status(0, false), quiet + 20);
     assert_eq!(t.states()[0].1, Some(AvailState::Offline));
 }
+
+/// The flusher writes when asked (a report wants the last seconds) and once more at shutdown,
+/// extending the same row; the handle says when the flusher is gone.
+#[tokio::test]
+async fn the_handle_flushes_now_and_shutdown_writes_the_last_seconds() {
+    use crate::workorder::handle::StoreHandle;
+    use crate::workorder::store::ResponseTimes;
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = StoreHandle::open(&dir.path().join("wo.db"), ResponseTimes::default()).unwrap();
+    let pump = device("PU-1", "pump", false);
+    let avail = Arc::new(super::Availability::new(
+        tz("Asia/Shanghai"),
+        &[(0, pump.clone())],
+        vec![],
+    ));
+    let (handle, requests) = super::handle(&avail);
+    let stop = tokio_util::sync::CancellationToken::new();
+    let task = tokio::spawn(super::run_flusher(
+        avail.clone(),
+        store.clone(),
+        std::time::Duration::from_secs(3600),
+        requests,
+        stop.clone(),
+    ));
+    avail.observe(&status(0, true));
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    avail.observe(&reading(&pump, 0, &[("fault", Value::Bool(true))]));
+    handle.flush().await.unwrap();
+    let read = |store: StoreHandle| async move {
+        store.call(|s| s.spans(0, i64::MAX, None)).await.unwrap()
+    };
+    let first = read(store.clone()).await;
+    assert_eq!(first.len(), 2, "{first:?}");
+    assert_eq!(first[1].state, AvailState::Unavailable);
+    tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+    stop.cancel();
+    task.await.unwrap();
+    let last = read(store.clone()).await;
+    assert_eq!(
+        last.len(),
+        2,
+        "the open span's row is extended, not written again"
+    );
+    assert_eq!(last[1].id, first[1].id);
+    assert!(last[1].end_ms >= first[1].end_ms + 30, "{last:?}");
+    assert_eq!(handle.flush().await, Err(super::FlushError::NotRunning));
+    assert_eq!(
+        avail
+            .stats
+            .flushes
+            .load(std::sync::atomic::Ordering::Relaxed),
+        2
+    );
+}

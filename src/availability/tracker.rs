@@ -296,7 +296,12 @@ impl Tracker {
         if a.span.as_ref().is_some_and(|s| s.state == state) {
             return;
         }
-        if let Some(open) = a.span.take() {
+        // A span that ended as it began, never written, is left out.
+        if let Some(open) = a
+            .span
+            .take()
+            .filter(|o| o.id.is_some() || o.start_ms < now_ms)
+        {
             self.ended.push((
                 open.key,
                 SpanWrite {
