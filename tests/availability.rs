@@ -112,16 +112,29 @@ fn states(runs: &[(String, i64, i64)]) -> Vec<&str> {
 struct Site {
     cfg: PathBuf,
     db: PathBuf,
-    _dir: tempfile::TempDir,
+    http_port: u16,
+    dir: tempfile::TempDir,
 }
 
 impl Site {
-    fn new(devices: &[support::SimDevice]) -> Site {
+    fn new(devices: &[&support::SimDevice]) -> Site {
         let dir = tempfile::tempdir().unwrap();
-        let http_port = free_port();
+        let site = Site {
+            cfg: dir.path().join("facilityd.toml"),
+            db: dir.path().join("state/workorders.sqlite"),
+            http_port: free_port(),
+            dir,
+        };
+        site.write(devices);
+        site
+    }
+
+    /// Writes the configuration with `devices`.
+    fn write(&self, devices: &[&support::SimDevice]) {
         let mut cfg = format!(
-            "[gateway]\nid = \"gw-avail\"\nstate_dir = {:?}\ntimezone = \"Asia/Shanghai\"\n\n[http]\nlisten = \"127.0.0.1:{http_port}\"\n\n",
-            dir.path().join("state").display().to_string(),
+            "[gateway]\nid = \"gw-avail\"\nstate_dir = {:?}\ntimezone = \"Asia/Shanghai\"\n\n[http]\nlisten = \"127.0.0.1:{}\"\n\n",
+            self.dir.path().join("state").display().to_string(),
+            self.http_port,
         );
         for d in devices {
             cfg.push_str(&format!(
@@ -129,13 +142,7 @@ impl Site {
                 d.name, d.device_type, d.addr, d.unit
             ));
         }
-        let path = dir.path().join("facilityd.toml");
-        std::fs::write(&path, cfg).unwrap();
-        Site {
-            cfg: path,
-            db: dir.path().join("state/workorders.sqlite"),
-            _dir: dir,
-        }
+        std::fs::write(&self.cfg, cfg).unwrap();
     }
 
     fn start(&self) -> Daemon {
@@ -176,7 +183,8 @@ async fn spans_show_unavailable_and_offline_assets_and_a_restart_leaves_a_gap() 
     )
     .await;
     let serving = now_ms();
-    let site = Site::new(&devices);
+    let all: Vec<&support::SimDevice> = devices.iter().collect();
+    let site = Site::new(&all);
     let mut daemon = site.start();
 
     // Wait for the faults to show in the database (written every 10 s).
@@ -232,6 +240,22 @@ async fn spans_show_unavailable_and_offline_assets_and_a_restart_leaves_a_gap() 
         assert!(s.end == s.start || s.day == day(s.end - 1), "{s:?}");
     }
 
+    // A reload that removes EL-0002 ends its span then; the others go on in their rows.
+    let kept: Vec<&support::SimDevice> = devices.iter().filter(|d| d.name != "EL-0002").collect();
+    site.write(&kept);
+    let reload_at = now_ms();
+    daemon.sighup();
+    assert!(
+        daemon
+            .wait_for_output("configuration reloaded", Duration::from_secs(10))
+            .await,
+        "{}",
+        daemon.output()
+    );
+    let reloaded = now_ms();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    site.write(&all);
+
     // A clean stop ends every span at the stop.
     let stopping = now_ms();
     daemon.stop_cleanly(Duration::from_secs(15)).await;
@@ -243,7 +267,20 @@ async fn spans_show_unavailable_and_offline_assets_and_a_restart_leaves_a_gap() 
         "the last span ends at {end_1}, the daemon stopped between {stopping} and {stopped}"
     );
 
-    // Down for 3 s, then up again for a few seconds.
+    let removed = runs(&before, "EL-0002");
+    assert_eq!(states(&removed), ["available"], "{before:#?}");
+    assert!(
+        (reload_at..=reloaded).contains(&removed[0].2),
+        "EL-0002 ends at {}, removed between {reload_at} and {reloaded}",
+        removed[0].2
+    );
+    for (asset, state) in [("EL-0001", "unavailable"), ("PU-0001", "offline")] {
+        let r = runs(&before, asset);
+        assert_eq!(states(&r), ["available", state], "{asset}: {before:#?}");
+        assert_eq!(r[1].2, end_1, "{asset} goes on to the stop");
+    }
+
+    // Down for 3 s, then up again (EL-0002 configured again) for a few seconds.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let restarted = now_ms();
     let mut daemon = site.start();
