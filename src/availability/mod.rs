@@ -166,10 +166,11 @@ impl Availability {
     }
 }
 
-/// Asks the flusher for a flush now; cheap to clone (the API holds one).
+/// What the API holds of the tracker: a flush now, the states now; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct AvailabilityHandle {
     requests: mpsc::Sender<oneshot::Sender<Result<(), String>>>,
+    avail: Arc<Availability>,
     pub stats: Arc<AvailabilityStats>,
 }
 
@@ -195,11 +196,16 @@ impl AvailabilityHandle {
             .map_err(|_| FlushError::NotRunning)?
             .map_err(FlushError::Store)
     }
+
+    /// Each configured asset's state now (`None`: not monitored yet since the start).
+    pub fn states(&self) -> Vec<(Arc<str>, Option<AvailState>)> {
+        self.avail.states()
+    }
 }
 
 /// The flusher's request queue and its handle.
 pub fn handle(
-    avail: &Availability,
+    avail: &Arc<Availability>,
 ) -> (
     AvailabilityHandle,
     mpsc::Receiver<oneshot::Sender<Result<(), String>>>,
@@ -208,6 +214,7 @@ pub fn handle(
     (
         AvailabilityHandle {
             requests,
+            avail: avail.clone(),
             stats: avail.stats.clone(),
         },
         rx,

@@ -377,6 +377,10 @@ async fn the_handle_flushes_now_and_shutdown_writes_the_last_seconds() {
     let first = read(store.clone()).await;
     assert_eq!(first.len(), 2, "{first:?}");
     assert_eq!(first[1].state, AvailState::Unavailable);
+    assert_eq!(
+        handle.states(),
+        [("PU-1".into(), Some(AvailState::Unavailable))]
+    );
     tokio::time::sleep(std::time::Duration::from_millis(30)).await;
     stop.cancel();
     task.await.unwrap();

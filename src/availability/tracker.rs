@@ -42,6 +42,8 @@ struct Plan {
     conds: Vec<Unavailability>,
     /// The counter points' indexes.
     counters: Vec<usize>,
+    /// No condition and no counter: a reading changes nothing.
+    idle: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -78,6 +80,7 @@ impl Plan {
             .collect();
         Plan {
             watch,
+            idle: conds.is_empty() && counters.is_empty(),
             conds,
             counters,
         }
@@ -239,6 +242,9 @@ impl Tracker {
                 let Some(Some(a)) = self.assets.get_mut(r.device) else {
                     return;
                 };
+                if a.plan.idle && !a.mqtt {
+                    return;
+                }
                 let mut changed = false;
                 for (i, v) in &r.values {
                     let Some(w) = a.plan.watch.get(*i) else {
