@@ -401,3 +401,77 @@ async fn the_handle_flushes_now_and_shutdown_writes_the_last_seconds() {
         2
     );
 }
+
+/// A batch the store did not take is written with the next one; spans written while the
+/// counters failed are not written again (each span once, then extended).
+#[test]
+fn a_failed_write_is_retried_and_a_span_is_never_written_twice() {
+    let lift = device("EL-1", "elevator", false);
+    let t0 = ms("2026-11-10T02:00:00Z");
+    let mut t = Tracker::new(tz("Asia/Shanghai"), &[(0, lift.clone())], vec![], t0);
+    t.observe(&status(0, true), t0);
+    t.observe(
+        &reading(&lift, 0, &[("trapped_alarm", Value::Bool(true))]),
+        t0 + 1_000,
+    );
+    t.observe(
+        &reading(&lift, 0, &[("trips_total", Value::Float(10.0))]),
+        t0 + 1_000,
+    );
+    // Nothing taken: the ended span and the open one come again, neither with a row yet.
+    let b = t.take_batch(t0 + 2_000);
+    assert_eq!(b.spans.len(), 2);
+    t.done(b, None, false);
+    let b = t.take_batch(t0 + 3_000);
+    assert_eq!(
+        states(&b.spans),
+        [
+            ("EL-1", AvailState::Available, t0, t0 + 1_000),
+            ("EL-1", AvailState::Unavailable, t0 + 1_000, t0 + 3_000)
+        ]
+    );
+    assert!(b.spans.iter().all(|s| s.id.is_none()));
+    assert_eq!(b.counters.len(), 1);
+    // The spans went in, the counters did not: the open span is extended by its row next
+    // time, and the counter day comes again.
+    t.done(b, Some(&[7, 8]), false);
+    let b = t.take_batch(t0 + 4_000);
+    assert_eq!(b.spans.len(), 1);
+    assert_eq!(b.spans[0].id, Some(8));
+    assert_eq!(b.counters.len(), 1);
+    // The span ends while the batch is on its way: the ended span keeps the row it gets.
+    t.observe(
+        &reading(&lift, 0, &[("trapped_alarm", Value::Bool(false))]),
+        t0 + 4_500,
+    );
+    t.done(b, Some(&[8]), true);
+    let b = t.take_batch(t0 + 5_000);
+    assert_eq!(
+        b.spans
+            .iter()
+            .map(|s| (s.id, s.state, s.end_ms))
+            .collect::<Vec<_>>(),
+        [
+            (Some(8), AvailState::Unavailable, t0 + 4_500),
+            (None, AvailState::Available, t0 + 5_000)
+        ]
+    );
+    // A span not written yet ends while its first write is on its way: it takes the row
+    // that write made, and is not inserted again.
+    t.observe(
+        &reading(&lift, 0, &[("trapped_alarm", Value::Bool(true))]),
+        t0 + 5_500,
+    );
+    t.done(b, Some(&[8, 9]), true);
+    let b = t.take_batch(t0 + 6_000);
+    assert_eq!(
+        b.spans
+            .iter()
+            .map(|s| (s.id, s.state, s.start_ms, s.end_ms))
+            .collect::<Vec<_>>(),
+        [
+            (Some(9), AvailState::Available, t0 + 4_500, t0 + 5_500),
+            (None, AvailState::Unavailable, t0 + 5_500, t0 + 6_000)
+        ]
+    );
+}
