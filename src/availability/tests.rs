@@ -322,8 +322,11 @@ fn an_mqtt_device_is_offline_once_it_goes_quiet() {
     let door = device("DOOR-M-1", "access_door_mqtt", true);
     let t0 = ms("2026-11-10T02:00:00Z");
     let mut t = Tracker::new(tz("UTC"), &[(0, door.clone())], vec![], t0);
-    // The broker is connected, but nothing came from the door yet: not monitored.
-    t.observe(&status(0, true), t0);
+    // The broker is not connected yet, then is, but nothing came from the door yet: not
+    // monitored.
+    t.observe(&status(0, false), t0);
+    assert_eq!(t.states()[0].1, None);
+    t.observe(&status(0, true), t0 + 500);
     assert_eq!(t.states()[0].1, None);
     t.observe(
         &reading(&door, 0, &[("lock_fault", Value::Bool(false))]),
@@ -340,6 +343,10 @@ fn an_mqtt_device_is_offline_once_it_goes_quiet() {
     );
     assert_eq!(t.states()[0].1, Some(AvailState::Unavailable));
     t.observe(&status(0, false), quiet + 20);
+    assert_eq!(t.states()[0].1, Some(AvailState::Offline));
+    // A door never heard from since the start is offline once the grace has passed.
+    let mut t = Tracker::new(tz("UTC"), &[(0, door.clone())], vec![], t0);
+    t.observe(&status(0, true), t0 + super::MQTT_SILENCE_MS);
     assert_eq!(t.states()[0].1, Some(AvailState::Offline));
 }
 

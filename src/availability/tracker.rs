@@ -145,16 +145,18 @@ impl Asset {
     }
 
     /// The state the asset is in at `now_ms`; `None`: not known (no status yet, or an MQTT
-    /// device not heard from yet but still within its grace).
+    /// device not heard from yet, within [`MQTT_SILENCE_MS`] of the start).
     fn state(&self, now_ms: i64) -> Option<AvailState> {
-        let online = match self.status? {
-            false => false,
-            true if !self.mqtt => true,
-            true => match self.heard_ms {
-                Some(h) => now_ms - h <= MQTT_SILENCE_MS,
+        let status = self.status?;
+        let online = if !self.mqtt {
+            status
+        } else {
+            match self.heard_ms {
+                // Not heard from yet: the gateway's own connection may still be coming up.
                 None if now_ms - self.since_ms < MQTT_SILENCE_MS => return None,
                 None => false,
-            },
+                Some(h) => status && now_ms - h <= MQTT_SILENCE_MS,
+            }
         };
         Some(match (online, self.holding > 0) {
             (false, _) => AvailState::Offline,
