@@ -352,6 +352,11 @@ impl Tracker {
                 continue;
             };
             let start = open.start_ms.min(at);
+            if open.id.is_none() && start == at {
+                // Nothing to write before the cut: the span just moves to the new day.
+                open.start_ms = at;
+                continue;
+            }
             self.ended.push((
                 open.key,
                 SpanWrite {
