@@ -79,6 +79,8 @@ impl Gateway {
         } = self.open_stores(opts.writer).await?;
         let (availability, avail_handle, avail_stop, avail_task) =
             self.start_availability(&store).await?;
+        // A start that fails below stops the flusher too.
+        let _avail_guard = avail_stop.clone().drop_guard();
         let Api {
             stop: api_stop,
             task: mut api_task,
