@@ -332,3 +332,82 @@ async fn spans_show_unavailable_and_offline_assets_and_a_restart_leaves_a_gap() 
     assert!(!counter_days(&site.db, "EL-0002", "trips_total").is_empty());
     sim.sigterm();
 }
+
+/// An MQTT lift monitor, through a real broker: its state follows its messages, timed by the
+/// gateway's clock when they arrive, not by the payload's own time (an hour behind here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_mqtt_lift_is_timed_by_the_gateway_clock_not_its_payload() {
+    use rumqttc::{AsyncClient, MqttOptions, QoS};
+
+    let broker = support::Mosquitto::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("facilityd.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[gateway]\nid = \"gw-mqtt\"\nstate_dir = {:?}\ntimezone = \"Asia/Shanghai\"\n\n[http]\nlisten = \"127.0.0.1:{}\"\n\n\
+             [mqtt]\nurl = \"{}\"\n\n[[devices]]\nid = \"LIFT-1\"\nprofile = \"lift_monitor_mqtt\"\nbuilding = \"A\"\ninterval = \"500ms\"\nmqtt = {{}}\n",
+            dir.path().join("state").display().to_string(),
+            free_port(),
+            broker.url()
+        ),
+    )
+    .unwrap();
+    let db = dir.path().join("state/workorders.sqlite");
+    let mut daemon = Daemon::start(
+        BIN,
+        &["run", "-c", &cfg.display().to_string()],
+        &[("RUST_LOG", "info")],
+    );
+
+    let mut o = MqttOptions::new("availability-test", "127.0.0.1", broker.port());
+    o.set_keep_alive(Duration::from_secs(5));
+    let (client, mut el) = AsyncClient::new(o, 100);
+    let pump = tokio::spawn(async move { while el.poll().await.is_ok() {} });
+    let publish = |mode: &'static str| {
+        let client = client.clone();
+        async move {
+            let payload = format!(
+                r#"{{"ts":{},"mode":"{mode}","fault":{{"code":0,"level":0}},"alarms":{{"trapped":false,"safety_circuit_open":false}}}}"#,
+                now_ms() - 3_600_000
+            );
+            let _ = client
+                .publish("lifts/A/LIFT-1/status", QoS::AtLeastOnce, false, payload)
+                .await;
+        }
+    };
+    // "normal" until the gateway has the lift available, then "inspection".
+    let t0 = Instant::now();
+    loop {
+        publish("normal").await;
+        let all = spans(&db);
+        if states(&runs(&all, "LIFT-1")) == ["available"] {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(30) && daemon.is_running(),
+            "no available span for LIFT-1: {all:?}\n{}",
+            daemon.output()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let switched = now_ms();
+    for _ in 0..6 {
+        publish("inspection").await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    daemon.stop_cleanly(Duration::from_secs(15)).await;
+    let stopped = now_ms();
+    pump.abort();
+    let r = runs(&spans(&db), "LIFT-1");
+    assert_eq!(states(&r), ["available", "unavailable"], "{r:?}");
+    assert!(
+        (switched..=switched + 1_500).contains(&r[1].1),
+        "unavailable from {}, switched at {switched}",
+        r[1].1
+    );
+    assert!(
+        (stopped - 3_000..=stopped).contains(&r[1].2),
+        "{r:?}, stopped {stopped}"
+    );
+}
