@@ -26,6 +26,9 @@ fn labelled(
 pub fn render(gw: &GatewayView, extra: &str) -> String {
     let mut out = MetricsText::with_capacity(8192 + extra.len());
     write_gateway(gw, &mut out);
+    if let Some(a) = &gw.availability {
+        a.stats.write_metrics(&mut out);
+    }
     out.push_text(extra);
     out.into_string()
 }

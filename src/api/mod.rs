@@ -83,6 +83,9 @@ pub struct GatewayView {
     pub mqtt: Option<Arc<MqttStats>>,
     /// Where the dead-letter files are.
     pub state_dir: PathBuf,
+    /// The availability history's flusher (a report asks it to write the last seconds first);
+    /// set once the gateway runs.
+    pub availability: Option<crate::availability::AvailabilityHandle>,
 }
 
 /// Shared state of the API handlers.

@@ -294,6 +294,17 @@ pub(crate) fn gateway(
             ),
         );
     }
+    // Calendar rules, the availability history's days and the reports use it.
+    if gateway.timezone.parse::<chrono_tz::Tz>().is_err() {
+        issues.err(
+            main_file,
+            "gateway.timezone",
+            format!(
+                "{:?} is not an IANA time zone such as \"Asia/Shanghai\" or \"UTC\"",
+                gateway.timezone
+            ),
+        );
+    }
     let http_listen = cfg
         .http
         .listen

@@ -127,6 +127,7 @@ impl Gateway {
             reloads: self.reloads.clone(),
             mqtt: self.settings.mqtt.is_some().then(|| self.mqtt.clone()),
             state_dir: self.settings.gateway.state_dir.clone(),
+            availability: None,
         }
     }
 }

@@ -26,8 +26,8 @@
 //! a new slot and never reuses one, so a record still in flight from a changed or removed
 //! device is encoded with the tags its device had when it was read, and is never taken for
 //! another device. An unchanged device keeps its slot. The consumers keyed by slot (the line
-//! encoder, the latest values, the rule engine's asset map, the MQTT republisher) learn of a
-//! new slot before any record of it can exist.
+//! encoder, the latest values, the availability tracker, the rule engine's asset map, the MQTT
+//! republisher) learn of a new slot before any record of it can exist.
 //!
 //! [`RuleEngine::rebuild`]: crate::rules::engine::RuleEngine::rebuild
 
@@ -40,6 +40,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{error, info, warn};
 
+use crate::availability::Availability;
 use crate::device::{Device, DeviceSlots};
 use crate::gateway::Gateway;
 use crate::modbus::fleet::{Fleet, FleetChange, Member};
@@ -160,6 +161,8 @@ pub struct Reloader {
     pub rules: mpsc::Sender<RulesReload>,
     /// The MQTT client and the subscriber's device set, with `[mqtt]`.
     pub mqtt: Option<(MqttClient, watch::Sender<Arc<MqttDevices>>)>,
+    /// The availability tracker: assets that stay keep their spans, removed ones end theirs.
+    pub availability: Arc<Availability>,
 }
 
 impl Reloader {
@@ -266,6 +269,15 @@ impl Reloader {
         } else {
             error!("the rule engine is not running: rules not reloaded");
         }
+
+        // The availability tracker learns the new slots before any record of them exists.
+        let tz = new.gateway.timezone.parse().unwrap_or(chrono_tz::UTC);
+        let tracked: Vec<(usize, Arc<Device>)> = slots
+            .iter()
+            .copied()
+            .zip(new.devices.iter().cloned())
+            .collect();
+        self.availability.reconfigure(tz, &tracked);
 
         // MQTT devices: the subscriber's routing and the subscriptions.
         if let Some((client, view)) = &self.mqtt {

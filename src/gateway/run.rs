@@ -23,7 +23,8 @@ use super::router::Router;
 use super::{Gateway, RECORD_CHANNEL, REPUBLISH_CHANNEL, RULE_CHANNEL, RunOptions, work_order_db};
 use crate::api::workorders::WorkOrderApi;
 use crate::api::{ApiState, check_listen, router};
-use crate::device::DeviceSlots;
+use crate::availability::{Availability, AvailabilityHandle, FLUSH_INTERVAL, run_flusher};
+use crate::device::{Device, DeviceSlots};
 use crate::modbus::fleet::{Fleet, Member};
 use crate::model::{Reading, Record};
 use crate::mqtt::MqttClient;
@@ -76,11 +77,15 @@ impl Gateway {
             appender,
             writer,
         } = self.open_stores(opts.writer).await?;
+        let (availability, avail_handle, avail_stop, avail_task) =
+            self.start_availability(&store).await?;
+        // A start that fails below stops the flusher too.
+        let _avail_guard = avail_stop.clone().drop_guard();
         let Api {
             stop: api_stop,
             task: mut api_task,
             events: api_events,
-        } = self.start_api(&store).await?;
+        } = self.start_api(&store, avail_handle).await?;
 
         // The MQTT connection serves the subscriber, the MQTT notifiers and the telemetry
         // republisher, so it starts before them and stops after them.
@@ -163,6 +168,7 @@ impl Gateway {
         let sink = RecordSink::new(tx, self.telemetry.records_dropped.clone()).observed_by(
             Arc::new(Router {
                 latest: self.latest.clone(),
+                availability: availability.clone(),
                 rules: readings_tx,
                 rule_stats: self.maintenance.clone(),
                 republish: republish_tx,
@@ -227,6 +233,7 @@ impl Gateway {
             fleet,
             rules: rules_tx,
             mqtt: mqtt_devices,
+            availability,
         };
         let mut reloads = opts.reload;
         loop {
@@ -251,6 +258,15 @@ impl Gateway {
         // The subscriber stops with the pollers: messages it has not handed to telemetry stay
         // unacknowledged with the broker (persistent session) and come again after a restart.
         while subscribers.join_next().await.is_some() {}
+        // The inputs stopped: the availability history's last flush ends every span now (the
+        // time until the next start reads as "not monitored").
+        avail_stop.cancel();
+        if tokio::time::timeout(Duration::from_secs(3), avail_task)
+            .await
+            .is_err()
+        {
+            error!("the availability history's last flush did not finish in time");
+        }
         rule_stop.cancel();
         if tokio::time::timeout_at(deadline, &mut rule_task)
             .await
@@ -373,8 +389,57 @@ impl Gateway {
         })
     }
 
+    /// Starts the availability tracker, taking up the counters where the store left them, and
+    /// its flusher (stopped by the token returned).
+    async fn start_availability(
+        &self,
+        store: &StoreHandle,
+    ) -> anyhow::Result<(
+        Arc<Availability>,
+        AvailabilityHandle,
+        CancellationToken,
+        JoinHandle<()>,
+    )> {
+        let s = &self.settings;
+        let tz: chrono_tz::Tz = s.gateway.timezone.parse().map_err(|_| {
+            anyhow::anyhow!(
+                "gateway.timezone {:?} is not an IANA time zone",
+                s.gateway.timezone
+            )
+        })?;
+        let seeds = match store.call(|st| st.latest_counter_days()).await {
+            Ok(days) => days,
+            Err(e) => {
+                error!(error = %e, "cannot read where the counters per day left off: they start afresh");
+                Vec::new()
+            }
+        };
+        let current = self.current.get();
+        let tracked: Vec<(usize, Arc<Device>)> = current
+            .slots
+            .iter()
+            .copied()
+            .zip(current.settings.devices.iter().cloned())
+            .collect();
+        let availability = Arc::new(Availability::new(tz, &tracked, seeds));
+        let (handle, requests) = crate::availability::handle(&availability);
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(run_flusher(
+            availability.clone(),
+            store.clone(),
+            FLUSH_INTERVAL,
+            requests,
+            stop.clone(),
+        ));
+        Ok((availability, handle, stop, task))
+    }
+
     /// Reads the API token, checks the address against it, binds and serves.
-    async fn start_api(&self, store: &StoreHandle) -> anyhow::Result<Api> {
+    async fn start_api(
+        &self,
+        store: &StoreHandle,
+        availability: AvailabilityHandle,
+    ) -> anyhow::Result<Api> {
         let s = &self.settings;
         let token = match &s.api_token_file {
             Some(f) => {
@@ -402,8 +467,10 @@ impl Gateway {
         let bound = listener.local_addr()?;
         let _ = self.api_addr.set(bound);
         let (events_tx, events) = mpsc::unbounded_channel();
+        let mut gw = self.view();
+        gw.availability = Some(availability);
         let state = ApiState {
-            gw: self.view(),
+            gw,
             token,
             ready: self.ready.clone(),
             work_orders: Some(WorkOrderApi {

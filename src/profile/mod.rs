@@ -12,9 +12,11 @@ use serde::Deserialize;
 
 pub mod builtin;
 pub mod schema;
+pub mod unavailable;
 mod validate;
 
 pub use schema::{FieldOwner, FieldType, RESERVED_FIELDS, Schema, SchemaConflict};
+pub use unavailable::{Unavailability, UnavailableConfig};
 pub use validate::ProfileIssue;
 
 /// A name that line protocol cannot carry faithfully: a backslash (InfluxDB keeps `\\`
@@ -329,6 +331,9 @@ pub struct ProfileConfig {
     /// The device model's request limits, when below the protocol's.
     #[serde(default)]
     pub modbus: Option<ProfileModbusConfig>,
+    /// States in which the device answers but is out of service (see `unavailable`).
+    #[serde(default)]
+    pub unavailable_when: Vec<UnavailableConfig>,
 }
 
 /// How to read a point from Modbus.
@@ -410,6 +415,8 @@ pub struct Profile {
     pub text_maps: Vec<BTreeMap<String, String>>,
     /// The device model's request limits.
     pub limits: DeviceLimits,
+    /// Any of these holding makes an online asset of the profile unavailable.
+    pub unavailable_when: Vec<Unavailability>,
 }
 
 impl Profile {

@@ -257,3 +257,180 @@ fn bit_fields_and_sentinel_ranges_are_checked() {
         assert!(msg.contains(why), "{point}: {msg}");
     }
 }
+
+const UNAVAILABLE_POINTS: &str = r#"{ name = "mode", kind = "state", register = "input", address = 0, map = { 0 = "auto", 1 = "inspection", 2 = "out_of_service" } },
+   { name = "fault", kind = "alarm", register = "discrete", address = 0 },
+   { name = "level", kind = "state", register = "input", address = 1, output = "integer" },
+   { name = "disabled", kind = "gauge", register = "input", address = 2 },
+   { name = "door", kind = "state", json = "/door", map = { 0 = "shut", Ajar = "ajar", 5 = "no_sensor" } }"#;
+
+fn unavailable(conditions: &str) -> Result<Profile, Vec<ProfileIssue>> {
+    build_with(
+        &format!("unavailable_when = [ {conditions} ]"),
+        UNAVAILABLE_POINTS,
+    )
+}
+
+/// `unavailable_when` as the built-in profiles write it: each form validates, names its point,
+/// and holds on the values that mean "out of service" only.
+#[test]
+fn unavailable_when_conditions_hold_on_their_values() {
+    let p = unavailable(
+        r#"{ point = "mode", not_equals = "auto" },
+           { point = "fault", equals = true },
+           { point = "level", at_least = 3 },
+           { point = "disabled", above = 0 },
+           { point = "door", equals = ["no_sensor", "ajar"] }"#,
+    )
+    .unwrap();
+    let c = &p.unavailable_when;
+    assert_eq!(c.len(), 5);
+    assert_eq!(
+        c.iter().map(|c| c.point).collect::<Vec<_>>(),
+        [0, 1, 2, 3, 4]
+    );
+    let s = |t: &str| Value::Str(t.into());
+    assert!(c[0].holds(&s("inspection")) && !c[0].holds(&s("auto")));
+    // A value missing from the map arrives as its number: not "auto" either.
+    assert!(c[0].holds(&s("9")));
+    assert!(c[1].holds(&Value::Bool(true)) && !c[1].holds(&Value::Bool(false)));
+    assert!(
+        c[2].holds(&Value::Int(3)) && c[2].holds(&Value::Int(4)) && !c[2].holds(&Value::Int(2))
+    );
+    assert!(c[3].holds(&Value::Float(1.0)) && !c[3].holds(&Value::Float(0.0)));
+    assert!(c[4].holds(&s("ajar")) && c[4].holds(&s("no_sensor")) && !c[4].holds(&s("shut")));
+    assert_eq!(c[2].describe(&p.points), "level at least 3");
+    assert_eq!(c[0].describe(&p.points), "mode is not auto");
+    assert_eq!(c[1].describe(&p.points), "fault");
+    // Without the key, a profile declares nothing.
+    assert!(
+        build(UNAVAILABLE_POINTS)
+            .unwrap()
+            .unavailable_when
+            .is_empty()
+    );
+}
+
+#[test]
+fn unavailable_when_errors_name_the_key_and_the_reason() {
+    for (condition, at, why) in [
+        (
+            r#"{ point = "speed", equals = 0 }"#,
+            "unavailable_when[0].point",
+            "no point \"speed\" in this profile (its points: mode, fault",
+        ),
+        (
+            r#"{ point = "mode", equals = "off" }"#,
+            "unavailable_when[0].equals",
+            "\"off\" is not a value of point \"mode\": its map names auto, inspection, out_of_service",
+        ),
+        (
+            r#"{ point = "door", not_equals = ["shut", "Ajar"] }"#,
+            "unavailable_when[0].not_equals",
+            "\"Ajar\" is not a value of point \"door\"",
+        ),
+        (
+            r#"{ point = "mode", equals = 1 }"#,
+            "unavailable_when[0].equals",
+            "1 is not a value of point \"mode\"",
+        ),
+        (
+            r#"{ point = "mode", at_least = 1 }"#,
+            "unavailable_when[0].at_least",
+            "point \"mode\" is a state with named values (auto, inspection, out_of_service): a numeric comparison does not apply",
+        ),
+        (
+            r#"{ point = "fault", above = 0 }"#,
+            "unavailable_when[0].above",
+            "point \"fault\" is an alarm of true or false: a numeric comparison does not apply",
+        ),
+        (
+            r#"{ point = "fault", equals = "open" }"#,
+            "unavailable_when[0].equals",
+            "expected true or false, found \"open\"",
+        ),
+        (
+            r#"{ point = "level", equals = "high" }"#,
+            "unavailable_when[0].equals",
+            "expected a number, found \"high\"",
+        ),
+        (
+            r#"{ point = "level" }"#,
+            "unavailable_when[0]",
+            "expected one test of the point",
+        ),
+        (
+            r#"{ point = "level", above = 1, equals = 3 }"#,
+            "unavailable_when[0].above",
+            "one test per condition, found equals and above",
+        ),
+    ] {
+        let (path, msg) = first_error(unavailable(condition));
+        assert_eq!(path, at, "{condition}: {msg}");
+        assert!(msg.contains(why), "{condition}: {msg}");
+    }
+    // The second entry is located as such, after a valid first.
+    let (path, _) = first_error(unavailable(
+        r#"{ point = "fault", equals = true }, { point = "nope", equals = true }"#,
+    ));
+    assert_eq!(path, "unavailable_when[1].point");
+}
+
+/// The built-in definitions, in plain words (the README's table says the same).
+#[test]
+fn builtin_profiles_declare_when_they_are_unavailable() {
+    let words = |name: &str| -> Vec<String> {
+        let (p, _) = builtin::load(name).unwrap().unwrap().build().unwrap();
+        p.unavailable_when
+            .iter()
+            .map(|c| c.describe(&p.points))
+            .collect()
+    };
+    let lift = [
+        "service_mode is not auto",
+        "fault_level at least 3",
+        "safety_circuit_open",
+        "trapped_alarm",
+    ];
+    assert_eq!(words("elevator"), lift);
+    assert_eq!(words("lift_monitor_mqtt"), lift);
+    assert_eq!(words("pump"), ["fault"]);
+    assert_eq!(
+        words("fire_panel"),
+        [
+            "trouble",
+            "disabled_count above 0",
+            "zone_1 is disabled",
+            "zone_2 is disabled",
+            "zone_3 is disabled",
+            "zone_4 is disabled"
+        ]
+    );
+    let door = [
+        "lock_fault",
+        "door_sensor_fault",
+        "door_state is locked_no_sensor or unlocked_no_sensor",
+    ];
+    assert_eq!(words("access_door"), door);
+    assert_eq!(words("access_door_mqtt"), door);
+    assert_eq!(
+        words("generator"),
+        [
+            "shutdown_alarm",
+            "electrical_trip_alarm",
+            "control_mode is not auto"
+        ]
+    );
+    assert_eq!(words("ats"), ["mode is not auto"]);
+    assert!(words("power_meter").is_empty());
+    // The MQTT lift monitor's "normal" mode is the profile's "auto": available.
+    let (m, _) = builtin::load("lift_monitor_mqtt")
+        .unwrap()
+        .unwrap()
+        .build()
+        .unwrap();
+    assert_eq!(
+        m.text_maps[m.point("service_mode").unwrap().0]["normal"],
+        "auto"
+    );
+}

@@ -163,6 +163,16 @@ impl ProfileConfig {
             });
         }
         let limits = self.limits(&points, &mut issues);
+        let mut unavailable_errors = Vec::new();
+        let unavailable_when = super::unavailable::validate(
+            &self.unavailable_when,
+            &points,
+            &text_maps,
+            &mut unavailable_errors,
+        );
+        for (path, message) in unavailable_errors {
+            err(&mut issues, path, message);
+        }
         if issues.iter().any(|i| !i.warning) {
             return Err(issues);
         }
@@ -179,6 +189,7 @@ impl ProfileConfig {
             timestamp: self.timestamp.clone(),
             text_maps,
             limits,
+            unavailable_when,
         };
         Ok((profile, issues))
     }
