@@ -1,6 +1,7 @@
 //! Command-line entry points (`main.rs` only parses and dispatches).
 
 pub mod dead_letters;
+pub mod report;
 pub mod work_orders;
 
 use std::fmt::Write as _;

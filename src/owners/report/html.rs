@@ -56,6 +56,14 @@ fn sup(n: usize) -> String {
     format!("<sup><a href=\"#fn{n}\">{n}</a></sup>")
 }
 
+/// A text that may be missing (a name, a floor): marked when present, a dash when not.
+fn text_or_dash(pointer: &str, v: &Option<String>) -> String {
+    match v {
+        Some(_) => fig(pointer, v),
+        None => "&ndash;".into(),
+    }
+}
+
 /// Renders the page.
 pub fn render(r: &EngineeringReport) -> String {
     let mut h = String::with_capacity(64 * 1024);
@@ -91,10 +99,13 @@ fn header(h: &mut String, r: &EngineeringReport, scope: &str) {
     let _ = write!(
         h,
         "<header><h1>Engineering report</h1>\
-         <p class=\"meta\">Site {} &middot; gateway {} &middot; {}</p><dl class=\"period\">\
+         <p class=\"meta\">{}gateway {} &middot; {}</p><dl class=\"period\">\
          <dt>Period{}</dt><dd>{} to {} ({}, {} s)</dd>\
          <dt>Figures as of</dt><dd>{}{}</dd><dt>Generated</dt><dd>{}</dd></dl></header>",
-        fig("/gateway/site", &r.gateway.site),
+        match &r.gateway.site {
+            Some(_) => format!("Site {} &middot; ", fig("/gateway/site", &r.gateway.site)),
+            None => String::new(),
+        },
         fig("/gateway/id", &r.gateway.id),
         esc(scope),
         sup(1),
@@ -201,7 +212,7 @@ fn group_table(h: &mut String, title: &str, base: &str, rows: &[&GroupFigures], 
         "Offline (h)",
         "Not monitored (h)",
         "Faults opened",
-        "Faults resolved",
+        "Faults resolved in the period",
         "Maintenance due",
         "Done on time",
         "Maintenance on time",
@@ -229,7 +240,11 @@ fn group_table(h: &mut String, title: &str, base: &str, rows: &[&GroupFigures], 
                 ("floor", &g.floor),
                 ("device_type", &g.device_type),
             ] {
-                let _ = write!(h, "<td class=\"text\">{}</td>", fig(&format!("{p}/{f}"), v));
+                let _ = write!(
+                    h,
+                    "<td class=\"text\">{}</td>",
+                    text_or_dash(&format!("{p}/{f}"), v)
+                );
             }
         } else {
             let _ = write!(h, "<td>{}</td>", fig(&format!("{p}/assets"), &g.assets));
@@ -257,7 +272,7 @@ fn availability(h: &mut String, r: &EngineeringReport) {
     let a = &r.availability;
     let _ = write!(
         h,
-        "<section><h2>Equipment availability{}{}</h2>",
+        "<section><h2>Equipment availability{}<sup>,</sup>{}</h2>",
         sup(2),
         sup(3)
     );
@@ -288,39 +303,36 @@ fn availability(h: &mut String, r: &EngineeringReport) {
     h.push_str("</section>");
 }
 
-fn priority_row(h: &mut String, base: &str, p: &PriorityFigures) {
-    let mut cells = vec![
-        fig(&format!("{base}/priority"), &p.priority),
-        fig(&format!("{base}/target_min"), &p.target_min),
-    ];
-    for f in [
-        "opened",
-        "acknowledged",
-        "resolved",
-        "cancelled",
-        "unresolved",
-        "closed_in_period",
-    ] {
-        let v = match f {
-            "opened" => p.opened,
-            "acknowledged" => p.acknowledged,
-            "resolved" => p.resolved,
-            "cancelled" => p.cancelled,
-            "unresolved" => p.unresolved,
-            _ => p.closed_in_period,
-        };
-        cells.push(fig(&format!("{base}/{f}"), &v));
-    }
-    for (k, t) in [("response", &p.response), ("repair", &p.repair)] {
-        cells.push(fig(&format!("{base}/{k}/median_min"), &t.median_min));
-        cells.push(fig(&format!("{base}/{k}/p90_min"), &t.p90_min));
-        cells.push(format!(
-            "{} / {} / {}",
-            fig(&format!("{base}/{k}/on_time"), &t.on_time),
-            fig(&format!("{base}/{k}/late"), &t.late),
-            fig(&format!("{base}/{k}/pending"), &t.pending)
-        ));
-        cells.push(pct_text(&format!("{base}/{k}/on_time_pct"), &t.on_time_pct));
+/// One priority's counts (`times: false`) or its response and repair times (`times: true`).
+fn priority_row(h: &mut String, base: &str, p: &PriorityFigures, times: bool) {
+    let mut cells = vec![fig(&format!("{base}/priority"), &p.priority)];
+    if !times {
+        cells.push(match p.target_min {
+            Some(_) => fig(&format!("{base}/target_min"), &p.target_min),
+            None => "&ndash;".into(),
+        });
+        for (f, v) in [
+            ("opened", p.opened),
+            ("acknowledged", p.acknowledged),
+            ("resolved", p.resolved),
+            ("cancelled", p.cancelled),
+            ("unresolved", p.unresolved),
+            ("closed_in_period", p.closed_in_period),
+        ] {
+            cells.push(fig(&format!("{base}/{f}"), &v));
+        }
+    } else {
+        for (k, t) in [("response", &p.response), ("repair", &p.repair)] {
+            cells.push(fig(&format!("{base}/{k}/median_min"), &t.median_min));
+            cells.push(fig(&format!("{base}/{k}/p90_min"), &t.p90_min));
+            cells.push(format!(
+                "{} / {} / {}",
+                fig(&format!("{base}/{k}/on_time"), &t.on_time),
+                fig(&format!("{base}/{k}/late"), &t.late),
+                fig(&format!("{base}/{k}/pending"), &t.pending)
+            ));
+            cells.push(pct_text(&format!("{base}/{k}/on_time_pct"), &t.on_time_pct));
+        }
     }
     h.push_str("<tr>");
     for (i, c) in cells.iter().enumerate() {
@@ -336,21 +348,30 @@ fn corrective(h: &mut String, r: &EngineeringReport) {
         h,
         "<section><h2>Faults: corrective work orders{}</h2>{}\
          <table><thead><tr><th class=\"text\">Priority</th><th>Promised response (min)</th>\
-         <th>Opened</th><th>Acknowledged</th><th>Resolved</th><th>Cancelled</th><th>Still open</th>\
-         <th>Resolved in the period</th>\
-         <th>Response median (min){}</th><th>Response 90th percentile (min)</th>\
-         <th>Response on time / late / pending</th><th>Response on time</th>\
-         <th>Repair median (min){}</th><th>Repair 90th percentile (min)</th>\
-         <th>Repair on time / late / pending</th><th>Repair on time</th></tr></thead><tbody>",
+         <th>Opened</th><th>Acknowledged</th><th>Resolved</th><th>Cancelled</th>\
+         <th>Still open</th><th>Resolved in the period (any opening date)</th></tr></thead><tbody>",
         sup(4),
         priority_chart(&c.by_priority),
+    );
+    for (i, p) in c.by_priority.iter().enumerate() {
+        priority_row(h, &format!("/corrective/by_priority/{i}"), p, false);
+    }
+    priority_row(h, "/corrective/total", &c.total, false);
+    let _ = write!(
+        h,
+        "</tbody></table><h3>Response and repair times (minutes)</h3>\
+         <table><thead><tr><th class=\"text\">Priority</th>\
+         <th>Response median{}</th><th>Response 90th percentile</th>\
+         <th>Answered on time / late / pending</th><th>Answered on time</th>\
+         <th>Repair median{}</th><th>Repair 90th percentile</th>\
+         <th>Repaired on time / late / pending</th><th>Repaired on time</th></tr></thead><tbody>",
         sup(5),
         sup(6)
     );
     for (i, p) in c.by_priority.iter().enumerate() {
-        priority_row(h, &format!("/corrective/by_priority/{i}"), p);
+        priority_row(h, &format!("/corrective/by_priority/{i}"), p, true);
     }
-    priority_row(h, "/corrective/total", &c.total);
+    priority_row(h, "/corrective/total", &c.total, true);
     h.push_str("</tbody></table></section>");
 }
 
@@ -407,8 +428,8 @@ fn lists(h: &mut String, r: &EngineeringReport) {
                 "<tr><td class=\"text\">{}</td><td class=\"text\">{}</td><td class=\"text\">{}</td>\
                  <td class=\"text\">{}</td><td>{}</td><td>{}</td></tr>",
                 fig(&format!("{b}/asset"), &f.asset),
-                fig(&format!("{b}/name"), &f.name),
-                fig(&format!("{b}/building"), &f.building),
+                text_or_dash(&format!("{b}/name"), &f.name),
+                text_or_dash(&format!("{b}/building"), &f.building),
                 fig(&format!("{b}/device_type"), &f.device_type),
                 fig(&format!("{b}/work_orders"), &f.work_orders),
                 fig(&format!("{b}/occurrences"), &f.occurrences),

@@ -125,3 +125,32 @@ pub fn build(mut inputs: ReportInputs) -> EngineeringReport {
         energy: avail::energy(&inputs, as_of),
     }
 }
+
+/// The forms a report is rendered in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    Html,
+    Csv,
+    Json,
+}
+
+impl Format {
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::Html => "text/html; charset=utf-8",
+            Format::Csv => "text/csv; charset=utf-8",
+            Format::Json => "application/json",
+        }
+    }
+}
+
+/// The report in the given form.
+pub fn render(report: &EngineeringReport, format: Format) -> String {
+    match format {
+        Format::Html => html::render(report),
+        Format::Csv => csv::render(report),
+        // Plain data (strings, numbers, options): it always serializes.
+        Format::Json => serde_json::to_string_pretty(report).unwrap_or_default() + "\n",
+    }
+}
