@@ -892,7 +892,8 @@ fn the_html_report_renders_in_chromium_and_every_figure_equals_the_json() {
     if std::env::var_os("UPDATE_SAMPLES").is_some() {
         std::fs::create_dir_all(&docs).unwrap();
         std::fs::write(&sample, &html).unwrap();
-        std::fs::copy(&png, docs.join("sample-report.png")).unwrap();
+        // The whole page, for the README.
+        support::browser::render(&sample, &docs.join("sample-report.png"), 1100, 3300);
     }
     let kept = std::fs::read_to_string(&sample).unwrap_or_default();
     assert!(
