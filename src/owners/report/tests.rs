@@ -6,7 +6,9 @@ use chrono::{DateTime, Duration, TimeZone, Utc};
 use super::avail::clip;
 use super::orders::nearest_rank;
 use super::*;
+use crate::rules::types::{Priority, WorkOrderKind};
 use crate::workorder::availability::AvailState;
+use crate::workorder::types::{ConditionState, Status};
 
 fn t(s: &str) -> DateTime<Utc> {
     DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
@@ -117,4 +119,98 @@ fn a_period_not_yet_ended_is_taken_as_of_now() {
     assert_eq!(r.period.as_of, "2026-11-01T06:00:00+00:00");
     assert_eq!(r.availability.assets[0].not_monitored_h, 6.0);
     assert!(r.energy.is_none(), "no power meter, no energy section");
+}
+
+fn corrective(priority: Priority, opened: DateTime<Utc>) -> WorkOrder {
+    let due = opened + Duration::from_std(ResponseTimes::default().for_priority(priority)).unwrap();
+    WorkOrder {
+        id: 1,
+        key: "k".into(),
+        asset: "EL-1".into(),
+        site: None,
+        building: Some("A".into()),
+        floor: None,
+        device_type: "elevator".into(),
+        rule: "r".into(),
+        kind: WorkOrderKind::Corrective,
+        priority,
+        title: "t".into(),
+        description: None,
+        status: Status::Open,
+        condition: ConditionState::Active,
+        opened_at: opened,
+        acknowledged_at: None,
+        condition_cleared_at: None,
+        resolved_at: None,
+        closed_at: None,
+        due_at: due,
+        occurrences: 1,
+        last_triggered_at: opened,
+        flapping: false,
+        evidence: Default::default(),
+        acknowledged_by: None,
+        resolved_by: None,
+        closed_by: None,
+        note: None,
+    }
+}
+
+#[test]
+fn unanswered_work_orders_count_by_when_they_went() {
+    let mut i = inputs();
+    let opened = i.from + Duration::hours(1);
+    let minutes = |m| opened + Duration::minutes(m);
+    // Urgent (30 min): cleared by itself after 10 min (no answer needed), cleared by itself
+    // after 40 min (nobody answered in time: late), cancelled after 5 min without an answer
+    // (not counted), acknowledged after the as-of time (unanswered then: late).
+    let mut self_cleared = corrective(Priority::Urgent, opened);
+    self_cleared.condition_cleared_at = Some(minutes(10));
+    self_cleared.resolved_at = Some(minutes(10));
+    let mut cleared_late = corrective(Priority::Urgent, opened);
+    cleared_late.condition_cleared_at = Some(minutes(40));
+    cleared_late.resolved_at = Some(minutes(40));
+    let mut cancelled = corrective(Priority::Urgent, opened);
+    cancelled.closed_at = Some(minutes(5));
+    let mut answered_later = corrective(Priority::Urgent, opened);
+    answered_later.acknowledged_at = Some(i.to + Duration::hours(1));
+    // The gateway's own resolution (a calendar job seen done) is not a response either.
+    let mut done_by_gateway = corrective(Priority::Urgent, opened);
+    done_by_gateway.resolved_at = Some(minutes(20));
+    done_by_gateway.resolved_by = Some("facilityd".into());
+    i.work_orders = vec![
+        self_cleared,
+        cleared_late,
+        cancelled,
+        answered_later,
+        done_by_gateway,
+    ];
+    let r = build(i);
+    let u = &r.corrective.by_priority[0];
+    assert_eq!(
+        (u.opened, u.resolved, u.cancelled, u.unresolved),
+        (5, 3, 1, 1)
+    );
+    assert_eq!(
+        (
+            u.response.measured,
+            u.response.on_time,
+            u.response.late,
+            u.response.pending
+        ),
+        (0, 0, 2, 0)
+    );
+    assert_eq!(u.response.on_time_pct, Some(0.0));
+    // Repairs: 10 and 20 min on time, 40 min late, the unanswered one late, the cancelled one
+    // not counted.
+    assert_eq!(
+        (
+            u.repair.measured,
+            u.repair.on_time,
+            u.repair.late,
+            u.repair.median_min
+        ),
+        (3, 2, 2, Some(20.0))
+    );
+    assert_eq!(r.oldest_unresolved.len(), 1);
+    assert_eq!(r.oldest_unresolved[0].age_h, 23.0);
 }
