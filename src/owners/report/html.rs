@@ -213,8 +213,6 @@ fn group_table(h: &mut String, title: &str, base: &str, rows: &[&GroupFigures], 
         "Not monitored (h)",
         "Faults opened",
         "Faults resolved in the period",
-        "Maintenance due",
-        "Done on time",
         "Maintenance on time",
     ]);
     for c in cols {
@@ -256,8 +254,6 @@ fn group_table(h: &mut String, title: &str, base: &str, rows: &[&GroupFigures], 
             fig(&format!("{p}/not_monitored_h"), &g.not_monitored_h),
             fig(&format!("{p}/corrective_opened"), &g.corrective_opened),
             fig(&format!("{p}/corrective_closed"), &g.corrective_closed),
-            fig(&format!("{p}/preventive_due"), &g.preventive_due),
-            fig(&format!("{p}/preventive_on_time"), &g.preventive_on_time),
             pct_text(&format!("{p}/pm_compliance_pct"), &g.pm_compliance_pct),
         ];
         for c in cells {

@@ -235,7 +235,8 @@ dl.period dd { margin: 0; }
 .card .big { font-size: 24px; font-weight: bold; }
 .card .label { color: #444; font-size: 12px; }
 table { border-collapse: collapse; width: 100%; margin: 6px 0 12px; font-size: 12px; }
-th, td { border: 1px solid #ccc; padding: 3px 6px; text-align: right; vertical-align: top; }
+th, td { border: 1px solid #ccc; padding: 3px 5px; text-align: right; vertical-align: top; }
+th { overflow-wrap: anywhere; }
 th { background: #eef2f7; }
 td.text, th.text { text-align: left; }
 svg.chart { max-width: 100%; height: auto; }
@@ -247,6 +248,7 @@ sup { font-size: 10px; }
 @page { size: A4; margin: 14mm; }
 @media print {
   body { margin: 0; max-width: none; font-size: 11px; }
+  table { font-size: 10px; }
   h2 { break-after: avoid; }
   section, table, svg { break-inside: avoid; }
   .cards { grid-template-columns: repeat(3, 1fr); }
