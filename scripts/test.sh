@@ -11,7 +11,9 @@
 #     tests/dashboards.rs; started by the test, never the packaged service), mosquitto (the
 #     MQTT broker in tests), socat (serial-port pairs), libssl-dev and pkg-config
 #     (native-tls), systemd (`systemd-analyze security --offline=yes` scores
-#     systemd/facilityd.service in tests/systemd.rs); `apt-get update` once, then
+#     systemd/facilityd.service in tests/systemd.rs), chromium (renders the owners' report
+#     and the handover record headless, tests/support/browser.rs) with fonts-wqy-zenhei (the
+#     pages' Chinese terms, such as 承接查验, in the screenshots); `apt-get update` once, then
 #     `apt-get install`, as root (or sudo);
 #   - a Python venv at target/test-venv with pymodbus (the independent Modbus
 #     server, tests/fixtures/pymodbus_server.py) and pyserial (its serial RTU
@@ -25,7 +27,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 PYMODBUS_VERSION=3.8.6
 PYSERIAL_VERSION=3.5
 VENV=target/test-venv
-APT_PACKAGES=(victoria-metrics influxdb mosquitto socat libssl-dev pkg-config systemd util-linux prometheus chromium)
+APT_PACKAGES=(victoria-metrics influxdb mosquitto socat libssl-dev pkg-config systemd util-linux prometheus chromium fonts-wqy-zenhei)
 
 say() { printf '==> test.sh: %s\n' "$*" >&2; }
 

@@ -52,6 +52,8 @@ enum Command {
     /// List, show, acknowledge, resolve or close work orders of the running daemon.
     #[command(name = "work-orders")]
     WorkOrders(facilityd::cli::work_orders::WorkOrdersArgs),
+    /// Record, list, show or diff a building's handover baseline (承接查验) on the running daemon.
+    Handover(facilityd::cli::handover::HandoverArgs),
     /// List the telemetry dead-letter files, or re-send their lines to the database.
     #[command(name = "dead-letters")]
     DeadLetters(facilityd::cli::dead_letters::DeadLettersArgs),
@@ -143,6 +145,10 @@ fn main() -> ExitCode {
         Command::WorkOrders(a) => {
             cli::init_logging("warn");
             block_on(facilityd::cli::work_orders::run(a))
+        }
+        Command::Handover(a) => {
+            cli::init_logging("warn");
+            block_on(facilityd::cli::handover::run(a))
         }
         Command::DeadLetters(a) => {
             cli::init_logging("warn");

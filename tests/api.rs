@@ -238,6 +238,22 @@ async fn no_token_means_403_and_a_public_address_needs_one() {
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 403);
+    // A handover record too: 403, and nothing recorded.
+    let r = reqwest011::Client::new()
+        .post(format!("{api}/api/v1/handovers"))
+        .bearer_auth("anything")
+        .json(&serde_json::json!({"building": "A", "by": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 403);
+    let list: serde_json::Value = reqwest011::get(format!("{api}/api/v1/handovers"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list, serde_json::json!([]));
     stop.cancel();
     task.await.unwrap().unwrap();
 

@@ -97,6 +97,7 @@ pub struct ApiState {
     pub work_orders: Option<workorders::WorkOrderApi>,
 }
 
+pub mod handovers;
 pub mod workorders;
 
 /// The API would listen beyond loopback without a token.
@@ -154,6 +155,7 @@ pub fn router(state: ApiState) -> axum::Router {
         .route("/api/v1/assets/{id}/history", get(history));
     r = workorders::routes(r);
     r = report::routes(r);
+    r = handovers::routes(r);
     r.fallback(|| async { ApiError::not_found("no such route") })
         .with_state(state)
 }

@@ -1,6 +1,8 @@
 //! Command-line entry points (`main.rs` only parses and dispatches).
 
+pub mod client;
 pub mod dead_letters;
+pub mod handover;
 pub mod report;
 pub mod work_orders;
 

@@ -3,10 +3,10 @@
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
-use std::time::Duration;
 
-use anyhow::{Context as _, anyhow, bail};
 use serde_json::{Value, json};
+
+use super::client::{self, call};
 
 /// Arguments of `facilityd work-orders`.
 #[derive(Debug, Clone, clap::Args)]
@@ -66,81 +66,6 @@ pub enum WorkOrdersCommand {
         #[arg(long)]
         note: Option<String>,
     },
-}
-
-struct Target {
-    base: String,
-    token: Option<String>,
-}
-
-fn target(a: &WorkOrdersArgs) -> anyhow::Result<Target> {
-    let path = crate::cli::config_path(a.config.clone());
-    let settings = match crate::settings::load(&path) {
-        Ok(s) => Some(s),
-        Err(e) if a.url.is_none() => {
-            return Err(anyhow!(
-                "{e}\n(give --url to reach the daemon without a valid config)"
-            ));
-        }
-        Err(_) => None,
-    };
-    let base = match (&a.url, &settings) {
-        (Some(u), _) => u.trim_end_matches('/').to_string(),
-        (None, Some(s)) => format!("http://{}", s.http_listen),
-        (None, None) => bail!("no --url and no config"),
-    };
-    let token_file = a
-        .token_file
-        .clone()
-        .or_else(|| settings.as_ref().and_then(|s| s.api_token_file.clone()));
-    let token = match token_file {
-        Some(f) => Some(
-            std::fs::read_to_string(&f)
-                .with_context(|| format!("cannot read the token file {}", f.display()))?
-                .trim()
-                .to_string(),
-        ),
-        None => None,
-    };
-    Ok(Target { base, token })
-}
-
-async fn call(
-    t: &Target,
-    method: reqwest011::Method,
-    path: &str,
-    body: Option<Value>,
-) -> anyhow::Result<Value> {
-    let client = reqwest011::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()?;
-    let mut req = client.request(method, format!("{}{path}", t.base));
-    if let Some(tok) = &t.token {
-        req = req.bearer_auth(tok);
-    }
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    let resp = req
-        .send()
-        .await
-        .with_context(|| format!("cannot reach the daemon at {}", t.base))?;
-    let status = resp.status();
-    let text = resp.text().await.unwrap_or_default();
-    let value: Value = serde_json::from_str(&text).unwrap_or(Value::String(text.clone()));
-    if !status.is_success() {
-        let msg = value
-            .get("error")
-            .and_then(Value::as_str)
-            .map(str::to_string)
-            .unwrap_or(text);
-        bail!(
-            "{} {}: {msg}",
-            status.as_u16(),
-            status.canonical_reason().unwrap_or("")
-        );
-    }
-    Ok(value)
 }
 
 fn s(v: &Value, k: &str) -> String {
@@ -254,7 +179,7 @@ pub fn detail(w: &Value) -> String {
 }
 
 pub async fn run(a: WorkOrdersArgs) -> anyhow::Result<()> {
-    let t = target(&a)?;
+    let t = client::target(a.config.clone(), a.url.as_deref(), a.token_file.clone())?;
     use reqwest011::Method;
     let (value, render): (Value, fn(&Value) -> String) = match &a.command {
         WorkOrdersCommand::List {

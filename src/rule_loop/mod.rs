@@ -287,6 +287,7 @@ impl RuleLoop {
             }
             Err(e) => error!(error = %e, "cannot load the rule state; rules start afresh"),
         }
+        self.load_handover_baselines().await;
         self.rearm_meters().await;
         self.sync_occurrences().await;
         let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -372,6 +373,7 @@ impl RuleLoop {
         let engine = std::mem::replace(&mut self.engine, RuleEngine::new(Vec::new(), Vec::new()));
         let (engine, rebuilt) = engine.rebuild(r.rules, r.assets, chrono::Utc::now());
         self.engine = engine;
+        self.load_handover_baselines().await;
         self.asset_of_slot = Some(r.asset_of_slot);
         let carried = rebuilt.carried;
         let live: HashSet<(String, String)> = self.engine.instance_keys().into_iter().collect();
@@ -506,6 +508,23 @@ impl RuleLoop {
                         }
                     }
                 }
+            }
+        }
+    }
+
+    /// Hands the handover records' counters to the engine (meter rules with `baseline =
+    /// "handover"`), at start and on reload; a record made in between counts from the next
+    /// reload or restart, and never moves a baseline already taken.
+    async fn load_handover_baselines(&mut self) {
+        match self.store.call(|s| s.handover_counters()).await {
+            Ok(c) => {
+                if !c.unverified.is_empty() {
+                    warn!(records = ?c.unverified, "handover records whose SHA-256 does not verify: their counters are not used as meter baselines");
+                }
+                self.engine.set_handover_baselines(c.values);
+            }
+            Err(e) => {
+                warn!(error = %e, "cannot read the handover records: meter rules with baseline = \"handover\" count from their first reading")
             }
         }
     }

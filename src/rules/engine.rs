@@ -220,9 +220,19 @@ pub struct RuleEngine {
     pool: EpisodePool,
     /// Rule-form `unless`: who holds whom.
     holds: holds::Holds,
+    /// `baseline = "handover"`: (asset, counter point) -> its value in the newest handover
+    /// record holding it (see [`Self::set_handover_baselines`]).
+    handover_baselines: HashMap<(String, String), f64>,
 }
 
 impl RuleEngine {
+    /// The counters of the handover records, for meter rules with `baseline = "handover"`:
+    /// (asset, counter point) -> its value in the newest record that holds it. Used at a meter's
+    /// first reading on an asset only; a baseline already taken does not move.
+    pub fn set_handover_baselines(&mut self, baselines: HashMap<(String, String), f64>) {
+        self.handover_baselines = baselines;
+    }
+
     /// (asset id, rule id) of every instance.
     pub fn instance_keys(&self) -> Vec<(String, String)> {
         (0..self.instances.len()).map(|i| self.key(i)).collect()
@@ -400,7 +410,15 @@ impl RuleEngine {
                 let Some(r) = value.as_f64() else {
                     return;
                 };
-                let step = st.sample(spec, r, t);
+                let handover = if spec.baseline_from_handover && st.last.is_none() {
+                    let asset = self.assets[inst.asset as usize].id.to_string();
+                    self.handover_baselines
+                        .get(&(asset, spec.point.to_string()))
+                        .copied()
+                } else {
+                    None
+                };
+                let step = st.sample_with(spec, r, t, handover);
                 let mut dirty = match step {
                     Step::Counted | Step::Stale => false,
                     Step::First => true,

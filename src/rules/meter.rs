@@ -37,6 +37,11 @@ pub struct MeterSpec {
     pub lead: f64,
     /// The reading of the last service before the gateway knew the asset.
     pub baseline: Option<f64>,
+    /// `baseline = "handover"`: the first baseline of each asset is its counter in the newest
+    /// handover record holding it (the rule loop hands those to the engine). An asset no record
+    /// holds yet counts from its first reading, as without a baseline, and its evidence says
+    /// so; a record made later does not move a baseline already taken.
+    pub baseline_from_handover: bool,
     /// The fastest the counter can plausibly grow, in units per hour.
     pub max_rate: Option<f64>,
 }
@@ -51,6 +56,9 @@ impl MeterSpec {
         );
         if let Some(b) = self.baseline {
             s.push_str(&format!(", baseline {}", fmt_num(b)));
+        }
+        if self.baseline_from_handover {
+            s.push_str(", baseline from the handover record");
         }
         s
     }
@@ -92,24 +100,84 @@ pub struct MeterState {
     pub fired: bool,
     /// A work order of the rule was closed: the configured `baseline` no longer applies.
     pub rebased: bool,
+    /// Where `baseline` came from (evidence; absent in state saved before it was kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline_from: Option<BaselineFrom>,
+}
+
+/// Where a meter's baseline came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BaselineFrom {
+    /// The rule's `baseline = N`.
+    Configured,
+    /// `baseline = "handover"`: the asset's counter in a handover record.
+    Handover,
+    /// The first reading the rule saw.
+    FirstReading,
+    /// `baseline = "handover"`, but no handover record held the asset's counter when the rule
+    /// first saw it (or the record's value was above that reading): the first reading.
+    NoHandoverRecord,
+    /// The reading when a work order of the rule was closed.
+    Closed,
+}
+
+impl BaselineFrom {
+    /// The evidence's words for it.
+    pub fn describe(self) -> &'static str {
+        match self {
+            BaselineFrom::Configured => "the rule's configured baseline",
+            BaselineFrom::Handover => "the handover record",
+            BaselineFrom::FirstReading => "the first reading seen",
+            BaselineFrom::NoHandoverRecord => {
+                "the first reading seen: no handover record held this counter yet (or its value was above the reading)"
+            }
+            BaselineFrom::Closed => "the reading when the last work order of the rule was closed",
+        }
+    }
 }
 
 impl MeterState {
     /// Takes a reading.
     pub fn sample(&mut self, spec: &MeterSpec, reading: f64, t: i64) -> Step {
+        self.sample_with(spec, reading, t, None)
+    }
+
+    /// Takes a reading; `handover` is the asset's counter in the newest handover record that
+    /// holds it (used by `baseline = "handover"` at the first reading only).
+    pub fn sample_with(
+        &mut self,
+        spec: &MeterSpec,
+        reading: f64,
+        t: i64,
+        handover: Option<f64>,
+    ) -> Step {
         if !reading.is_finite() {
             return Step::Stale;
         }
         let Some((prev, prev_t)) = self.last else {
             self.last = Some((reading, t));
-            match spec.baseline {
+            let (given, from) = if spec.baseline_from_handover {
+                (handover, BaselineFrom::Handover)
+            } else {
+                (spec.baseline, BaselineFrom::Configured)
+            };
+            match given {
                 Some(b) if !self.rebased && reading >= b => {
                     self.usage = reading - b;
                     self.baseline = Some(b);
+                    self.baseline_from = Some(from);
                 }
                 _ => {
                     self.usage = 0.0;
                     self.baseline = Some(reading);
+                    self.baseline_from = Some(if self.rebased {
+                        BaselineFrom::Closed
+                    } else if spec.baseline_from_handover {
+                        BaselineFrom::NoHandoverRecord
+                    } else {
+                        BaselineFrom::FirstReading
+                    });
                 }
             }
             return Step::First;
@@ -164,6 +232,7 @@ impl MeterState {
         self.rebased = true;
         self.usage = 0.0;
         self.baseline = self.last.map(|(r, _)| r);
+        self.baseline_from = Some(BaselineFrom::Closed);
     }
 }
 
@@ -180,6 +249,7 @@ mod tests {
             every,
             lead,
             baseline: None,
+            baseline_from_handover: false,
             max_rate: None,
         }
     }
@@ -206,6 +276,41 @@ mod tests {
         let mut m = MeterState::default();
         m.sample(&s, 1_260_000.0, 0);
         assert!(m.due(&s), "configured baseline: overdue at once");
+    }
+
+    #[test]
+    fn handover_baseline_at_the_first_reading_only() {
+        let s = MeterSpec {
+            baseline_from_handover: true,
+            ..spec(100_000.0, 5_000.0)
+        };
+        let mut m = MeterState::default();
+        m.sample_with(&s, 1_260_000.0, 0, Some(1_150_000.0));
+        assert!(m.due(&s), "counted from the handover record's reading");
+        assert_eq!(m.baseline_from, Some(BaselineFrom::Handover));
+        m.sample_with(&s, 1_260_001.0, S, Some(0.0));
+        assert_eq!(m.usage, 110_001.0, "a later record does not move it");
+
+        let mut m = MeterState::default();
+        m.sample_with(&s, 1_260_000.0, 0, None);
+        assert_eq!(
+            (m.usage, m.baseline_from),
+            (0.0, Some(BaselineFrom::NoHandoverRecord))
+        );
+        // A record above the reading (another counter, a replaced device) is not trusted.
+        let mut m = MeterState::default();
+        m.sample_with(&s, 1_000.0, 0, Some(2_000.0));
+        assert_eq!(
+            (m.usage, m.baseline_from),
+            (0.0, Some(BaselineFrom::NoHandoverRecord))
+        );
+        // A plain rule ignores records.
+        let mut m = MeterState::default();
+        m.sample_with(&spec(100.0, 5.0), 1_000.0, 0, Some(900.0));
+        assert_eq!(
+            (m.usage, m.baseline_from),
+            (0.0, Some(BaselineFrom::FirstReading))
+        );
     }
 
     #[test]

@@ -131,6 +131,9 @@ pub struct Evidence {
     /// during the incident, each listed once, in the order they were held.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub affected: Vec<AffectedAsset>,
+    /// Meter rules: where the interval's baseline (`first_value`) came from, in words.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<String>,
 }
 
 /// A qualifying `done_when` run: the condition held continuously for its `for`.

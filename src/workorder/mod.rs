@@ -3,6 +3,7 @@
 pub mod apply;
 pub mod availability;
 pub mod handle;
+pub mod handover;
 pub mod lifecycle;
 pub mod notify;
 pub mod outbox;

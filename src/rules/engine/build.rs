@@ -161,6 +161,7 @@ impl RuleEngine {
             stats: EngineStats::default(),
             pool: EpisodePool::default(),
             holds,
+            handover_baselines: HashMap::new(),
         }
     }
 
@@ -179,6 +180,7 @@ impl RuleEngine {
     ) -> (RuleEngine, Rebuilt) {
         let now_ns = now.timestamp_nanos_opt().unwrap_or(i64::MAX);
         let mut next = RuleEngine::new(rules, assets);
+        next.handover_baselines = std::mem::take(&mut self.handover_baselines);
         // Per new asset: the old one, when unchanged.
         let same_asset: Vec<Option<usize>> = next
             .assets

@@ -281,6 +281,7 @@ impl RuleEngine {
             unit,
             threshold: st.due_reading(spec).map(fmt_num),
             first_value: st.baseline.map(EvidenceValue::Number),
+            baseline: st.baseline_from.map(|b| b.describe().to_string()),
             last_value: Some(EvidenceValue::Number(r)),
             min: None,
             max: None,

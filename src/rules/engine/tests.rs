@@ -2,6 +2,7 @@
 //! [`Run`] of the engine on two pumps and a lift, rules that several tests share) serves the
 //! tests of `build`, `timers` and `persist` too; these are the tests of the hot path.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -460,6 +461,50 @@ fn meter_fires_once_per_interval_and_closing_sets_the_baseline() {
         evidence(&again[0]).value,
         Some(EvidenceValue::Number(1_203_949.0))
     );
+}
+
+#[test]
+fn meter_baseline_from_the_handover_record_is_taken_once() {
+    let toml = METER.replace("lead = 50", "lead = 50\nbaseline = \"handover\"");
+    let key = || ("EL-1".to_string(), "trips_total".to_string());
+    // EL-1 had made 1,199,200 trips at the handover: 800 counted at the first reading, due at
+    // 1,200,200, raised 50 early.
+    let mut r = Run::new(&toml);
+    r.e.set_handover_baselines(HashMap::from([(key(), 1_199_200.0)]));
+    let mut fires = r.offer(2, "trips_total", Value::Int(1_200_000), T0);
+    // A record made later (handed over at a reload) does not move the baseline taken.
+    r.e.set_handover_baselines(HashMap::from([(key(), 1_000_000.0)]));
+    for s in 1..300 {
+        fires.extend(r.offer(2, "trips_total", Value::Int(1_200_000 + s), T0 + s * S));
+    }
+    assert_eq!(kinds(&fires), ["EL-1/trips:fire"]);
+    let ev = evidence(&fires[0]);
+    assert_eq!(ev.value, Some(EvidenceValue::Number(1_200_150.0)));
+    assert_eq!(ev.first_value, Some(EvidenceValue::Number(1_199_200.0)));
+    assert_eq!(ev.baseline.as_deref(), Some("the handover record"));
+
+    // No record holds EL-1's counter: it counts from its first reading, and says so.
+    let mut r = Run::new(&toml);
+    let mut fires = Vec::new();
+    for s in 0..1000 {
+        fires.extend(r.offer(2, "trips_total", Value::Int(1_200_000 + s), T0 + s * S));
+    }
+    assert_eq!(kinds(&fires), ["EL-1/trips:fire"]);
+    let ev = evidence(&fires[0]);
+    assert_eq!(ev.value, Some(EvidenceValue::Number(1_200_950.0)));
+    assert_eq!(ev.first_value, Some(EvidenceValue::Number(1_200_000.0)));
+    assert_eq!(
+        ev.baseline.as_deref(),
+        Some(
+            "the first reading seen: no handover record held this counter yet (or its value was above the reading)"
+        )
+    );
+
+    // A rule without `baseline = "handover"` ignores the records.
+    let mut r = Run::new(METER);
+    r.e.set_handover_baselines(HashMap::from([(key(), 1_199_200.0)]));
+    let fires = r.offer(2, "trips_total", Value::Int(1_200_000), T0);
+    assert!(fires.is_empty());
 }
 
 #[test]

@@ -22,12 +22,20 @@ pub(in crate::rules) struct MeterConfig {
     #[serde(default)]
     lead: Option<Lead>,
     /// The reading at the last service, until a work order of the rule is closed (default: the
-    /// first reading seen).
+    /// first reading seen); `"handover"`: the asset's counter in the newest handover record.
     #[serde(default)]
-    baseline: Option<Number>,
+    baseline: Option<Baseline>,
     /// Units per hour the counter can plausibly grow (lets usage across long gaps count).
     #[serde(default)]
     max_rate: Option<Number>,
+}
+
+/// `baseline = N` or `baseline = "handover"`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Baseline {
+    Reading(Number),
+    Word(String),
 }
 
 /// `lead = "5%"` or a number of units.
@@ -105,15 +113,27 @@ impl TypeConfig for MeterConfig {
                 return None;
             }
         };
-        if let Some(b) = self.baseline
-            && b.0 < 0.0
-        {
-            cx.err(
-                issues,
-                "baseline",
-                format!("expected a counter reading (0 or more), found {}", b.0),
-            );
-        }
+        let (baseline, baseline_from_handover) = match self.baseline {
+            None => (None, false),
+            Some(Baseline::Reading(b)) if b.0 < 0.0 => {
+                cx.err(
+                    issues,
+                    "baseline",
+                    format!("expected a counter reading (0 or more), found {}", b.0),
+                );
+                (None, false)
+            }
+            Some(Baseline::Reading(b)) => (Some(b.0), false),
+            Some(Baseline::Word(w)) if w.trim() == "handover" => (None, true),
+            Some(Baseline::Word(w)) => {
+                cx.err(
+                    issues,
+                    "baseline",
+                    format!("expected a counter reading (0 or more) or \"handover\", found {w:?}"),
+                );
+                (None, false)
+            }
+        };
         if let Some(r) = self.max_rate
             && r.0 <= 0.0
         {
@@ -143,7 +163,8 @@ impl TypeConfig for MeterConfig {
             point: Arc::from(self.point.as_str()),
             every,
             lead,
-            baseline: self.baseline.map(|b| b.0),
+            baseline,
+            baseline_from_handover,
             max_rate: self.max_rate.map(|r| r.0),
         };
         Some((
@@ -164,6 +185,15 @@ mod tests {
             [
                 "rules.toml: rules[0].point: a meter rule needs a counter point: \"discharge_pressure_bar\" of asset P-1 is a gauge point"
             ]
+        );
+        let errs = one(
+            "type = \"meter\"\npoint = \"discharge_pressure_bar\"\nevery = 100\nbaseline = \"later\"\n",
+        );
+        assert!(
+            errs.iter().any(|e| e.ends_with(
+                "rules[0].baseline: expected a counter reading (0 or more) or \"handover\", found \"later\""
+            )),
+            "{errs:?}"
         );
     }
 }
