@@ -57,6 +57,8 @@ enum Command {
     /// List the telemetry dead-letter files, or re-send their lines to the database.
     #[command(name = "dead-letters")]
     DeadLetters(facilityd::cli::dead_letters::DeadLettersArgs),
+    /// The owners' engineering report over a month or any period (HTML, CSV or JSON).
+    Report(facilityd::cli::report::ReportArgs),
 }
 
 #[derive(clap::Args)]
@@ -152,6 +154,13 @@ fn main() -> ExitCode {
             cli::init_logging("warn");
             block_on(facilityd::cli::dead_letters::run(a))
         }
+        Command::Report(a) => match cli::report::run(a) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::from(1)
+            }
+        },
         Command::Probe(a) => {
             cli::init_logging("warn");
             block_on(run_probe(a))

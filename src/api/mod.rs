@@ -6,6 +6,7 @@
 //! configured). Bad requests get 4xx JSON errors `{"error": "...", "status": N}`.
 
 pub mod metrics;
+pub mod report;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -156,6 +157,7 @@ pub fn router(state: ApiState) -> axum::Router {
         .route("/api/v1/assets/{id}/points", get(points))
         .route("/api/v1/assets/{id}/history", get(history));
     r = workorders::routes(r);
+    r = report::routes(r);
     r = handovers::routes(r);
     r.fallback(|| async { ApiError::not_found("no such route") })
         .with_state(state)

@@ -3,6 +3,7 @@
 pub mod client;
 pub mod dead_letters;
 pub mod handover;
+pub mod report;
 pub mod work_orders;
 
 use std::fmt::Write as _;

@@ -7,6 +7,7 @@ pub mod handover;
 pub mod lifecycle;
 pub mod notify;
 pub mod outbox;
+pub mod period;
 pub mod schema;
 pub mod store;
 pub mod types;

@@ -122,7 +122,7 @@ impl std::fmt::Debug for WorkOrderStore {
 }
 
 /// The columns of a work order, in the order [`read_work_order`] expects.
-const WO_COLUMNS: &str = "id, key, asset, site, building, floor, device_type, rule, kind, priority, \
+pub(super) const WO_COLUMNS: &str = "id, key, asset, site, building, floor, device_type, rule, kind, priority, \
      title, description, status, condition, opened_at, acknowledged_at, condition_cleared_at, \
      resolved_at, closed_at, due_at, occurrences, last_triggered_at, flapping, evidence, \
      acknowledged_by, resolved_by, closed_by, note, last_seq";
@@ -144,6 +144,15 @@ impl WorkOrderStore {
             response_times,
             outbox_writes: 0,
         })
+    }
+
+    /// A store over a connection opened elsewhere (read-only, in `period`), as is.
+    pub(super) fn from_connection(conn: Connection, response_times: ResponseTimes) -> Self {
+        WorkOrderStore {
+            conn,
+            response_times,
+            outbox_writes: 0,
+        }
     }
 
     pub fn response_times(&self) -> ResponseTimes {
@@ -542,7 +551,7 @@ fn condition_str(c: ConditionState) -> &'static str {
 }
 
 /// A work order row (columns [`WO_COLUMNS`]) and its `last_seq`.
-fn read_work_order(r: &Row<'_>) -> rusqlite::Result<(WorkOrder, u64)> {
+pub(super) fn read_work_order(r: &Row<'_>) -> rusqlite::Result<(WorkOrder, u64)> {
     let wo = WorkOrder {
         id: r.get(0)?,
         key: r.get(1)?,
