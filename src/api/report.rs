@@ -49,6 +49,12 @@ async fn engineering(
         building: q.building,
     };
     let format = q.format.unwrap_or(Format::Json);
+    // The tracker writes every 10 s; a report that ends now includes the last seconds.
+    if let Some(avail) = &s.gw.availability
+        && let Err(e) = avail.flush().await
+    {
+        tracing::warn!("report: the availability history was not flushed first: {e}");
+    }
     let now = chrono::Utc::now();
     let result = store
         .call(move |st| Ok(report(st, &settings, &req, now)))
