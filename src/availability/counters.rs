@@ -76,13 +76,20 @@ impl CounterTrack {
             Some(l) if l - x <= 1e-9 * l.abs().max(1.0) => {
                 if let Some(r) = self.row.as_mut().filter(|r| *r.day == *day.label) {
                     r.last_ms = now_ms;
-                    self.dirty = true;
                 }
                 return;
             }
             // Reset: the counter started again from 0.
             Some(_) => x.max(0.0),
         };
+        // A counter that stands still changes nothing worth a write: its row's last time moves
+        // in memory and reaches the store with the next rise (or the day's end).
+        if rise == 0.0
+            && let Some(r) = self.row.as_mut().filter(|r| *r.day == *day.label)
+        {
+            r.last_ms = now_ms;
+            return;
+        }
         self.last = Some(x);
         let was_dirty = std::mem::replace(&mut self.dirty, true);
         match self.row.as_mut() {
