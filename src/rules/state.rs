@@ -19,43 +19,16 @@ use crate::model::Value;
 
 pub(in crate::rules) mod config;
 
-/// One value of `equals`.
-#[derive(Debug, Clone, PartialEq)]
-pub enum StateValue {
-    Bool(bool),
-    Number(f64),
-    Name(String),
-}
+/// One value of `equals`: the profile's value test, which `unavailable_when` uses too, so a
+/// value means the same in a rule and in a profile.
+pub use crate::profile::unavailable::Expect as StateValue;
 
-impl StateValue {
-    /// Whether a sample holds this value. Booleans and numbers compare as numbers (`true` is 1);
-    /// a state name compares with the decoded text, and a number also matches an enum value
-    /// written as its number (a value missing from the profile's `map`).
-    #[inline]
-    pub fn matches(&self, v: &Value) -> bool {
-        match (self, v) {
-            (StateValue::Name(n), Value::Str(s)) => n == s,
-            (StateValue::Name(n), Value::Bool(b)) => {
-                n.eq_ignore_ascii_case(if *b { "true" } else { "false" })
-            }
-            (StateValue::Name(_), _) => false,
-            (StateValue::Bool(b), v) => match v {
-                Value::Str(s) => s.eq_ignore_ascii_case(if *b { "true" } else { "false" }),
-                v => v.as_f64().is_some_and(|x| (x != 0.0) == *b),
-            },
-            (StateValue::Number(n), Value::Str(s)) => {
-                s.trim().parse::<f64>().is_ok_and(|x| x == *n)
-            }
-            (StateValue::Number(n), v) => v.as_f64().is_some_and(|x| x == *n),
-        }
-    }
-
-    pub fn text(&self) -> String {
-        match self {
-            StateValue::Bool(b) => b.to_string(),
-            StateValue::Number(n) => fmt_num(*n),
-            StateValue::Name(s) => s.clone(),
-        }
+/// A value of `equals` as a reader writes it: `fault`, `3`, `true`.
+pub fn value_text(v: &StateValue) -> String {
+    match v {
+        StateValue::Bool(b) => b.to_string(),
+        StateValue::Number(n) => fmt_num(*n),
+        StateValue::Name(s) => s.clone(),
     }
 }
 
@@ -71,11 +44,7 @@ impl StateSet {
 
     /// `open`, or `fault, trip`.
     pub fn text(&self) -> String {
-        self.0
-            .iter()
-            .map(StateValue::text)
-            .collect::<Vec<_>>()
-            .join(", ")
+        self.0.iter().map(value_text).collect::<Vec<_>>().join(", ")
     }
 }
 

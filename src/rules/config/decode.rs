@@ -46,64 +46,9 @@ impl<'de> Deserialize<'de> for Number {
 #[derive(Debug, Clone)]
 pub(in crate::rules) struct StateValues(pub Vec<StateValue>);
 
-struct StateValueVisitor {
-    list: bool,
-}
-
-impl<'de> de::Visitor<'de> for StateValueVisitor {
-    type Value = Vec<StateValue>;
-    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.list {
-            f.write_str("a boolean, a number, a state name, or a list of them")
-        } else {
-            f.write_str("a boolean, a number or a state name")
-        }
-    }
-    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
-        Ok(vec![StateValue::Bool(v)])
-    }
-    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
-        Ok(vec![StateValue::Number(v as f64)])
-    }
-    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
-        Ok(vec![StateValue::Number(v as f64)])
-    }
-    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
-        Ok(vec![StateValue::Number(v)])
-    }
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-        Ok(vec![StateValue::Name(v.to_string())])
-    }
-    fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        if !self.list {
-            return Err(de::Error::invalid_type(de::Unexpected::Seq, &self));
-        }
-        let mut out = Vec::new();
-        while let Some(one) = seq.next_element::<OneStateValue>()? {
-            out.push(one.0);
-        }
-        if out.is_empty() {
-            return Err(de::Error::custom(
-                "expected at least one value, found an empty list",
-            ));
-        }
-        Ok(out)
-    }
-}
-
-struct OneStateValue(StateValue);
-
-impl<'de> Deserialize<'de> for OneStateValue {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let mut v = d.deserialize_any(StateValueVisitor { list: false })?;
-        Ok(OneStateValue(v.remove(0)))
-    }
-}
-
 impl<'de> Deserialize<'de> for StateValues {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(StateValueVisitor { list: true })
-            .map(StateValues)
+        crate::profile::unavailable::Expected::deserialize(d).map(|e| StateValues(e.0))
     }
 }
 

@@ -91,7 +91,7 @@ pub(in crate::rules) fn check_values_fit(
                 expected,
                 found: match v {
                     StateValue::Name(s) => format!("{s:?}"),
-                    other => other.text(),
+                    other => crate::rules::state::value_text(other),
                 },
             });
         }
