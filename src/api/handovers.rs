@@ -13,7 +13,8 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{ApiError, ApiState, authorize, ns_to_time, workorders::WorkOrderApi};
+use super::workorders::api as store;
+use super::{ApiError, ApiState, authorize, ns_to_time};
 use crate::owners::handover::render::{self, Sealed};
 use crate::owners::handover::{
     self, AssetInput, HandoverRecord, RANGE_WINDOW_HOURS, Range, RecordMeta,
@@ -27,21 +28,8 @@ pub fn routes(r: axum::Router<ApiState>) -> axum::Router<ApiState> {
         .route("/api/v1/handovers/{id}/diff", get(diff))
 }
 
-fn store(s: &ApiState) -> Result<&WorkOrderApi, ApiError> {
-    s.work_orders.as_ref().ok_or_else(|| {
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the work-order store is not open",
-        )
-    })
-}
-
 fn parse_id(raw: &str) -> Result<i64, ApiError> {
-    raw.parse::<i64>().ok().filter(|i| *i > 0).ok_or_else(|| {
-        ApiError::bad_request(format!(
-            "expected a handover id (a positive integer), found {raw:?}"
-        ))
-    })
+    super::workorders::parse_record_id(raw, "handover")
 }
 
 #[derive(Deserialize)]

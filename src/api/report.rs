@@ -30,17 +30,7 @@ async fn engineering(
     q: Result<Query<ReportQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(q) = q.map_err(|e| ApiError::bad_request(e.body_text()))?;
-    let store = s
-        .work_orders
-        .as_ref()
-        .ok_or_else(|| {
-            ApiError::new(
-                axum::http::StatusCode::SERVICE_UNAVAILABLE,
-                "the work-order store is not open yet",
-            )
-        })?
-        .store
-        .clone();
+    let store = super::workorders::api(&s)?.store.clone();
     let settings = s.gw.current.get().settings.clone();
     let req = ReportRequest {
         month: q.month,

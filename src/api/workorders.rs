@@ -98,7 +98,8 @@ pub fn routes(r: axum::Router<ApiState>) -> axum::Router<ApiState> {
         .route("/api/v1/outbox/{id}/retry", post(retry))
 }
 
-fn api(s: &ApiState) -> Result<&WorkOrderApi, ApiError> {
+/// The work-order store's handles, or 503 before it is open (every route over the store).
+pub(super) fn api(s: &ApiState) -> Result<&WorkOrderApi, ApiError> {
     s.work_orders.as_ref().ok_or_else(|| {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -108,9 +109,14 @@ fn api(s: &ApiState) -> Result<&WorkOrderApi, ApiError> {
 }
 
 fn parse_id(raw: &str) -> Result<i64, ApiError> {
+    parse_record_id(raw, "work-order")
+}
+
+/// A record id from a path: a positive integer, or 400 naming `what` it should have been.
+pub(super) fn parse_record_id(raw: &str, what: &str) -> Result<i64, ApiError> {
     raw.parse::<i64>().ok().filter(|i| *i > 0).ok_or_else(|| {
         ApiError::bad_request(format!(
-            "expected a work-order id (a positive integer), found {raw:?}"
+            "expected a {what} id (a positive integer), found {raw:?}"
         ))
     })
 }
