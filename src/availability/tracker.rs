@@ -98,6 +98,20 @@ struct OpenSpan {
     start_ms: i64,
 }
 
+impl OpenSpan {
+    /// This span of `asset` on `day`, from `start_ms` to `end_ms`, for the store.
+    fn write(&self, asset: &str, day: &str, start_ms: i64, end_ms: i64) -> SpanWrite {
+        SpanWrite {
+            id: self.id,
+            asset: asset.to_string(),
+            day: day.to_string(),
+            state: self.state,
+            start_ms,
+            end_ms,
+        }
+    }
+}
+
 /// One asset (a configured device) as tracked.
 #[derive(Debug)]
 struct Asset {
@@ -312,14 +326,7 @@ impl Tracker {
         {
             self.ended.push((
                 open.key,
-                SpanWrite {
-                    id: open.id,
-                    asset: a.id.to_string(),
-                    day: self.day.label.to_string(),
-                    state: open.state,
-                    start_ms: open.start_ms,
-                    end_ms: now_ms,
-                },
+                open.write(&a.id, &self.day.label, open.start_ms, now_ms),
             ));
         }
         a.span = Some(OpenSpan {
@@ -357,17 +364,8 @@ impl Tracker {
                 open.start_ms = at;
                 continue;
             }
-            self.ended.push((
-                open.key,
-                SpanWrite {
-                    id: open.id,
-                    asset: a.id.to_string(),
-                    day: self.day.label.to_string(),
-                    state: open.state,
-                    start_ms: start,
-                    end_ms: at,
-                },
-            ));
+            self.ended
+                .push((open.key, open.write(&a.id, &self.day.label, start, at)));
             *open = OpenSpan {
                 key: self.next_key,
                 id: None,
@@ -427,14 +425,12 @@ impl Tracker {
             if let Some(open) = a.span.take() {
                 self.ended.push((
                     open.key,
-                    SpanWrite {
-                        id: open.id,
-                        asset: a.id.to_string(),
-                        day: self.day.label.to_string(),
-                        state: open.state,
-                        start_ms: open.start_ms,
-                        end_ms: now_ms.max(open.start_ms),
-                    },
+                    open.write(
+                        &a.id,
+                        &self.day.label,
+                        open.start_ms,
+                        now_ms.max(open.start_ms),
+                    ),
                 ));
             }
             for c in &mut a.counters {
@@ -473,14 +469,12 @@ impl Tracker {
         for (slot, a) in self.assets.iter_mut().enumerate() {
             let Some(a) = a else { continue };
             if let Some(open) = &a.span {
-                b.spans.push(SpanWrite {
-                    id: open.id,
-                    asset: a.id.to_string(),
-                    day: self.day.label.to_string(),
-                    state: open.state,
-                    start_ms: open.start_ms,
-                    end_ms: now_ms.max(open.start_ms),
-                });
+                b.spans.push(open.write(
+                    &a.id,
+                    &self.day.label,
+                    open.start_ms,
+                    now_ms.max(open.start_ms),
+                ));
                 b.refs.push(SpanRef::Open {
                     slot,
                     key: open.key,
