@@ -154,16 +154,7 @@ pub fn detail(w: &Value) -> String {
     }
     if let Some(e) = w.get("evidence") {
         let _ = writeln!(out, "  evidence:");
-        for k in [
-            "point",
-            "value",
-            "unit",
-            "threshold",
-            "first_value",
-            "last_value",
-            "min",
-            "max",
-        ] {
+        for k in crate::rules::types::EVIDENCE_SUMMARY_KEYS {
             let v = s(e, k);
             if v != "-" {
                 let _ = writeln!(out, "    {k:<19} {v}");

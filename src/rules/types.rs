@@ -110,6 +110,19 @@ pub struct EvidenceReading {
     pub value: EvidenceValue,
 }
 
+/// The scalar keys of `Evidence` as JSON, in the order a one-screen summary shows them (the
+/// work-orders command, the handover record).
+pub const EVIDENCE_SUMMARY_KEYS: &[&str] = &[
+    "point",
+    "value",
+    "unit",
+    "threshold",
+    "first_value",
+    "last_value",
+    "min",
+    "max",
+];
+
 /// Why a rule fired, kept with its work order as `evidence`. Readings are bounded by the engine
 /// (the last 20).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]

@@ -143,16 +143,7 @@ fn wo_rows(out: &mut String, list: &[OpenWorkOrder]) {
 /// The evidence in a line: point, value, threshold and the last readings.
 fn evidence_text(e: &Value) -> String {
     let mut parts = Vec::new();
-    for k in [
-        "point",
-        "value",
-        "unit",
-        "threshold",
-        "first_value",
-        "last_value",
-        "min",
-        "max",
-    ] {
+    for k in crate::rules::types::EVIDENCE_SUMMARY_KEYS {
         if let Some(v) = e.get(k).filter(|v| !v.is_null()) {
             parts.push(format!("{k} {}", text(v)));
         }
